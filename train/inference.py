@@ -1,0 +1,75 @@
+"""Faithful ZegFormer inference in PyTorch: the reference every other path is measured against.
+
+``segment`` runs the official composition on one prepared image (already resized if wanted):
+pad to 32 → proposals → segment logits → cropmask CLIP branch (full-resolution masked images
+and ``roi_align``, as the official code) → ensemble → semantic scores → calibration.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .model import ZegFormer
+from .model import postprocess as P
+
+MODES = ("cropmask", "proposal")
+
+
+def image_tensor(image, device: torch.device) -> torch.Tensor:
+    """``H×W×3`` uint8 RGB (numpy) or a ``3×H×W`` tensor → float ``[1,3,H,W]`` in 0..255."""
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"expected an H×W×3 uint8 RGB image, got {image.dtype} {image.shape}")
+        return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float()[None].to(device)
+    if isinstance(image, torch.Tensor):
+        if image.ndim != 3 or image.shape[0] != 3 or not image.is_floating_point():
+            raise ValueError(f"expected a 3×H×W float tensor (0..255), got {image.dtype} {tuple(image.shape)}")
+        return image.float()[None].to(device)
+    raise TypeError(f"image must be a numpy array or a torch tensor, not {type(image).__name__}")
+
+
+@torch.no_grad()
+def segment(model: ZegFormer, image, text_features: torch.Tensor, text_features_clip: Optional[torch.Tensor],
+            seen: Sequence[bool], mode: str = "cropmask", out_size: Optional[Sequence[int]] = None,
+            crop_batch: int = 100) -> Dict[str, torch.Tensor]:
+    """Segment one image; returns every intermediate the fixture records, and ``sem_seg`` ``[K,h,w]``.
+
+    ``text_features`` classify segments (``single`` prompt at evaluation), ``text_features_clip``
+    classify the CLIP crops (32 templates); ``seen`` flags the training classes.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; the torch reference runs {MODES}")
+    if text_features.ndim != 2 or text_features.shape[0] == 0:
+        raise ValueError("text_features must be a non-empty [K, D] tensor (empty vocabulary?)")
+    device = model.pixel_mean.device
+    cfg = model.cfg
+    x = image_tensor(image, device)
+    h, w = x.shape[-2:]
+    seen_t = torch.as_tensor(list(seen), dtype=torch.bool, device=device)
+    if seen_t.numel() != text_features.shape[0]:
+        raise ValueError(f"seen has {seen_t.numel()} flags for {text_features.shape[0]} classes")
+    padded = P.pad_to_multiple(model.normalize(x), cfg.size_divisibility)
+    out = model.proposals(padded)
+    pred_logits = model.classify(out["segment_embeddings"], text_features.to(device))
+    up = P.upsample_masks(out["pred_masks"], padded.shape[-2:])
+    result = {"pred_logits": pred_logits, "pred_masks": out["pred_masks"],
+              "segment_embeddings": out["segment_embeddings"], "decoder_output": out["decoder_output"]}
+    if mode == "cropmask":
+        if text_features_clip is None:
+            raise ValueError("cropmask needs text_features_clip (the CLIP-template embeddings)")
+        clip_image = P.pad_to_multiple(model.clip_normalize(x), cfg.size_divisibility)
+        crops, boxes = P.masked_crops(clip_image, up, cfg.crop_size)
+        flat = crops[0]
+        feats = torch.cat([model.encode_crops(flat[i:i + crop_batch]) for i in range(0, len(flat), crop_batch)])
+        clip_logits = model.clip_logits(feats, text_features_clip.to(device))
+        mask_cls = P.ensemble(pred_logits[0], clip_logits, seen_t, cfg.ensemble_lambda)
+        result.update(crops=crops, boxes=boxes, clip_image_features=feats, clip_logits=clip_logits)
+    else:
+        mask_cls = F.softmax(pred_logits[0], dim=-1)[..., :-1]
+    result["mask_cls"] = mask_cls
+    result["sem_seg"] = P.semantic_scores(mask_cls, up[0], (h, w), tuple(out_size or (h, w)), seen_t,
+                                          cfg.gzero_calibrate)
+    return result
