@@ -23,3 +23,31 @@ def require_reference() -> Path:
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
     return require_reference()
+
+
+@pytest.fixture(scope="session")
+def fixture_checkpoint(tmp_path_factory, reference_dir) -> Path:
+    """The reference fixture's weights, regenerated, saved in the official format and imported.
+
+    Exercises the whole import path: recipe → official ``{"model": state_dict}`` file →
+    ``train.convert_official.convert`` → our checkpoint.
+    """
+    import torch
+
+    from tests.recipe import official_state_dict
+    from train.convert_official import convert
+
+    root = tmp_path_factory.mktemp("fixture_weights")
+    official = root / "official_r101_vit16.pth"
+    torch.save({"model": official_state_dict(reference_dir)}, official)
+    ours = root / "zegformer_r101_vit16.pth"
+    convert(official, ours, dataset="coco-stuff")
+    official.unlink()  # 840 MB; only the imported checkpoint is needed from here on
+    return ours
+
+
+@pytest.fixture(scope="session")
+def fixture_arrays(reference_dir):
+    import numpy as np
+
+    return dict(np.load(reference_dir / "reference_r101_vit16_cocostuff.npz"))
