@@ -10,6 +10,7 @@ TorchScript archive OpenAI distributes), or an open_clip pretrained tag such as 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import re
 import sys
@@ -20,7 +21,7 @@ import torch
 
 from .checkpoint import CheckpointError, save_checkpoint
 from .classes import dataset_classes
-from .config import ClipConfig, ModelConfig
+from .config import ClipConfig, ModelConfig, preset
 from .model import build_model
 
 log = logging.getLogger(__name__)
@@ -86,34 +87,37 @@ def _count(keys: Sequence[str], pattern: str) -> int:
     return len({m.group(1) for k in keys for m in [rx.match(k)] if m})
 
 
-def infer_clip_config(sd: Dict[str, torch.Tensor], p: str = "clip.") -> ClipConfig:
+def infer_clip_config(sd: Dict[str, torch.Tensor], template: ClipConfig, p: str = "clip.") -> ClipConfig:
+    """CLIP shapes from the weights; head counts from ``template`` when its widths match, else width/64."""
     keys = list(sd)
     vision_width, _, patch, _ = sd[p + "visual.conv1.weight"].shape
     grid = round((sd[p + "visual.positional_embedding"].shape[0] - 1) ** 0.5)
     text_width = sd[p + "ln_final.weight"].shape[0]
     return ClipConfig(
         embed_dim=sd[p + "text_projection"].shape[1], image_size=grid * patch, patch_size=patch,
-        vision_width=vision_width, vision_heads=max(1, vision_width // 64),
+        vision_width=vision_width,
+        vision_heads=template.vision_heads if template.vision_width == vision_width else max(1, vision_width // 64),
         vision_layers=_count(keys, re.escape(p) + r"visual\.transformer\.resblocks\.(\d+)\."),
         context_length=sd[p + "positional_embedding"].shape[0],
-        vocab_size=sd[p + "token_embedding.weight"].shape[0],
-        text_width=text_width, text_heads=max(1, text_width // 64),
+        vocab_size=sd[p + "token_embedding.weight"].shape[0], text_width=text_width,
+        text_heads=template.text_heads if template.text_width == text_width else max(1, text_width // 64),
         text_layers=_count(keys, re.escape(p) + r"transformer\.resblocks\.(\d+)\."))
 
 
-def infer_config(sd: Dict[str, torch.Tensor], nheads: int = 8) -> ModelConfig:
-    """Architecture hyper-parameters from tensor shapes (heads cannot be inferred: ``nheads``)."""
+def infer_config(sd: Dict[str, torch.Tensor], template: Optional[ModelConfig] = None) -> ModelConfig:
+    """Architecture from tensor shapes; what shapes cannot tell (attention heads, GroupNorm
+    groups, constants) comes from ``template`` (default: the official R101 + ViT-B/16 config)."""
+    template = template or ModelConfig()
     keys = list(sd)
     blocks = tuple(_count(keys, rf"backbone\.res{i}\.(\d+)\.") for i in range(2, 6))
     q, hidden = sd["predictor.query_embed.weight"].shape
-    return ModelConfig(
-        backbone_blocks=blocks, backbone_width=sd["backbone.stem.conv1.weight"].shape[0],
+    return dataclasses.replace(
+        template, backbone_blocks=blocks, backbone_width=sd["backbone.stem.conv1.weight"].shape[0],
         conv_dim=sd["pixel_decoder.layer_1.weight"].shape[0],
-        mask_dim=sd["predictor.mask_embed.layers.2.weight"].shape[0],
-        hidden_dim=hidden, num_queries=q, nheads=nheads,
+        mask_dim=sd["predictor.mask_embed.layers.2.weight"].shape[0], hidden_dim=hidden, num_queries=q,
         dim_feedforward=sd["predictor.transformer.decoder.layers.0.linear1.weight"].shape[0],
         dec_layers=_count(keys, r"predictor\.transformer\.decoder\.layers\.(\d+)\."),
-        clip=infer_clip_config(sd))
+        clip=infer_clip_config(sd, template.clip))
 
 
 def rename(official: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], List[str]]:
@@ -137,7 +141,8 @@ def detect_dataset(official: Dict[str, torch.Tensor]) -> Optional[str]:
 
 
 def convert(official_path: Path, out: Path, clip: Optional[str] = None, dataset: Optional[str] = None,
-            nheads: int = 8) -> ModelConfig:
+            template: Optional[ModelConfig] = None) -> ModelConfig:
+    """Convert ``official_path`` into our checkpoint at ``out``; returns the model config."""
     official = load_state_dict(official_path)
     has_clip = any(k.startswith(CLIP_PREFIX) for k in official)
     if not has_clip:
@@ -150,7 +155,7 @@ def convert(official_path: Path, out: Path, clip: Optional[str] = None, dataset:
         raise CheckpointError(f"{len(unknown)} unknown keys in {official_path} (not a ZegFormer "
                               f"checkpoint?): {unknown[:20]}")
     try:
-        cfg = infer_config(ours, nheads)
+        cfg = infer_config(ours, template)
     except KeyError as e:
         raise CheckpointError(f"{official_path} lacks {e} (truncated or foreign checkpoint)") from e
     model = build_model(cfg)
@@ -191,11 +196,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--dataset", choices=["coco-stuff", "voc", "ade-847"],
                         help="training dataset (class list and seen split); default: detected "
                              "from criterion.empty_weight, else coco-stuff")
-    parser.add_argument("--nheads", type=int, default=8, help="decoder attention heads (default 8)")
+    parser.add_argument("--preset", default="r101-vit16", choices=["r101-vit16", "r50-vit16", "tiny"],
+                        help="config for what shapes cannot tell (attention heads, GroupNorm groups); "
+                             "depths and widths are read from the weights (default r101-vit16)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        convert(args.official, args.out, args.clip, args.dataset, args.nheads)
+        convert(args.official, args.out, args.clip, args.dataset, preset(args.preset))
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
