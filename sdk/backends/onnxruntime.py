@@ -1,0 +1,113 @@
+"""ONNX Runtime backend: CPU, or CUDA when ``onnxruntime-gpu`` is installed.
+
+Sessions are created lazily (a graph the mode does not use is never loaded) and shared by all
+threads: ``InferenceSession.run`` is thread-safe.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from ..bundle import Bundle
+from ..errors import BackendError
+from . import Backend
+
+log = logging.getLogger(__name__)
+ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int32)": np.int32,
+              "tensor(int64)": np.int64}
+
+
+def cuda_provider_available() -> bool:
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+class Graph:
+    """One ONNX Runtime session with its input name/dtype and output order (from the manifest)."""
+
+    def __init__(self, session, output_names: List[str]):
+        self.session = session
+        inp = session.get_inputs()[0]
+        self.input_name = inp.name
+        self.input_dtype = ORT_DTYPES.get(inp.type, np.float32)
+        batch = inp.shape[0] if inp.shape else None
+        self.fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
+        available = [o.name for o in session.get_outputs()]
+        self.outputs = [n for n in output_names if n in available] or available
+
+    def run(self, x: np.ndarray) -> List[np.ndarray]:
+        x = np.ascontiguousarray(x, dtype=self.input_dtype)
+        if self.fixed_batch is None or x.shape[0] == self.fixed_batch:
+            return self._run(x)
+        parts = [self._run_padded(x[i:i + self.fixed_batch]) for i in range(0, x.shape[0], self.fixed_batch)]
+        return [np.concatenate(p, 0) for p in zip(*parts)]
+
+    def _run_padded(self, x: np.ndarray) -> List[np.ndarray]:
+        n = x.shape[0]
+        if n < self.fixed_batch:
+            x = np.concatenate([x, np.zeros((self.fixed_batch - n,) + x.shape[1:], x.dtype)], 0)
+        return [o[:n] for o in self._run(x)]
+
+    def _run(self, x: np.ndarray) -> List[np.ndarray]:
+        outs = self.session.run(self.outputs, {self.input_name: x})
+        return [o.astype(np.float32, copy=False) if o.dtype == np.float16 else o for o in outs]
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(self, bundle: Bundle, device: str = "cpu", device_index: int = 0,
+                 threads: Optional[int] = None):
+        import onnxruntime as ort
+
+        self._ort = ort
+        self.bundle = bundle
+        self.device = "cpu" if device == "cpu" else f"cuda:{device_index}"
+        if device != "cpu" and not cuda_provider_available():
+            raise BackendError("ONNX Runtime has no CUDA execution provider here: "
+                               "pip install onnxruntime-gpu (and a matching CUDA), or use device='cpu'")
+        self.providers = (["CPUExecutionProvider"] if device == "cpu" else
+                          [("CUDAExecutionProvider", {"device_id": device_index}), "CPUExecutionProvider"])
+        self.threads = threads
+        self._graphs: Dict[str, Graph] = {}
+        self._lock = threading.Lock()
+
+    def _options(self):
+        opts = self._ort.SessionOptions()
+        opts.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        if self.threads:
+            opts.intra_op_num_threads = int(self.threads)
+        return opts
+
+    def graph(self, name: str) -> Graph:
+        """The session of graph ``name``, created (after hash verification) on first use."""
+        with self._lock:
+            graph = self._graphs.get(name)
+            if graph is None:
+                path = self.bundle.graph_file(name)
+                log.debug("loading %s with %s", path, self.providers)
+                try:
+                    session = self._ort.InferenceSession(str(path), self._options(), providers=self.providers)
+                except Exception as e:  # onnxruntime raises its own, unexported exception types
+                    raise BackendError(f"ONNX Runtime cannot load {path}: {e}") from e
+                graph = Graph(session, list(self.bundle.graph(name).get("outputs", {})))
+                self._graphs[name] = graph
+        return graph
+
+    def proposal(self, image: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        masks, emb = self.graph("proposal").run(image)
+        return masks, emb
+
+    def clip_image(self, crops: np.ndarray) -> np.ndarray:
+        return self.graph("clip_image").run(crops)[0]
+
+    def clip_text(self, tokens: np.ndarray) -> np.ndarray:
+        return self.graph("clip_text").run(tokens)[0]
+
+    def clip_dense(self, image: np.ndarray) -> np.ndarray:
+        return self.graph("clip_dense").run(image)[0]

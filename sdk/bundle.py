@@ -1,0 +1,158 @@
+"""Open a model bundle: read and check ``manifest.json``, verify every file before it is used.
+
+See ``sdk/bundle_format.py`` for the format. A file is hashed (sha256) the first time it is asked
+for, *before* anything deserialises it; a mismatch is a :class:`BundleError` naming the file.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+import numpy as np
+
+from . import bundle_format as fmt
+from .errors import BundleError
+
+log = logging.getLogger(__name__)
+
+REEXPORT = "re-export the bundle (python -m export --checkpoint MODEL.pth --out DIR)"
+REQUIRED_KEYS = ("model", "preprocess", "inference", "classes", "graphs", "files")
+
+
+class Bundle:
+    """A verified view of a bundle directory (thread-safe)."""
+
+    def __init__(self, root: Union[str, os.PathLike], verify: bool = True):
+        self.root = Path(root).expanduser().resolve()
+        self.verify = verify
+        self._verified: Dict[str, Path] = {}
+        self._lock = threading.Lock()
+        self.manifest = self._read_manifest()
+
+    # ------------------------------------------------------------------ manifest
+    def _read_manifest(self) -> Dict[str, Any]:
+        path = self.root / fmt.MANIFEST
+        if not self.root.is_dir():
+            raise BundleError(f"bundle directory not found: {self.root}")
+        if not path.is_file():
+            raise BundleError(f"{path} is missing: {self.root} is not a model bundle; {REEXPORT}")
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise BundleError(f"{path} is not valid JSON ({e}); {REEXPORT}") from e
+        if not isinstance(manifest, dict) or manifest.get("format") != fmt.FORMAT:
+            raise BundleError(f"{path} is not a {fmt.FORMAT} manifest; {REEXPORT}")
+        version = manifest.get("format_version")
+        if version != fmt.FORMAT_VERSION:
+            raise BundleError(f"{self.root} has bundle format version {version!r}; this SDK reads version "
+                              f"{fmt.FORMAT_VERSION}: upgrade zegformer-sdk or {REEXPORT} with this version")
+        missing = [k for k in REQUIRED_KEYS if k not in manifest]
+        if missing:
+            raise BundleError(f"{path} lacks the keys {missing}; {REEXPORT}")
+        return manifest
+
+    # ------------------------------------------------------------------ files
+    def file(self, relpath: str) -> Path:
+        """Absolute path of a bundle file, after checking it exists and its sha256 matches."""
+        with self._lock:
+            if relpath in self._verified:
+                return self._verified[relpath]
+        path = self.root / relpath
+        expected = self.manifest["files"].get(relpath)
+        if expected is None:
+            raise BundleError(f"{relpath} is not listed in {self.root / fmt.MANIFEST}; {REEXPORT}")
+        if not path.is_file():
+            raise BundleError(f"bundle file {path} is missing; {REEXPORT}")
+        if self.verify:
+            actual = fmt.sha256_file(path)
+            if actual != expected:
+                raise BundleError(f"bundle file {path} is corrupted or was modified: sha256 {actual[:16]}… "
+                                  f"!= {expected[:16]}… recorded in the manifest; {REEXPORT}")
+        with self._lock:
+            self._verified[relpath] = path
+        return path
+
+    def has_graph(self, name: str) -> bool:
+        entry = self.manifest["graphs"].get(name)
+        return bool(entry) and entry.get("file") in self.manifest["files"]
+
+    def graph(self, name: str) -> Dict[str, Any]:
+        entry = self.manifest["graphs"].get(name)
+        if not entry:
+            raise BundleError(f"{self.root} has no {name!r} graph; {REEXPORT} (it writes {fmt.GRAPHS})")
+        return entry
+
+    def graph_file(self, name: str) -> Path:
+        return self.file(self.graph(name)["file"])
+
+    def background(self) -> np.ndarray:
+        bg = np.load(self.file(self.manifest.get("background", fmt.BACKGROUND)), allow_pickle=False)
+        return np.ascontiguousarray(bg, dtype=np.float32).reshape(1, -1)
+
+    def vocabulary_arrays(self, name: str) -> Dict[str, np.ndarray]:
+        """The arrays of a built-in vocabulary ``vocab/<name>.npz``."""
+        rel = self.vocabularies.get(name)
+        if rel is None:
+            raise KeyError(name)
+        with np.load(self.file(rel), allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+        missing = {"names", "text_features", "text_features_clip"} - set(data)
+        if missing:
+            raise BundleError(f"{self.root / rel} lacks {sorted(missing)}; {REEXPORT}")
+        return data
+
+    # ------------------------------------------------------------------ facts
+    @property
+    def model(self) -> Dict[str, Any]:
+        return self.manifest["model"]
+
+    @property
+    def inference(self) -> Dict[str, Any]:
+        return self.manifest["inference"]
+
+    @property
+    def preprocess(self) -> Dict[str, Any]:
+        return self.manifest["preprocess"]
+
+    @property
+    def vocabularies(self) -> Dict[str, str]:
+        return dict(self.manifest.get("vocabularies") or {})
+
+    @property
+    def default_vocabulary(self) -> Optional[str]:
+        return self.manifest.get("default_vocabulary") or next(iter(self.vocabularies), None)
+
+    @property
+    def seen_names(self) -> List[str]:
+        classes = self.manifest["classes"]
+        return [n for n, s in zip(classes["names"], classes["seen"]) if s]
+
+    @property
+    def engines(self) -> Dict[str, Dict[str, Any]]:
+        return dict(self.manifest.get("engines") or {})
+
+    def summary(self) -> str:
+        """A human-readable summary of the manifest (``python -m sdk info``)."""
+        m, inf, cls = self.model, self.inference, self.manifest["classes"]
+        lines = [f"bundle     {self.root}",
+                 f"format     {self.manifest['format']} v{self.manifest['format_version']}, "
+                 f"created {self.manifest.get('created', '?')}",
+                 f"model      {m.get('num_queries')} queries, embed dim {m.get('embed_dim')}, "
+                 f"crop {m.get('crop_size')}, scales seg {m.get('segment_logit_scale', 0):.4g} "
+                 f"clip {m.get('clip_logit_scale', 0):.4g}",
+                 f"inference  min_size {inf.get('min_size')}, max_size {inf.get('max_size')}, pad "
+                 f"{inf.get('size_divisibility')}, λ {inf.get('ensemble_lambda', 0):.4g}, calibrate "
+                 f"{inf.get('gzero_calibrate')}, dense {inf.get('dense_size')}",
+                 f"classes    {len(cls['names'])} ({sum(map(bool, cls['seen']))} seen)",
+                 f"vocab      {', '.join(self.vocabularies) or '-'} (default {self.default_vocabulary})",
+                 f"graphs     {', '.join(n for n in fmt.GRAPHS if self.has_graph(n))}"]
+        for name, e in self.engines.items():
+            lines.append(f"engine     {name}: {e.get('file')} TensorRT {e.get('tensorrt')} "
+                         f"{e.get('gpu')} sm{e.get('compute_capability')} {e.get('precision')}")
+        versions = self.manifest.get("versions") or {}
+        lines.append("versions   " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+        return "\n".join(lines)

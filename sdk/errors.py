@@ -1,0 +1,26 @@
+"""The SDK's exceptions and warnings. Every message says what went wrong and what to do."""
+from __future__ import annotations
+
+
+class SegmenterError(Exception):
+    """Base class of every error the SDK raises on purpose."""
+
+
+class BundleError(SegmenterError):
+    """A bundle file is missing, tampered with (sha256 mismatch) or of an unknown format version."""
+
+
+class BackendError(SegmenterError):
+    """A backend cannot run here (library, GPU or engine missing) or failed while running."""
+
+
+class VocabularyError(SegmenterError, ValueError):
+    """A vocabulary is empty, absurdly large, has non-string/empty names, or is unknown."""
+
+
+class ImageError(SegmenterError, ValueError):
+    """An image cannot be read, is empty, or has an unsupported dtype/shape."""
+
+
+class EngineMismatchWarning(UserWarning):
+    """A TensorRT engine was built for another GPU or TensorRT version; ONNX is used instead."""

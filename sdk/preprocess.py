@@ -1,0 +1,183 @@
+"""Image input and the official test-time preprocessing, in numpy + PIL only.
+
+* :func:`load_image` / :func:`to_rgb_uint8` turn a path or an array into ``H×W×3`` uint8 RGB;
+* :func:`resize_shortest_edge` is detectron2's ``ResizeShortestEdge`` (PIL bilinear on uint8);
+* :func:`pad_to_multiple` pads bottom/right, as detectron2's ``ImageList`` does.
+
+The torch backend and the training evaluation reuse these functions, so every path resizes alike.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError
+
+ImageLike = Union[str, os.PathLike, np.ndarray, Image.Image]
+HINT = "pass an H×W×3 uint8 RGB array (or H×W gray, H×W×4 RGBA, uint16, float in [0,1]) or an image path"
+
+
+def load_image(path: Union[str, os.PathLike]) -> np.ndarray:
+    """Read an image file as ``H×W×3`` uint8 RGB (EXIF orientation applied, as detectron2 does)."""
+    try:
+        with Image.open(os.fspath(path)) as im:
+            im = ImageOps.exif_transpose(im)
+            return pil_to_rgb(im)
+    except FileNotFoundError as e:
+        raise ImageError(f"image file not found: {path}") from e
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"cannot read image {path}: {e} (is it a valid PNG/JPEG/...?)") from e
+
+
+def pil_to_rgb(im: Image.Image) -> np.ndarray:
+    """A PIL image of any mode → ``H×W×3`` uint8 RGB."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        return to_rgb_uint8(np.asarray(im))
+    if im.mode in ("RGBA", "LA", "PA", "P", "RGBa", "La"):
+        im = im.convert("RGBA")
+    return to_rgb_uint8(np.asarray(im.convert("RGB") if im.mode != "RGBA" else im))
+
+
+def to_rgb_uint8(image: ImageLike, bgr: bool = False) -> np.ndarray:
+    """Any supported image → contiguous ``H×W×3`` uint8 RGB.
+
+    Gray (``H×W``, ``H×W×1``) is replicated, alpha (``H×W×4``) dropped, uint16 scaled by ``>> 8``,
+    float in [0, 1] scaled by 255 (rounded), other integer types accepted when within 0..255.
+    ``bgr=True`` reads 3/4-channel *arrays* in OpenCV's BGR(A) order (paths and PIL images are
+    always decoded as RGB).
+    """
+    if isinstance(image, (str, os.PathLike)):
+        return load_image(image)
+    if isinstance(image, Image.Image):
+        return pil_to_rgb(image)
+    if not isinstance(image, np.ndarray):
+        raise ImageError(f"unsupported image type {type(image).__name__}; {HINT}")
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        raise ImageError(f"unsupported image shape {image.shape}; {HINT}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ImageError(f"the image is empty (shape {image.shape}); {HINT}")
+    image = _to_uint8(image)
+    if image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    image = image[..., :3]
+    if bgr:
+        image = image[..., ::-1]
+    return np.ascontiguousarray(image)
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == np.uint16:
+        return (image >> 8).astype(np.uint8)
+    if np.issubdtype(image.dtype, np.floating):
+        if not np.isfinite(image).all() or image.min() < 0.0 or image.max() > 1.0:
+            raise ImageError("float images must hold values in [0, 1]; convert 0..255 floats with "
+                             ".astype(np.uint8) first")
+        return np.floor(image.astype(np.float64) * 255.0 + 0.5).astype(np.uint8)
+    if np.issubdtype(image.dtype, np.integer) and image.dtype != np.bool_:
+        lo, hi = int(image.min()), int(image.max())
+        if lo >= 0 and hi <= 255:
+            return image.astype(np.uint8)
+        if lo >= 0 and hi <= 65535:
+            return (image.astype(np.uint32) >> 8).astype(np.uint8)
+        raise ImageError(f"{image.dtype} image values {lo}..{hi} are outside 0..65535; {HINT}")
+    raise ImageError(f"unsupported image dtype {image.dtype}; {HINT}")
+
+
+def output_shape(h: int, w: int, min_size: int, max_size: int) -> Tuple[int, int]:
+    """detectron2 ``ResizeShortestEdge.get_output_shape``: ``(new_h, new_w)``."""
+    size = float(min_size)
+    scale = size / min(h, w)
+    if h < w:
+        newh, neww = size, scale * w
+    else:
+        newh, neww = scale * h, size
+    if max(newh, neww) > max_size:
+        scale = max_size * 1.0 / max(newh, neww)
+        newh, neww = newh * scale, neww * scale
+    return int(newh + 0.5), int(neww + 0.5)
+
+
+def resize_shortest_edge(image: np.ndarray, min_size: Optional[int], max_size: int = 2560) -> np.ndarray:
+    """Resize ``H×W×3`` uint8 so the shortest side is ``min_size`` (longest ≤ ``max_size``).
+
+    PIL bilinear on the uint8 image, exactly as the official evaluation; ``min_size=None``
+    returns the image unchanged.
+    """
+    if min_size is None:
+        return image
+    h, w = image.shape[:2]
+    newh, neww = output_shape(h, w, int(min_size), int(max_size))
+    resized = Image.fromarray(image).resize((neww, newh), Image.BILINEAR)
+    return np.asarray(resized)
+
+
+def padded_size(h: int, w: int, divisor: int) -> Tuple[int, int]:
+    if divisor <= 1:
+        return h, w
+    return (h + divisor - 1) // divisor * divisor, (w + divisor - 1) // divisor * divisor
+
+
+def pad_to_multiple(chw: np.ndarray, divisor: int, fill: Union[float, Sequence[float]] = 0.0) -> np.ndarray:
+    """Pad ``[..., C, H, W]`` bottom/right to a multiple of ``divisor`` with ``fill`` (per channel)."""
+    h, w = chw.shape[-2:]
+    ph, pw = padded_size(h, w, divisor)
+    fill_arr = np.asarray(fill, dtype=chw.dtype).reshape(-1, 1, 1)
+    out = np.empty(chw.shape[:-2] + (ph, pw), dtype=chw.dtype)
+    out[...] = fill_arr
+    out[..., :h, :w] = chw
+    return out
+
+
+def normalize(chw: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """``(x − mean) / std`` per channel, float32 (the models' own arithmetic order)."""
+    m = np.asarray(mean, dtype=np.float32).reshape(-1, 1, 1)
+    s = np.asarray(std, dtype=np.float32).reshape(-1, 1, 1)
+    return (chw - m) / s
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One image ready for the graphs."""
+
+    resized: np.ndarray      # H×W×3 uint8, after the shortest-edge resize
+    model_input: np.ndarray  # [1,3,Hp,Wp] float32 0..255, padded with the backbone pixel mean
+    original_size: Tuple[int, int]
+
+    @property
+    def size(self) -> Tuple[int, int]:
+        return self.resized.shape[0], self.resized.shape[1]
+
+    @property
+    def padded(self) -> Tuple[int, int]:
+        return self.model_input.shape[2], self.model_input.shape[3]
+
+
+def prepare(image: np.ndarray, min_size: Optional[int], max_size: int, divisor: int,
+            pixel_mean: Sequence[float]) -> Prepared:
+    """RGB uint8 → resized → ``[1,3,Hp,Wp]`` float32 padded with the pixel mean."""
+    resized = resize_shortest_edge(image, min_size, max_size)
+    chw = resized.transpose(2, 0, 1).astype(np.float32)
+    padded = pad_to_multiple(chw, divisor, pixel_mean)[None]
+    return Prepared(resized, np.ascontiguousarray(padded), (image.shape[0], image.shape[1]))
+
+
+def clip_input(prepared: Prepared, mean: Sequence[float], std: Sequence[float], divisor: int) -> np.ndarray:
+    """CLIP-normalised image padded with 0 (the CLIP mean colour): ``[1,3,Hp,Wp]`` float32."""
+    chw = normalize(prepared.resized.transpose(2, 0, 1).astype(np.float32), mean, std)
+    return np.ascontiguousarray(pad_to_multiple(chw, divisor, 0.0)[None])
+
+
+def dense_input(prepared: Prepared, size: Sequence[int], mean: Sequence[float], std: Sequence[float]
+                ) -> np.ndarray:
+    """The (unpadded) resized image, PIL-bilinear to ``size`` = (H, W), CLIP-normalised: ``[1,3,H,W]``."""
+    h, w = int(size[0]), int(size[1])
+    im = np.asarray(Image.fromarray(prepared.resized).resize((w, h), Image.BILINEAR))
+    return np.ascontiguousarray(normalize(im.transpose(2, 0, 1).astype(np.float32), mean, std)[None])

@@ -1,0 +1,187 @@
+"""``Segmenter``: the SDK's entry point."""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .backends import Backend, create_backend
+from .bundle import REEXPORT, Bundle
+from .errors import BackendError, BundleError, SegmenterError, VocabularyError
+from .modes import MODES, Pipeline, Timer
+from .preprocess import ImageLike, prepare, to_rgb_uint8
+from .result import SegmentationResult, build_segments
+from .vocabulary import (Vocabulary, VocabularySpec, VocabularyStore, read_vocabulary_file, split_names,
+                         validate_names)
+
+log = logging.getLogger(__name__)
+BUNDLE_DEFAULT = "bundle"
+
+
+class Segmenter:
+    """Open-vocabulary semantic segmentation with a ZegFormer bundle.
+
+    Args:
+        bundle_dir: a bundle written by ``python -m export``.
+        backend: ``"auto"`` (TensorRT → ONNX Runtime CUDA → ONNX Runtime CPU), ``"onnxruntime"``,
+            ``"tensorrt"`` or ``"torch"`` (the PyTorch reference; needs torch and ``train/``).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        mode: ``"cropmask"`` (faithful), ``"pruned"``, ``"maskpool"`` or ``"proposal"``.
+        min_size: shortest side after resizing (default: the bundle's, 640); ``None`` keeps the
+            input size (only padding). ``max_size``: longest side bound (default 2560).
+        vocabulary: initial vocabulary (default: the bundle's default vocabulary).
+        bgr: read 3/4-channel arrays as OpenCV BGR(A).
+        threads: intra-op threads of the backend (default: the library's choice).
+        clip_batch: crops per CLIP image-encoder call. ``prune_threshold``: see ``sdk.modes.prune``.
+        cache_dir: text-embedding disk cache (default ``ZEGFORMER_CACHE`` or ``~/.cache/zegformer-sdk``;
+            ``False`` disables it). ``checkpoint``: checkpoint for ``backend="torch"``.
+    """
+
+    def __init__(self, bundle_dir: Union[str, os.PathLike], backend: str = "auto", device: str = "auto",
+                 mode: str = "cropmask", *, min_size: Union[int, None, str] = BUNDLE_DEFAULT,
+                 max_size: Optional[int] = None, vocabulary: VocabularySpec = None, bgr: bool = False,
+                 threads: Optional[int] = None, clip_batch: int = 32, prune_threshold: float = 0.02,
+                 cache_dir: Union[None, bool, str, os.PathLike] = None, text_batch: int = 256,
+                 checkpoint: Optional[Union[str, os.PathLike]] = None, reuse_builtin: bool = True):
+        self.bundle = Bundle(bundle_dir)
+        self.mode = self._check_mode(mode)
+        inf = self.bundle.inference
+        self.min_size = inf.get("min_size", 640) if min_size == BUNDLE_DEFAULT else min_size
+        self.max_size = int(max_size or inf.get("max_size", 2560))
+        self.divisor = int(inf.get("size_divisibility", 32))
+        self.bgr = bool(bgr)
+        self.device = device
+        self._options = {"threads": threads, "checkpoint": checkpoint}
+        self._pipeline_options = {"clip_batch": clip_batch, "prune_threshold": prune_threshold}
+        self._backend = create_backend(self.bundle, backend, device, self._options)
+        self._pipeline = Pipeline(self.bundle, self._backend, **self._pipeline_options)
+        self._store = VocabularyStore(self.bundle, lambda tokens: self._backend.clip_text(tokens),
+                                      cache_dir, text_batch, reuse_builtin)
+        self._lock = threading.Lock()
+        self._vocabulary: Optional[Vocabulary] = None
+        if vocabulary is not None or self.bundle.default_vocabulary:
+            self.set_vocabulary(vocabulary if vocabulary is not None else self.bundle.default_vocabulary)
+        log.info("Segmenter: %s, mode %s, %d classes", self._backend.describe(), self.mode,
+                 len(self._vocabulary or ()))
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def backend(self) -> Backend:
+        return self._backend
+
+    @property
+    def vocabulary(self) -> Vocabulary:
+        if self._vocabulary is None:
+            raise VocabularyError("no vocabulary set and the bundle has none; call set_vocabulary(names)")
+        return self._vocabulary
+
+    @property
+    def class_names(self) -> Tuple[str, ...]:
+        return self.vocabulary.names
+
+    @property
+    def builtin_vocabularies(self) -> Tuple[str, ...]:
+        return tuple(self.bundle.vocabularies)
+
+    @property
+    def text_graph_runs(self) -> int:
+        """How many times the text graph ran (diagnostics: cache hits add none)."""
+        return self._store.text_graph_runs
+
+    # ------------------------------------------------------------------ vocabulary
+    def set_vocabulary(self, vocabulary: VocabularySpec, text_features: Optional[np.ndarray] = None,
+                       text_features_clip: Optional[np.ndarray] = None) -> Vocabulary:
+        """Make ``vocabulary`` the default for later calls; returns it.
+
+        ``vocabulary``: a built-in name (``vocab/<name>.npz``), a list of class names (embedded
+        at run time, cached), ``"a;b;c"``, a ``.txt``/``.json`` file of names, or a
+        :class:`Vocabulary`. With ``text_features`` and ``text_features_clip`` (``[K,D]`` each,
+        L2-normalised) the given embeddings are used as they are for the names.
+        """
+        if (text_features is None) != (text_features_clip is None):
+            raise VocabularyError("give both text_features and text_features_clip, or neither")
+        if text_features is not None:
+            vocab = self._store.make(self._names(vocabulary), text_features, text_features_clip, "user")
+        else:
+            vocab = self.resolve_vocabulary(vocabulary)
+        self._vocabulary = vocab
+        return vocab
+
+    def resolve_vocabulary(self, vocabulary: VocabularySpec) -> Vocabulary:
+        """The :class:`Vocabulary` for a spec (see :meth:`set_vocabulary`); ``None`` = the current one."""
+        if vocabulary is None:
+            return self.vocabulary
+        if isinstance(vocabulary, Vocabulary):
+            return vocabulary
+        if isinstance(vocabulary, str) and vocabulary in self.bundle.vocabularies:
+            return self._store.builtin(vocabulary)
+        return self._store.embed(self._names(vocabulary))
+
+    def _names(self, vocabulary: VocabularySpec) -> Sequence[str]:
+        if isinstance(vocabulary, Vocabulary):
+            return vocabulary.names
+        if isinstance(vocabulary, os.PathLike):
+            return read_vocabulary_file(vocabulary)
+        if isinstance(vocabulary, str):
+            if vocabulary in self.bundle.vocabularies:
+                return self._store.builtin(vocabulary).names
+            if ";" in vocabulary:
+                return validate_names(split_names(vocabulary))
+            if os.path.isfile(vocabulary):
+                return read_vocabulary_file(vocabulary)
+            raise VocabularyError(f"{vocabulary!r} is not a built-in vocabulary {sorted(self.bundle.vocabularies)}, "
+                                  f"a file, or 'a;b;c'; pass [{vocabulary!r}] for a one-class vocabulary")
+        return validate_names(vocabulary)
+
+    # ------------------------------------------------------------------ inference
+    def __call__(self, image: ImageLike, vocabulary: VocabularySpec = None, return_probs: bool = False,
+                 mode: Optional[str] = None, bgr: Optional[bool] = None) -> SegmentationResult:
+        """Segment one image (a path or an array; see ``sdk.preprocess.to_rgb_uint8``)."""
+        timer = Timer()
+        mode = self._check_mode(mode or self.mode)
+        with timer("total"):
+            with timer("vocabulary"):
+                vocab = self.resolve_vocabulary(vocabulary)
+            with timer("preprocess"):
+                rgb = to_rgb_uint8(image, self.bgr if bgr is None else bgr)
+                prep = prepare(rgb, self.min_size, self.max_size, self.divisor,
+                               self.bundle.preprocess["pixel_mean"])
+            out = self._pipeline.run(prep, vocab, mode, return_probs, timer)
+            segments = build_segments(out.labels, vocab.names, vocab.seen, out.segment_scores)
+        info = {"mode": mode, "backend": self._backend.name, "device": self._backend.device,
+                "vocabulary": vocab.source, "resized": list(prep.size), "padded": list(prep.padded), **out.info}
+        return SegmentationResult(out.labels, vocab.names, segments, out.probs, timer.ms, info)
+
+    segment = __call__
+
+    def _check_mode(self, mode: str) -> str:
+        if mode not in MODES:
+            raise SegmenterError(f"unknown mode {mode!r}; choose one of {MODES}")
+        if mode == "maskpool" and not self.bundle.has_graph("clip_dense"):
+            raise BundleError(f"mode 'maskpool' needs clip_dense.onnx, which {self.bundle.root} lacks; {REEXPORT}")
+        return mode
+
+    # ------------------------------------------------------------------ engines
+    def build_engines(self, fp16: bool = False, **kwargs: Any) -> None:
+        """(Re)build the bundle's TensorRT engines on this machine, then switch to TensorRT.
+
+        Calls ``export.tensorrt.build_engines(bundle_dir, fp16=..., **kwargs)`` (needs TensorRT).
+        """
+        try:
+            from export.tensorrt import build_engines
+        except ImportError as e:
+            raise BackendError(f"building engines needs the exporter and TensorRT ({e}); "
+                               "pip install 'zegformer-sdk[export,tensorrt]'") from e
+        build_engines(self.bundle.root, fp16=fp16, **kwargs)
+        with self._lock:
+            self.bundle = Bundle(self.bundle.root)
+            self._backend = create_backend(self.bundle, "tensorrt", self.device, self._options)
+            self._pipeline = Pipeline(self.bundle, self._backend, **self._pipeline_options)
+            self._store.bundle = self.bundle
+
+    def __repr__(self) -> str:
+        return (f"Segmenter({str(self.bundle.root)!r}, backend={self._backend.name!r}, "
+                f"device={self._backend.device!r}, mode={self.mode!r}, classes={len(self._vocabulary or ())})")

@@ -1,0 +1,326 @@
+"""Vocabularies: built-in ones from the bundle, and names embedded at run time.
+
+Run-time names go through the torch-free tokenizer and ``clip_text.onnx`` exactly as the official
+text path: per class every template is formatted with the name (``"a, b"`` = synonyms, a
+template-major list), each prompt embedding is L2-normalised, averaged, normalised again. The
+templates are those recorded in the bundle's default vocabulary: ``templates`` for the segment
+classifier, ``templates_clip`` for the CLIP branch.
+
+Embeddings are cached in memory (LRU) and on disk (``ZEGFORMER_CACHE`` or
+``~/.cache/zegformer-sdk``; ``ZEGFORMER_CACHE=off`` disables it), keyed by the sha256 of
+``clip_text.onnx``, the names and the templates. Disk writes are atomic.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .bundle import REEXPORT, Bundle
+from .errors import BundleError, VocabularyError
+
+log = logging.getLogger(__name__)
+MAX_NAMES = 10000
+SYNONYM_SEPARATOR = ", "
+CACHE_VERSION = 1
+VocabularySpec = Union[None, str, os.PathLike, Sequence[str], "Vocabulary"]
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Class names with their two text-embedding sets and seen flags (immutable)."""
+
+    names: Tuple[str, ...]
+    text_features: np.ndarray       # [K,D] segment classifier
+    text_features_clip: np.ndarray  # [K,D] CLIP branch
+    seen: np.ndarray                # [K] bool: equal to a training (seen) class
+    source: str = "runtime"
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def validate_names(names: Sequence[str]) -> List[str]:
+    """A list of non-empty strings, 1..MAX_NAMES long, else :class:`VocabularyError`."""
+    if isinstance(names, (str, bytes)) or not hasattr(names, "__len__"):
+        raise VocabularyError(f"a vocabulary is a list of class names, not {type(names).__name__}")
+    names = list(names)
+    if not names:
+        raise VocabularyError("the vocabulary is empty: give at least one class name")
+    if len(names) > MAX_NAMES:
+        raise VocabularyError(f"the vocabulary has {len(names)} names; at most {MAX_NAMES} are supported — "
+                              "split it, or use a built-in vocabulary")
+    for i, name in enumerate(names):
+        if not isinstance(name, str):
+            raise VocabularyError(f"class name #{i} is {type(name).__name__} {name!r}, not a string")
+        if not name.strip():
+            raise VocabularyError(f"class name #{i} is empty")
+    return names
+
+
+def split_names(text: str) -> List[str]:
+    """``"cat; dog ;sky"`` → ``["cat", "dog", "sky"]``."""
+    return [n.strip() for n in text.split(";") if n.strip()]
+
+
+def read_vocabulary_file(path: Union[str, os.PathLike]) -> List[str]:
+    """Names from ``.txt`` (one per line, ``#`` comments), ``.json`` (a list, or ``{"names": [...]}``)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise VocabularyError(f"cannot read vocabulary file {path}: {e}") from e
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except ValueError as e:
+            raise VocabularyError(f"{path} is not valid JSON: {e}") from e
+        if isinstance(data, dict):
+            data = data.get("names") or data.get("classes") or []
+        return validate_names([d["name"] if isinstance(d, dict) else d for d in data])
+    lines = [line.strip() for line in text.splitlines()]
+    return validate_names([line for line in lines if line and not line.startswith("#")])
+
+
+def prompt_owners(names: Sequence[str], templates: Sequence[str]) -> Tuple[List[str], List[int]]:
+    """The official template-major prompt list and, per prompt, its class index."""
+    prompts: List[str] = []
+    owner: List[int] = []
+    for k, name in enumerate(names):
+        splits = name.split(SYNONYM_SEPARATOR) if SYNONYM_SEPARATOR in name else [name]
+        texts = [t.format(s) for t in templates for s in splits]
+        prompts += texts
+        owner += [k] * len(texts)
+    return prompts, owner
+
+
+def pool(raw: np.ndarray, owner: Sequence[int], num_classes: int) -> np.ndarray:
+    """Normalise each prompt embedding, average per class, normalise again → ``[K,D]`` float32."""
+    raw = raw.astype(np.float32, copy=False)
+    raw = raw / np.linalg.norm(raw, axis=-1, keepdims=True)
+    owner_arr = np.asarray(owner)
+    out = np.empty((num_classes, raw.shape[1]), np.float32)
+    for k in range(num_classes):
+        mean = raw[owner_arr == k].mean(axis=0)
+        out[k] = mean / np.linalg.norm(mean)
+    return out
+
+
+def cache_dir_from_env(option: Union[None, bool, str, os.PathLike] = None) -> Optional[Path]:
+    """The disk cache directory: the option, else ``ZEGFORMER_CACHE``, else ``~/.cache/zegformer-sdk``."""
+    if option is False:
+        return None
+    value = option if option not in (None, True) else os.environ.get("ZEGFORMER_CACHE")
+    if value is not None and str(value).strip().lower() in ("", "0", "off", "none", "false"):
+        return None
+    return Path(value).expanduser() if value else Path.home() / ".cache" / "zegformer-sdk"
+
+
+class EmbeddingCache:
+    """Memory LRU + optional on-disk store of ``(text_features, text_features_clip)``."""
+
+    def __init__(self, directory: Optional[Path], capacity: int = 32):
+        self.directory = directory
+        self.capacity = capacity
+        self._memory: "OrderedDict[str, Tuple[np.ndarray, np.ndarray]]" = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str, names: Sequence[str]) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+        with self._lock:
+            hit = self._memory.get(key)
+            if hit is not None:
+                self._memory.move_to_end(key)
+                return hit
+        hit = self._read(key, names)
+        if hit is not None:
+            self._remember(key, hit)
+        return hit
+
+    def put(self, key: str, names: Sequence[str], value: Tuple[np.ndarray, np.ndarray]) -> None:
+        self._remember(key, value)
+        self._write(key, names, value)
+
+    def _remember(self, key: str, value: Tuple[np.ndarray, np.ndarray]) -> None:
+        with self._lock:
+            self._memory[key] = value
+            self._memory.move_to_end(key)
+            while len(self._memory) > self.capacity:
+                self._memory.popitem(last=False)
+
+    def _path(self, key: str) -> Optional[Path]:
+        return None if self.directory is None else self.directory / "text" / f"{key}.npz"
+
+    def _read(self, key: str, names: Sequence[str]) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+        path = self._path(key)
+        if path is None or not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if [str(n) for n in z["names"]] != list(names):
+                    return None
+                return z["text_features"].astype(np.float32), z["text_features_clip"].astype(np.float32)
+        except Exception as e:  # a truncated or foreign file: ignore it, it will be rewritten
+            log.warning("ignoring unreadable embedding cache file %s: %s", path, e)
+            return None
+
+    def _write(self, key: str, names: Sequence[str], value: Tuple[np.ndarray, np.ndarray]) -> None:
+        path = self._path(key)
+        if path is None:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{key[:16]}.", suffix=".tmp", dir=path.parent)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    np.savez(f, names=np.array(list(names)), text_features=value[0],
+                             text_features_clip=value[1])
+                os.replace(tmp, path)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        except OSError as e:
+            log.warning("cannot write the embedding cache %s: %s", path, e)
+
+
+class VocabularyStore:
+    """Turns vocabulary specs into :class:`Vocabulary` objects (thread-safe)."""
+
+    def __init__(self, bundle: Bundle, text_encoder: Callable[[np.ndarray], np.ndarray],
+                 cache_dir: Union[None, bool, str, os.PathLike] = None, text_batch: int = 256,
+                 reuse_builtin: bool = True, memory_capacity: int = 32):
+        self.bundle = bundle
+        self.text_encoder = text_encoder
+        self.text_batch = max(1, int(text_batch))
+        self.reuse_builtin = reuse_builtin
+        self.cache = EmbeddingCache(cache_dir_from_env(cache_dir), memory_capacity)
+        self.seen_names = frozenset(bundle.seen_names)
+        self.text_graph_runs = 0  # clip_text calls (a cache hit adds none)
+        self._builtin: Dict[str, Vocabulary] = {}
+        self._arrays: Dict[str, Dict[str, np.ndarray]] = {}
+        self._tokenizer = None
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------------ built-in
+    def arrays(self, name: str) -> Dict[str, np.ndarray]:
+        """The arrays of built-in vocabulary ``name`` (read and verified once)."""
+        with self._lock:
+            if name not in self._arrays:
+                try:
+                    self._arrays[name] = self.bundle.vocabulary_arrays(name)
+                except KeyError:
+                    raise VocabularyError(f"unknown built-in vocabulary {name!r}; the bundle has "
+                                          f"{sorted(self.bundle.vocabularies)}") from None
+            return self._arrays[name]
+
+    def builtin(self, name: str) -> Vocabulary:
+        with self._lock:
+            if name not in self._builtin:
+                data = self.arrays(name)
+                names = tuple(str(n) for n in data["names"])
+                self._builtin[name] = self.make(names, data["text_features"], data["text_features_clip"],
+                                                f"builtin:{name}")
+            return self._builtin[name]
+
+    def templates(self) -> Tuple[List[str], List[str]]:
+        """(segment-classifier templates, CLIP templates) recorded in the default vocabulary."""
+        default = self.bundle.default_vocabulary
+        data = self.arrays(default) if default else {}
+        if "templates" not in data or "templates_clip" not in data:
+            raise BundleError(f"the bundle's default vocabulary {default!r} records no prompt templates; "
+                              f"run-time vocabularies need them: {REEXPORT}")
+        return [str(t) for t in data["templates"]], [str(t) for t in data["templates_clip"]]
+
+    def make(self, names: Sequence[str], text_features: np.ndarray, text_features_clip: np.ndarray,
+             source: str = "user") -> Vocabulary:
+        """A :class:`Vocabulary` from given embeddings (shapes checked)."""
+        names = tuple(validate_names(names))
+        tf = np.ascontiguousarray(text_features, dtype=np.float32)
+        tfc = np.ascontiguousarray(text_features_clip, dtype=np.float32)
+        dim = int(self.bundle.model.get("embed_dim", tf.shape[-1]))
+        for label, arr in (("text_features", tf), ("text_features_clip", tfc)):
+            if arr.shape != (len(names), dim):
+                raise VocabularyError(f"{label} has shape {arr.shape}; expected ({len(names)}, {dim})")
+        seen = np.array([n in self.seen_names for n in names], dtype=bool)
+        return Vocabulary(names, tf, tfc, seen, source)
+
+    # ------------------------------------------------------------------ run time
+    def embed(self, names: Sequence[str]) -> Vocabulary:
+        """Embeddings of ``names`` from the caches, the built-in vocabularies, or the text graph."""
+        names = validate_names(names)
+        templates, templates_clip = self.templates()
+        key = self.cache_key(names, templates, templates_clip)
+        hit = self.cache.get(key, names)
+        if hit is None:
+            with self._lock:  # one embedding computation at a time
+                hit = self.cache.get(key, names)
+                if hit is None:
+                    hit = self._compute(names, templates, templates_clip)
+                    self.cache.put(key, names, hit)
+        return self.make(names, hit[0], hit[1], "runtime")
+
+    def cache_key(self, names: Sequence[str], templates: Sequence[str], templates_clip: Sequence[str]) -> str:
+        text_file = self.bundle.graph("clip_text")["file"]
+        payload = {"v": CACHE_VERSION, "clip_text": self.bundle.manifest["files"].get(text_file),
+                   "names": list(names), "templates": list(templates), "templates_clip": list(templates_clip)}
+        return hashlib.sha256(json.dumps(payload, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+    def _compute(self, names: List[str], templates: List[str], templates_clip: List[str]
+                 ) -> Tuple[np.ndarray, np.ndarray]:
+        known = self._builtin_rows(names, templates, templates_clip)
+        todo = [n for n in names if n not in known]
+        if todo:
+            tf = self.encode(todo, templates)
+            tfc = self.encode(todo, templates_clip)
+            known.update({n: (tf[i], tfc[i]) for i, n in enumerate(todo)})
+        return (np.stack([known[n][0] for n in names]), np.stack([known[n][1] for n in names]))
+
+    def _builtin_rows(self, names: List[str], templates: List[str], templates_clip: List[str]
+                      ) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+        """Rows of built-in vocabularies (same templates) for names they contain."""
+        rows: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
+        if not self.reuse_builtin:
+            return rows
+        wanted = set(names)
+        for vocab_name in self.bundle.vocabularies:
+            data = self.arrays(vocab_name)
+            if ([str(t) for t in data.get("templates", [])] != templates
+                    or [str(t) for t in data.get("templates_clip", [])] != templates_clip):
+                continue
+            for i, n in enumerate(str(n) for n in data["names"]):
+                if n in wanted and n not in rows:
+                    rows[n] = (data["text_features"][i].astype(np.float32),
+                               data["text_features_clip"][i].astype(np.float32))
+        return rows
+
+    def encode(self, names: Sequence[str], templates: Sequence[str]) -> np.ndarray:
+        """Class embeddings ``[K,D]`` of ``names`` under ``templates`` via the text graph."""
+        prompts, owner = prompt_owners(names, templates)
+        unique = list(dict.fromkeys(prompts))
+        index = {p: i for i, p in enumerate(unique)}
+        tokens = self.tokenizer()(unique)
+        raw = []
+        for i in range(0, len(unique), self.text_batch):
+            raw.append(self.text_encoder(tokens[i:i + self.text_batch]))
+            self.text_graph_runs += 1
+        raw_all = np.concatenate(raw, 0)[[index[p] for p in prompts]]
+        log.info("embedded %d names (%d prompts) with the text graph", len(names), len(unique))
+        return pool(raw_all, owner, len(names))
+
+    def tokenizer(self):
+        with self._lock:
+            if self._tokenizer is None:
+                from .tokenizer import ClipTokenizer
+
+                info = self.bundle.manifest.get("tokenizer") or {}
+                vocab = self.bundle.file(info.get("file", "bpe_simple_vocab_16e6.txt.gz"))
+                self._tokenizer = ClipTokenizer(vocab, context_length=int(info.get("context_length", 77)))
+            return self._tokenizer
