@@ -1,0 +1,109 @@
+"""Export a zegformer-sdk checkpoint as a model bundle (ONNX graphs, text embeddings, manifest).
+
+examples:
+  python -m export --checkpoint model.pth --out bundles/zegformer
+  python -m export --checkpoint model.pth --out b --vocab coco-stuff --vocab my_classes.txt --verify
+  python -m export --checkpoint model.pth --out b --tensorrt --fp16 --workspace 8
+
+vocabularies (--vocab, repeatable; default: "train" + the checkpoint's own class list):
+  coco-stuff (171), voc (20), ade-847 (847; slow: 847 x 33 prompts), train (the checkpoint's seen
+  classes), the checkpoint's class list by its dataset name (else "all"), or a text file with one
+  class per line ("a, b" = synonyms averaged; blank lines and # comments ignored; the vocabulary
+  is named after the file). The first --vocab given is the bundle's default vocabulary.
+
+Official ZegFormer checkpoints must be imported first: python -m train.convert_official.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+from pathlib import Path
+from typing import Optional, Sequence, Tuple
+
+from .errors import ExportError
+
+log = logging.getLogger("export")
+
+
+def size_arg(text: str) -> Tuple[int, int]:
+    """``640`` or ``640x864`` → ``(H, W)``."""
+    m = re.fullmatch(r"\s*(\d+)\s*(?:[xX,]\s*(\d+))?\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (H or HxW, e.g. 640x864)")
+    h = int(m.group(1))
+    return h, int(m.group(2) or h)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, type=Path, help="our checkpoint (.pth)")
+    p.add_argument("--out", required=True, type=Path, help="bundle directory to write (must not exist)")
+    p.add_argument("--vocab", action="append", metavar="NAME_OR_FILE",
+                   help="vocabulary to precompute text embeddings for (repeatable, see below)")
+    p.add_argument("--image-size", type=size_arg, default=(640, 640), metavar="HxW",
+                   help="proposal trace size and TensorRT 'opt' size hint, multiple of 32 (default 640x640); "
+                        "the graph stays dynamic in batch, height and width")
+    p.add_argument("--dense-size", type=size_arg, default=(448, 448), metavar="HxW",
+                   help="fixed input size of clip_dense.onnx, multiple of the CLIP patch (default 448x448)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset, 17..20 (default 17)")
+    p.add_argument("--verify", action="store_true",
+                   help="run every graph with ONNX Runtime at other sizes and compare with PyTorch "
+                        "(fails beyond 1e-3 relative)")
+    p.add_argument("--force", action="store_true", help="replace an existing bundle at --out")
+    p.add_argument("--tensorrt", action="store_true",
+                   help="also build TensorRT engines (needs TensorRT 10, a CUDA binding and a GPU)")
+    p.add_argument("--fp16", action="store_true", help="FP16 engines (normalisations/softmax kept FP32)")
+    p.add_argument("--workspace", type=float, default=None, metavar="GiB",
+                   help="TensorRT builder workspace in GiB (default 4)")
+    p.add_argument("--profile", action="append", default=[], metavar="GRAPH:INPUT=MIN,OPT,MAX",
+                   help="TensorRT shape profile override, e.g. "
+                        "proposal:image=1x3x64x64,1x3x640x864,2x3x1344x1344 (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    return p
+
+
+def options_from_args(args: argparse.Namespace):
+    from .bundle import ExportOptions
+    from .tensorrt import parse_profile
+
+    profiles = {}
+    for text in args.profile:
+        for graph, shapes in parse_profile(text).items():
+            profiles.setdefault(graph, {}).update(shapes)
+    return ExportOptions(vocabs=args.vocab, image_size=args.image_size, dense_size=args.dense_size,
+                         opset=args.opset, verify=args.verify, force=args.force, tensorrt=args.tensorrt,
+                         fp16=args.fp16, workspace_gb=args.workspace, profiles=profiles or None,
+                         progress=not args.no_progress)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if (args.fp16 or args.workspace is not None or args.profile) and not args.tensorrt:
+        parser.error("--fp16, --workspace and --profile only apply with --tensorrt")
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        from .bundle import export_bundle
+
+        manifest = export_bundle(args.checkpoint, args.out, options_from_args(args))
+    except ExportError as e:
+        print(f"error: {e.one_line()}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    except OSError as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    log.info("bundle %s: %d files, vocabularies %s (default %s)", args.out, len(manifest["files"]),
+             ", ".join(manifest["vocabularies"]), manifest["default_vocabulary"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
