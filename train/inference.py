@@ -99,7 +99,7 @@ def segment(model: ZegFormer, image, text_features: torch.Tensor, text_features_
             crops, boxes = P.masked_crops(clip_image, up, cfg.crop_size)
             if official_extras:
                 official_unused_variants(clip_image, up, boxes, cfg.crop_size)
-        with _stage(timings, "clip_image"):
+        with _stage(timings, "clip"):
             flat = crops[0]
             feats = torch.cat([model.encode_crops(flat[i:i + crop_batch])
                                for i in range(0, len(flat), crop_batch)])

@@ -21,8 +21,11 @@ def build_clip(cfg: Dict[str, Any]) -> nn.Module:
 
 
 def encode_image(clip: nn.Module, crops: torch.Tensor) -> torch.Tensor:
-    """CLIP-normalised crops ``[N,3,S,S]`` → L2-normalised embeddings ``[N,D]``."""
-    feats = clip.encode_image(crops)
+    """CLIP-normalised crops ``[N,3,S,S]`` → L2-normalised float32 embeddings ``[N,D]``.
+
+    Crops are cast to CLIP's own dtype, so a ``clip.half()`` model runs as the official float16 CLIP.
+    """
+    feats = clip.encode_image(crops.to(clip.visual.conv1.weight.dtype)).float()
     return feats / feats.norm(dim=-1, keepdim=True)
 
 
