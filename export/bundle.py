@@ -71,6 +71,10 @@ def load(checkpoint: Path) -> Tuple[ZegFormer, Dict[str, Any]]:
         raise ExportError(str(e)) from e
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise ExportError(f"checkpoint {checkpoint} is inconsistent: {type(e).__name__}: {e}") from e
+    classes = payload.get("classes")
+    if (not isinstance(classes, dict) or not isinstance(classes.get("names"), list) or not classes["names"]
+            or not isinstance(classes.get("seen"), list) or len(classes["seen"]) != len(classes["names"])):
+        raise ExportError(f"checkpoint {checkpoint} has no valid class list (classes.names / classes.seen)")
     return model.float().eval(), payload
 
 
@@ -151,7 +155,8 @@ def export_bundle(checkpoint: Path, out: Path, opts: ExportOptions) -> Dict[str,
         if opts.verify:
             from .verify import verify_graphs
 
-            verify_graphs(tmp, specs, model, opts.image_size, opts.dense_size, opts.verify_sizes)
+            verify_graphs(tmp, specs, model, opts.image_size, opts.dense_size, opts.verify_sizes,
+                          progress=opts.progress)
         if opts.tensorrt:
             manifest = _build_engines(tmp, opts)
     return manifest

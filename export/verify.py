@@ -152,13 +152,16 @@ def check_graph(onnx_path: Path, spec: GraphSpec, cases: Dict[str, Tuple[np.ndar
 
 def verify_graphs(bundle_dir: Path, specs: Sequence[GraphSpec], model: ZegFormer, trace_size: Sequence[int],
                   dense_size: Sequence[int], sizes: Optional[Sequence[Tuple[int, int, int]]] = None,
-                  crop_counts: Sequence[int] = (1, 7), tol: float = TOLERANCE) -> List[Check]:
+                  crop_counts: Sequence[int] = (1, 7), tol: float = TOLERANCE, progress: bool = True
+                  ) -> List[Check]:
     """Check all graphs of a bundle directory; raises ``ExportError`` listing any failure."""
+    from tqdm import tqdm
+
     sizes = list(sizes or default_sizes(trace_size, model.cfg.size_divisibility))
     cases = {"proposal": proposal_cases(model, sizes), "clip_image": clip_image_cases(model, crop_counts),
              "clip_text": clip_text_cases(model), "clip_dense": clip_dense_cases(model, dense_size)}
     checks: List[Check] = []
-    for spec in specs:
+    for spec in tqdm(specs, desc="verify", unit="graph", disable=not progress):
         checks += check_graph(Path(bundle_dir) / spec.file, spec, cases[spec.name], tol)
     for c in checks:
         log.info("verify %s", c)

@@ -360,3 +360,47 @@ def test_build_engines_without_tensorrt_says_so(tiny):
         pass
     with pytest.raises(TensorRTUnavailable, match="TensorRT"):
         build_engines(tiny[1], fp16=True)
+
+
+def test_fp16_precision_pins_on_a_fake_network():
+    """The FP32 pinning walks a (fake) TensorRT network: norms, softmax + its score matmul, L2 norm."""
+    import enum
+    import types
+
+    from export.tensorrt import pin_fp32_layers
+
+    LT = enum.Enum("LayerType", "NORMALIZATION SOFTMAX REDUCE MATRIX_MULTIPLY ELEMENTWISE SHUFFLE UNARY CAST "
+                                "CONVOLUTION SHAPE")
+    trt = types.SimpleNamespace(LayerType=LT, float32="f32", float16="f16", int64="i64",
+                                INormalizationLayer=type("INormalizationLayer", (), {}))
+
+    class Tensor:
+        def __init__(self, name, dtype="f32"):
+            self.name, self.dtype = name, dtype
+
+    class Layer:
+        def __init__(self, name, type_, inputs, dtype="f32"):
+            self.name, self.type, self.precision, self.out_types = name, type_, None, {}
+            self._in, self._out = [Tensor(i) for i in inputs], [Tensor(name + ":0", dtype)]
+            self.num_inputs, self.num_outputs = len(self._in), 1
+
+        def get_input(self, j):
+            return self._in[j]
+
+        def get_output(self, j):
+            return self._out[j]
+
+        def set_output_type(self, j, t):
+            self.out_types[j] = t
+
+    layers = [Layer("conv", LT.CONVOLUTION, ["x"]), Layer("ln", LT.NORMALIZATION, ["conv:0"]),
+              Layer("qk", LT.MATRIX_MULTIPLY, ["ln:0", "ln:0"]), Layer("scale", LT.ELEMENTWISE, ["qk:0"]),
+              Layer("softmax", LT.SOFTMAX, ["scale:0"]), Layer("av", LT.MATRIX_MULTIPLY, ["softmax:0", "ln:0"]),
+              Layer("sq", LT.ELEMENTWISE, ["av:0"]), Layer("sum", LT.REDUCE, ["sq:0"]),
+              Layer("sqrt", LT.UNARY, ["sum:0"]), Layer("div", LT.ELEMENTWISE, ["av:0", "sqrt:0"]),
+              Layer("shape", LT.SHAPE, ["x"], dtype="i64"), Layer("isum", LT.REDUCE, ["shape:0"], dtype="i64")]
+    network = types.SimpleNamespace(num_layers=len(layers), get_layer=lambda i: layers[i])
+    assert pin_fp32_layers(trt, network) == 8
+    pinned = {l.name for l in layers if l.precision == "f32"}
+    assert pinned == {"ln", "qk", "scale", "softmax", "sq", "sum", "sqrt", "div"}
+    assert all(l.out_types == {0: "f32"} for l in layers if l.name in pinned)
