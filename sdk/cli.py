@@ -150,7 +150,7 @@ def segment_video(seg, source, out: Optional[Path], alpha: float, show: bool, pr
     try:
         for frame in tqdm(frames(capture), total=total, desc="frames", unit="frame", disable=not progress):
             result = seg(frame, bgr=True)
-            vis = overlay(frame[..., ::-1], result, alpha)[..., ::-1].copy()
+            vis = overlay(frame[..., ::-1], result, alpha, fixed_height=True)[..., ::-1].copy()
             if out is not None and writer is None:
                 out.mkdir(parents=True, exist_ok=True)
                 name = f"webcam{source}" if isinstance(source, int) else Path(source).stem

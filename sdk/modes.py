@@ -113,7 +113,7 @@ class Output:
 class Pipeline:
     """Runs one prepared image through a backend in a mode (stateless apart from constants)."""
 
-    def __init__(self, bundle: Bundle, backend: Backend, clip_batch: int = 32,
+    def __init__(self, bundle: Bundle, backend: Backend, clip_batch: Optional[int] = None,
                  prune_threshold: float = 0.02):
         m, inf, pre = bundle.model, bundle.inference, bundle.preprocess
         self.backend = backend
@@ -127,7 +127,9 @@ class Pipeline:
         self.divisor = int(inf.get("size_divisibility", 32))
         self.dense_size = inf.get("dense_size")
         self.clip_mean, self.clip_std = pre["clip_pixel_mean"], pre["clip_pixel_std"]
-        self.clip_batch = max(1, int(clip_batch))
+        # CPU: moderate batches bound the memory; GPU: all queries at once (engines chunk to their profile)
+        default_batch = 32 if backend.device == "cpu" else int(m.get("num_queries", 100))
+        self.clip_batch = max(1, int(clip_batch or default_batch))
         self.prune_threshold = float(prune_threshold)
 
     def run(self, prep: Prepared, vocab: Vocabulary, mode: str, return_probs: bool, timer: Timer) -> Output:

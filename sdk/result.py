@@ -63,8 +63,9 @@ class SegmentationResult:
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-ready summary (no arrays)."""
+        total = float(max(self.label_map.size, 1))
         return {"size": list(self.size), "num_classes": len(self.class_names),
-                "segments": [s.to_dict() for s in self.segments],
+                "segments": [{**s.to_dict(), "fraction": round(s.area / total, 6)} for s in self.segments],
                 "timings_ms": {k: round(v, 3) for k, v in self.timings.items()},
                 "info": self.info}
 

@@ -35,7 +35,8 @@ class Segmenter:
         vocabulary: initial vocabulary (default: the bundle's default vocabulary).
         bgr: read 3/4-channel arrays as OpenCV BGR(A).
         threads: intra-op threads of the backend (default: the library's choice).
-        clip_batch: crops per CLIP image-encoder call. ``prune_threshold``: see ``sdk.modes.prune``.
+        clip_batch: crops per CLIP image-encoder call (default 32 on the CPU, all queries on a GPU).
+        prune_threshold: the ``pruned`` mode's threshold (see ``sdk.modes.prune``).
         cache_dir: text-embedding disk cache (default ``ZEGFORMER_CACHE`` or ``~/.cache/zegformer-sdk``;
             ``False`` disables it). ``checkpoint``: checkpoint for ``backend="torch"``.
     """
@@ -43,7 +44,7 @@ class Segmenter:
     def __init__(self, bundle_dir: Union[str, os.PathLike], backend: str = "auto", device: str = "auto",
                  mode: str = "cropmask", *, min_size: Union[int, None, str] = BUNDLE_DEFAULT,
                  max_size: Optional[int] = None, vocabulary: VocabularySpec = None, bgr: bool = False,
-                 threads: Optional[int] = None, clip_batch: int = 32, prune_threshold: float = 0.02,
+                 threads: Optional[int] = None, clip_batch: Optional[int] = None, prune_threshold: float = 0.02,
                  cache_dir: Union[None, bool, str, os.PathLike] = None, text_batch: int = 256,
                  checkpoint: Optional[Union[str, os.PathLike]] = None, reuse_builtin: bool = True):
         self.bundle = Bundle(bundle_dir)

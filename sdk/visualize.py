@@ -29,20 +29,28 @@ def colorize(label_map: np.ndarray, num_classes: int) -> np.ndarray:
     return palette(max(num_classes, int(label_map.max()) + 1))[label_map]
 
 
-def overlay(image: np.ndarray, result: SegmentationResult, alpha: float = 0.5, legend: bool = True) -> np.ndarray:
-    """The RGB image blended with the class colours, with a legend of the classes present on the right."""
+def overlay(image: np.ndarray, result: SegmentationResult, alpha: float = 0.5, legend: bool = True,
+            fixed_height: bool = False) -> np.ndarray:
+    """The RGB image blended with the class colours, with a legend of the classes present on the right.
+
+    ``fixed_height`` keeps the image height (the legend lists what fits): for video frames.
+    """
     colours = colorize(result.label_map, len(result.class_names))
     blended = (image.astype(np.float32) * (1 - alpha) + colours.astype(np.float32) * alpha + 0.5).astype(np.uint8)
-    return draw_legend(blended, result) if legend else blended
+    if not legend:
+        return blended
+    max_rows = max(1, (image.shape[0] - 8) // LEGEND_ROW - 1) if fixed_height else 40
+    return draw_legend(blended, result, max_rows, fixed_height)
 
 
-def draw_legend(image: np.ndarray, result: SegmentationResult, max_rows: int = 40) -> np.ndarray:
+def draw_legend(image: np.ndarray, result: SegmentationResult, max_rows: int = 40,
+                fixed_height: bool = False) -> np.ndarray:
     """Append a white panel listing each present class: colour swatch, name, share of pixels."""
     import cv2
 
     h, w = image.shape[:2]
     rows = result.segments[:max_rows]
-    panel_h = max(h, LEGEND_ROW * (len(rows) + 1))
+    panel_h = h if fixed_height else max(h, LEGEND_ROW * (len(rows) + 1))
     canvas = np.full((panel_h, w + LEGEND_WIDTH, 3), 255, np.uint8)
     canvas[:h, :w] = image
     colours = palette(len(result.class_names))

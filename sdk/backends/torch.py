@@ -75,8 +75,8 @@ class TorchBackend(Backend):
             t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
             out = fn(t.to(dtype) if dtype is not None else t)
         if isinstance(out, tuple):
-            return tuple(o.float().cpu().numpy() for o in out)
-        return out.float().cpu().numpy()
+            return tuple(np.ascontiguousarray(o.float().cpu().numpy()) for o in out)
+        return np.ascontiguousarray(out.float().cpu().numpy())
 
     def proposal(self, image: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         def fn(x):

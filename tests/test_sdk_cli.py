@@ -1,0 +1,121 @@
+"""The command line, image formats through a Segmenter, and the SDK without torch."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.sdk_helpers import block_image, shared_bundle
+
+pytest.importorskip("torch")  # the bundle is exported with torch
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return shared_bundle(tmp_path_factory)
+
+
+def test_cli_on_a_folder(bundle, tmp_path, capsys):
+    import cv2
+
+    from sdk.cli import main
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(block_image(seed=1)).save(images / "a.png")
+    Image.fromarray(block_image(60, 80, seed=2)).save(images / "b.jpg")
+    (images / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    rc = main(["segment", str(images), "--bundle", str(bundle), "--out", str(out), "--min-size", "none",
+               "--backend", "onnxruntime", "--vocab", "sky;grass;road", "--mode", "proposal", "--no-progress"])
+    assert rc == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a.json", "a.png", "a_overlay.png", "b.json", "b.png",
+                                                     "b_overlay.png"]
+    labels = cv2.imread(str(out / "a.png"), cv2.IMREAD_UNCHANGED)
+    assert labels.shape == (90, 120) and labels.dtype == np.uint8 and labels.max() < 3
+    record = json.loads((out / "a.json").read_text())
+    assert record["class_names"] == ["sky", "grass", "road"]
+    assert sum(s["area"] for s in record["segments"]) == 90 * 120
+    assert {s["index"] for s in record["segments"]} == set(np.unique(labels).tolist())
+    assert record["timings_ms"]["total"] > 0 and record["info"]["mode"] == "proposal"
+    overlay = cv2.imread(str(out / "b_overlay.png"))
+    assert overlay.shape[0] >= 60 and overlay.shape[1] > 80  # image + legend panel
+
+
+def test_cli_info_and_errors(bundle, tmp_path, capsys):
+    from sdk.cli import main
+
+    assert main(["info", str(bundle)]) == 0
+    text = capsys.readouterr().out
+    assert "10 queries" in text and "proposal, clip_image, clip_text, clip_dense" in text
+    assert main(["info", str(tmp_path)]) == 2
+    assert "error:" in capsys.readouterr().err
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"nope")
+    rc = main(["segment", str(bad), "--bundle", str(bundle), "--out", str(tmp_path / "o"), "--mode", "proposal",
+               "--backend", "onnxruntime", "--no-progress"])
+    assert rc == 1  # per-image failures are reported, the run continues
+
+
+def test_cli_video(bundle, tmp_path):
+    import cv2
+
+    from sdk.cli import main
+
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (96, 64))
+    for i in range(3):
+        writer.write(np.ascontiguousarray(block_image(64, 96, seed=i)[..., ::-1]))
+    writer.release()
+    rc = main(["segment", "--video", str(video), "--bundle", str(bundle), "--out", str(tmp_path / "o"),
+               "--mode", "proposal", "--min-size", "none", "--backend", "onnxruntime", "--no-progress"])
+    assert rc == 0
+    capture = cv2.VideoCapture(str(tmp_path / "o" / "clip_overlay.mp4"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+
+
+def test_image_formats_through_segmenter(bundle):
+    from sdk import Segmenter
+
+    seg = Segmenter(bundle, backend="onnxruntime", mode="proposal", min_size=None, cache_dir=False)
+    rgb = block_image(seed=7)
+    base = seg(rgb, return_probs=True)
+    gray = rgb[..., 0]
+    np.testing.assert_array_equal(seg(gray).label_map, seg(np.repeat(gray[..., None], 3, 2)).label_map)
+    rgba = np.concatenate([rgb, np.zeros((*rgb.shape[:2], 1), np.uint8)], 2)
+    np.testing.assert_array_equal(seg(rgba, return_probs=True).probs, base.probs)
+    np.testing.assert_array_equal(seg(rgb.astype(np.uint16) * 256, return_probs=True).probs, base.probs)
+    np.testing.assert_array_equal(seg(rgb[..., ::-1], bgr=True, return_probs=True).probs, base.probs)
+    bgr_seg = Segmenter(bundle, backend="onnxruntime", mode="proposal", min_size=None, cache_dir=False, bgr=True)
+    np.testing.assert_array_equal(bgr_seg(rgb[..., ::-1], return_probs=True).probs, base.probs)
+
+
+def test_sdk_runs_without_torch(bundle, tmp_path):
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules["torch"] = None  # any "import torch" now raises ImportError
+        import numpy as np
+        import sdk
+        from sdk import Segmenter
+        rng = np.random.default_rng(0)
+        image = rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)
+        seg = Segmenter({str(bundle)!r}, backend="auto", min_size=None, cache_dir={str(tmp_path)!r})
+        result = seg(image, vocabulary=["zebra", "sky, heaven"], return_probs=True)
+        assert result.label_map.shape == (50, 70) and result.probs.shape == (2, 50, 70)
+        assert seg.backend.name == "onnxruntime"
+        assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules if sys.modules[m] is not None)
+        print("OK", sdk.__version__, sorted(result.timings))
+    """)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.startswith("OK")
