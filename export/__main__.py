@@ -42,9 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, type=Path, help="our checkpoint (.pth)")
     p.add_argument("--out", required=True, type=Path, help="bundle directory to write (must not exist)")
     p.add_argument("--vocab", action="append", metavar="NAME_OR_FILE",
-                   help="vocabulary to precompute text embeddings for (repeatable, see below)")
+                   help="vocabulary to precompute text embeddings for (repeatable, see above)")
     p.add_argument("--image-size", type=size_arg, default=(640, 640), metavar="HxW",
-                   help="proposal trace size and TensorRT 'opt' size hint, multiple of 32 (default 640x640); "
+                   help="proposal trace size, multiple of 32 (default 640x640); "
                         "the graph stays dynamic in batch, height and width")
     p.add_argument("--dense-size", type=size_arg, default=(448, 448), metavar="HxW",
                    help="fixed input size of clip_dense.onnx, multiple of the CLIP patch (default 448x448)")

@@ -17,7 +17,7 @@ from train.model import ZegFormer
 
 from . import graphs, vocab
 from .errors import ExportError
-from .manifest import staging_dir, write_manifest
+from .manifest import check_destination, read_manifest, staging_dir, write_manifest
 
 log = logging.getLogger(__name__)
 SDK_RESOURCES = Path(bf.__file__).resolve().parent / "resources"
@@ -28,7 +28,7 @@ PACKAGE_VERSION = "0.1.0"
 @dataclass
 class ExportOptions:
     vocabs: Optional[Sequence[str]] = None  # None: "train" + the checkpoint's class list
-    image_size: Tuple[int, int] = (640, 640)  # proposal trace size (and TensorRT "opt" shape)
+    image_size: Tuple[int, int] = (640, 640)  # proposal trace size (the graph stays dynamic)
     dense_size: Tuple[int, int] = (448, 448)
     opset: int = graphs.DEFAULT_OPSET
     verify: bool = False
@@ -125,24 +125,21 @@ def write_static_files(model: ZegFormer, bundle: Path) -> None:
 
 def check_tensorrt_available() -> None:
     """Fail early (before minutes of export) when engines cannot be built here."""
-    from .tensorrt import TensorRTUnavailable, require_tensorrt
+    from .tensorrt import require_tensorrt
 
-    try:
-        require_tensorrt()
-    except TensorRTUnavailable as e:
-        raise ExportError(str(e)) from e
+    require_tensorrt()  # raises TensorRTUnavailable, an ExportError with a one-line reason
 
 
 def export_bundle(checkpoint: Path, out: Path, opts: ExportOptions) -> Dict[str, Any]:
     """Write a complete bundle to ``out`` (all or nothing); returns the manifest."""
     checkpoint, out = Path(checkpoint), Path(out)
-    from .manifest import check_destination
-
     check_destination(out.absolute(), opts.force)
     if opts.tensorrt:
         check_tensorrt_available()
     model, payload = load(checkpoint)
     check_options(model.cfg, opts)
+    if opts.tensorrt and opts.profiles:
+        check_profiles(model.cfg, opts)
     vocabs = vocab.resolve(opts.vocabs, payload)
     default_vocab = vocabs[0].name if opts.vocabs else vocabs[-1].name
     specs = graphs.graph_specs(model, opts.image_size, opts.dense_size)
@@ -162,8 +159,18 @@ def export_bundle(checkpoint: Path, out: Path, opts: ExportOptions) -> Dict[str,
     return manifest
 
 
+def check_profiles(cfg, opts: ExportOptions) -> None:
+    """Validate ``--profile`` overrides before the export rather than after it."""
+    from .trt_profiles import default_profiles, merge_profiles
+
+    facts = {"model": {"crop_size": cfg.crop_size, "num_queries": cfg.num_queries,
+                       "size_divisibility": cfg.size_divisibility},
+             "inference": {**INFERENCE_DEFAULTS, "dense_size": list(opts.dense_size)},
+             "tokenizer": {"context_length": cfg.clip.context_length}}
+    merge_profiles(default_profiles(facts), opts.profiles)
+
+
 def _build_engines(bundle: Path, opts: ExportOptions) -> Dict[str, Any]:
-    from .manifest import read_manifest
     from .tensorrt import TensorRTError, build_engines
 
     try:

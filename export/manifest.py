@@ -28,13 +28,16 @@ def _umask() -> int:
 
 
 def file_hashes(bundle_dir: PathLike) -> Dict[str, str]:
-    """``{relative posix path: sha256}`` of every file of the bundle except the manifest."""
+    """``{relative posix path: sha256}`` of every file of the bundle except the manifest.
+
+    Hidden paths (a component starting with ``.``: temporary files being written) are skipped.
+    """
     root = Path(bundle_dir)
     out = {}
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        rel = path.relative_to(root).as_posix()
-        if rel != MANIFEST:
-            out[rel] = sha256_file(path)
+        rel = path.relative_to(root)
+        if rel.as_posix() != MANIFEST and not any(part.startswith(".") for part in rel.parts):
+            out[rel.as_posix()] = sha256_file(path)
     return out
 
 

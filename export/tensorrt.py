@@ -258,6 +258,9 @@ def build_engines(bundle_dir: Union[str, os.PathLike], fp16: bool = False, works
     precision = "fp16" if fp16 else "fp32"
     vocab_size = manifest["model"]["config"]["clip"]["vocab_size"]
     engines = dict(manifest.get("engines") or {})
+    unknown = sorted(set(graphs or ()) - set(manifest["graphs"]))
+    if unknown:
+        raise TensorRTError(f"no graph {unknown} in {bundle}; graphs: {sorted(manifest['graphs'])}")
     for graph in graphs or list(manifest["graphs"]):
         onnx_file = manifest["graphs"][graph]["file"]
         onnx_path = bundle / onnx_file
