@@ -19,6 +19,7 @@ import numpy as np
 
 from .backends import Backend
 from .bundle import Bundle
+from .errors import BackendError
 from .preprocess import Prepared, clip_input, dense_input
 from .vocabulary import Vocabulary
 
@@ -75,17 +76,21 @@ def ensemble(pred_logits: np.ndarray, clip_p: np.ndarray, seen: np.ndarray, lam:
 
 
 def prune(pred_logits: np.ndarray, mask_sigmoid: np.ndarray, seen: np.ndarray, lam: float,
-          threshold: float) -> np.ndarray:
+          threshold: float, clip_scale: float = 100.0) -> np.ndarray:
     """Queries worth sending to CLIP (bool ``[Q]``) — the ``pruned`` mode's rule.
 
-    A query's CLIP result only changes its own row of class scores. Whatever CLIP says, that row is
-    bounded: ``p^λ·(1/N_seen)^(1-λ)`` for a seen class (CLIP enters through the mean of the seen
-    probabilities, ≤ 1/N_seen) and ``p^(1-λ)`` for an unseen one (CLIP probability ≤ 1), with
-    ``p = softmax(segment logits)``. So the query adds at most ``U_q·σ_q(x)`` to any class at a
-    pixel x. The query is kept when, at some pixel of the (unpadded) mask grid, that bound reaches
-    ``threshold`` × the pixel's winning score under the neutral estimate (CLIP probabilities :=
-    ``p`` for every query); elsewhere it cannot move a score by more than that fraction.
-    ``mask_sigmoid`` is ``[Q, N]`` (sigmoid of the mask logits, flattened pixels).
+    A query's CLIP result only changes its own row of class scores, and whatever CLIP says that row
+    is bounded. A CLIP probability is at most ``c = σ(S − b)``, where ``S`` is the CLIP logit scale,
+    the largest possible logit, and ``b`` is the query's background logit, the extra softmax column.
+    So a seen class scores at most ``p^λ·min(c, 1/N_seen)^(1-λ)``, since CLIP enters through the
+    mean seen probability. An unseen class scores at most ``p^(1-λ)·c^λ``. Here
+    ``p = softmax(segment logits)``. The query therefore adds at most ``U_q·σ_q(x)`` to any class
+    at pixel x.
+
+    The query is kept when, at some pixel of the (unpadded) mask grid, that bound reaches
+    ``threshold`` × the pixel's winning score under the neutral estimate, in which every query's
+    CLIP probabilities are set to ``p``. Elsewhere it cannot move a score by more than that fraction.
+    ``mask_sigmoid`` is ``[Q, N]``: the sigmoid of the mask logits, pixels flattened.
     """
     q = pred_logits.shape[0]
     if threshold <= 0:
@@ -93,15 +98,27 @@ def prune(pred_logits: np.ndarray, mask_sigmoid: np.ndarray, seen: np.ndarray, l
     p = softmax(pred_logits)[:, :-1]
     estimate = ensemble(pred_logits, p, seen, lam)
     winning = (estimate.T @ mask_sigmoid).max(axis=0)
-    bound = np.zeros(q, dtype=np.float32)
+    cap = 1.0 / (1.0 + np.exp(np.minimum(pred_logits[:, -1].astype(np.float64) - clip_scale, 700.0)))
+    bound = np.zeros(q)
     if seen.any():
-        bound = np.maximum(bound, (p[:, seen] ** lam).max(axis=1) * (1.0 / seen.sum()) ** (1.0 - lam))
+        mean_cap = np.minimum(cap, 1.0 / seen.sum())
+        bound = np.maximum(bound, (p[:, seen] ** lam).max(axis=1) * mean_cap ** (1.0 - lam))
     if (~seen).any():
-        bound = np.maximum(bound, (p[:, ~seen] ** (1.0 - lam)).max(axis=1))
+        bound = np.maximum(bound, (p[:, ~seen] ** (1.0 - lam)).max(axis=1) * cap ** lam)
     return (bound[:, None] * mask_sigmoid >= threshold * winning[None]).any(axis=1)
 
 
 # ---------------------------------------------------------------------------- pipeline
+def load_kernels():
+    """``sdk.kernels`` (the compiled post-processing), or a :class:`BackendError` saying how to build it."""
+    try:
+        from . import kernels
+    except ImportError as e:
+        raise BackendError(f"the compiled kernels (sdk._kernels) are not available: {e}; build them with "
+                           "`pip install -e .` in the repository (needs a C++ compiler and pybind11)") from e
+    return kernels
+
+
 @dataclass
 class Output:
     labels: np.ndarray             # [H,W] int32
@@ -116,6 +133,7 @@ class Pipeline:
     def __init__(self, bundle: Bundle, backend: Backend, clip_batch: Optional[int] = None,
                  prune_threshold: float = 0.02):
         m, inf, pre = bundle.model, bundle.inference, bundle.preprocess
+        self.kernels = load_kernels()
         self.backend = backend
         self.background = bundle.background()
         self.segment_scale = float(m["segment_logit_scale"])
@@ -133,8 +151,6 @@ class Pipeline:
         self.prune_threshold = float(prune_threshold)
 
     def run(self, prep: Prepared, vocab: Vocabulary, mode: str, return_probs: bool, timer: Timer) -> Output:
-        from . import kernels
-
         with timer("proposal"):
             masks, emb = self.backend.proposal(prep.model_input)
         with timer("classify"):
@@ -147,7 +163,7 @@ class Pipeline:
         else:
             mask_cls = self._cropmask(prep, masks, pred_logits, vocab, mode == "pruned", timer, info)
         with timer("semantic"):
-            out = kernels.semantic_inference(
+            out = self.kernels.semantic_inference(
                 masks, np.ascontiguousarray(mask_cls[None], dtype=np.float32), image_size=prep.size,
                 out_size=prep.original_size, padded_size=prep.padded, calibrate_mask=vocab.seen,
                 calibrate=self.calibrate, return_scores=return_probs)
@@ -164,22 +180,19 @@ class Pipeline:
 
     def _cropmask(self, prep: Prepared, masks: np.ndarray, pred_logits: np.ndarray, vocab: Vocabulary,
                   pruned: bool, timer: Timer, info: Dict[str, Any]) -> np.ndarray:
-        from . import kernels
-
         q = pred_logits.shape[0]
         keep = np.ones(q, dtype=bool)
         if pruned:
             with timer("prune"):
                 keep = prune(pred_logits, self._unpadded_sigmoid(masks[0], prep), vocab.seen, self.lam,
-                             self.prune_threshold)
+                             self.prune_threshold, self.clip_scale)
         info["clip_queries"] = int(keep.sum())
         probs_clip = softmax(pred_logits)[:, :-1]  # neutral value for the queries not sent to CLIP
         if keep.any():
             with timer("crops"):
                 sel = masks if keep.all() else np.ascontiguousarray(masks[:, keep])
-                crops, _ = kernels.masked_crops(clip_input(prep, self.clip_mean, self.clip_std, self.divisor),
-                                                sel, self.crop_size)
-                crops = np.asarray(crops)[0]
+                image = clip_input(prep, self.clip_mean, self.clip_std, self.divisor)
+                crops = np.asarray(self.kernels.masked_crops(image, sel, self.crop_size)[0])[0]
             with timer("clip"):
                 feats = np.concatenate([self.backend.clip_image(crops[i:i + self.clip_batch])
                                         for i in range(0, crops.shape[0], self.clip_batch)])
@@ -190,14 +203,12 @@ class Pipeline:
 
     def _maskpool(self, prep: Prepared, masks: np.ndarray, pred_logits: np.ndarray, vocab: Vocabulary,
                   timer: Timer) -> np.ndarray:
-        from . import kernels
-
         size = self.dense_size or (self.crop_size, self.crop_size)
         with timer("clip"):
             dense = self.backend.clip_dense(dense_input(prep, size, self.clip_mean, self.clip_std))
         with timer("pool"):
             hm, wm = self._mask_extent(prep)
-            pooled = np.asarray(kernels.mask_pool(dense, np.ascontiguousarray(masks[:, :, :hm, :wm])))[0]
+            pooled = np.asarray(self.kernels.mask_pool(dense, np.ascontiguousarray(masks[:, :, :hm, :wm])))[0]
             feats = pooled / np.maximum(np.linalg.norm(pooled, axis=-1, keepdims=True), 1e-12)
         with timer("ensemble"):
             probs_clip = clip_probs(self._clip_logits(feats.astype(np.float32), vocab), pred_logits)

@@ -38,14 +38,16 @@ class Segmenter:
         clip_batch: crops per CLIP image-encoder call (default 32 on the CPU, all queries on a GPU).
         prune_threshold: the ``pruned`` mode's threshold (see ``sdk.modes.prune``).
         cache_dir: text-embedding disk cache (default ``ZEGFORMER_CACHE`` or ``~/.cache/zegformer-sdk``;
-            ``False`` disables it). ``checkpoint``: checkpoint for ``backend="torch"``.
+            ``False`` disables it). ``text_batch``: prompts per text-graph call.
+        reuse_builtin: take a run-time name's embeddings from a built-in vocabulary that has it.
+        checkpoint: the checkpoint for ``backend="torch"`` (default: the one the manifest records).
     """
 
     def __init__(self, bundle_dir: Union[str, os.PathLike], backend: str = "auto", device: str = "auto",
                  mode: str = "cropmask", *, min_size: Union[int, None, str] = BUNDLE_DEFAULT,
                  max_size: Optional[int] = None, vocabulary: VocabularySpec = None, bgr: bool = False,
                  threads: Optional[int] = None, clip_batch: Optional[int] = None, prune_threshold: float = 0.02,
-                 cache_dir: Union[None, bool, str, os.PathLike] = None, text_batch: int = 256,
+                 cache_dir: Union[None, bool, str, os.PathLike] = None, text_batch: int = 64,
                  checkpoint: Optional[Union[str, os.PathLike]] = None, reuse_builtin: bool = True):
         self.bundle = Bundle(bundle_dir)
         self.mode = self._check_mode(mode)
@@ -133,14 +135,21 @@ class Segmenter:
                 return validate_names(split_names(vocabulary))
             if os.path.isfile(vocabulary):
                 return read_vocabulary_file(vocabulary)
-            raise VocabularyError(f"{vocabulary!r} is not a built-in vocabulary {sorted(self.bundle.vocabularies)}, "
-                                  f"a file, or 'a;b;c'; pass [{vocabulary!r}] for a one-class vocabulary")
+            raise VocabularyError(f"{vocabulary!r} is not a built-in vocabulary "
+                                  f"{sorted(self.bundle.vocabularies)}, a file, or 'a;b;c'; "
+                                  f"pass [{vocabulary!r}] for a one-class vocabulary")
         return validate_names(vocabulary)
 
     # ------------------------------------------------------------------ inference
     def __call__(self, image: ImageLike, vocabulary: VocabularySpec = None, return_probs: bool = False,
                  mode: Optional[str] = None, bgr: Optional[bool] = None) -> SegmentationResult:
-        """Segment one image (a path or an array; see ``sdk.preprocess.to_rgb_uint8``)."""
+        """Segment one image → :class:`SegmentationResult` (label map at the input's size).
+
+        ``image``: a path, or an ``H×W×3`` uint8 RGB array; gray (``H×W``, ``H×W×1``) is replicated,
+        RGBA loses its alpha, uint16 is scaled ``>> 8``, float in [0, 1] by 255; ``bgr=True`` reads
+        OpenCV BGR(A) arrays. ``vocabulary``: for this call only (see :meth:`set_vocabulary`).
+        ``return_probs``: add the ``C×H×W`` calibrated class scores. ``mode``: override the mode.
+        """
         timer = Timer()
         mode = self._check_mode(mode or self.mode)
         with timer("total"):

@@ -195,7 +195,7 @@ class VocabularyStore:
     """Turns vocabulary specs into :class:`Vocabulary` objects (thread-safe)."""
 
     def __init__(self, bundle: Bundle, text_encoder: Callable[[np.ndarray], np.ndarray],
-                 cache_dir: Union[None, bool, str, os.PathLike] = None, text_batch: int = 256,
+                 cache_dir: Union[None, bool, str, os.PathLike] = None, text_batch: int = 64,
                  reuse_builtin: bool = True, memory_capacity: int = 32):
         self.bundle = bundle
         self.text_encoder = text_encoder

@@ -111,6 +111,8 @@ def test_prune_rule():
     keep = prune(logits, sig, seen, 2 / 3, 0.05)
     assert not keep[2] and keep.sum() >= 4
     assert prune(logits, sig, seen, 2 / 3, 0.5).sum() <= keep.sum()
+    logits[0, -1] = 150.0  # background logit far above any CLIP logit: CLIP cannot raise this query
+    assert not prune(logits, sig, seen, 2 / 3, 0.05, clip_scale=100.0)[0]
 
 
 def test_segments_and_timings(bundle, features):

@@ -230,3 +230,13 @@ def test_engine_mismatch_warns_and_falls_back(bundle, tmp_path, monkeypatch):
     assert "another proposal.onnx" in engine_mismatch({**entry, "onnx_sha256": "0" * 64}, b, "proposal",
                                                       "10.3.0", "9.0")
     assert normalize_cc([8, 6]) == normalize_cc("sm_86") == normalize_cc(86) == "8.6"
+
+
+def test_missing_kernels_is_a_backend_error(bundle, monkeypatch):
+    import sdk
+    from sdk import BackendError
+
+    monkeypatch.delattr(sdk, "kernels", raising=False)
+    monkeypatch.setitem(sys.modules, "sdk.kernels", None)
+    with pytest.raises(BackendError, match="pip install -e"):
+        segmenter(bundle)
