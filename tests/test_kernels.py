@@ -218,6 +218,18 @@ def test_semantic_inference_random(image_size, out_size):
     np.testing.assert_array_equal(kernels.semantic_inference(logits, probs, image_size, out_size, seen, 0.1), labels)
 
 
+def test_semantic_inference_large_upscale():
+    """Many queries and a large upscale: scores are computed at image size, then resized."""
+    rng = np.random.default_rng(11)
+    logits = blob_logits(rng, 1, 80, 8, 10, scale=4)
+    probs = rng.random((1, 80, 7)).astype(np.float32)
+    seen = np.arange(7) < 4
+    want = torch_semantic(logits, probs, (30, 37), (97, 131), seen=seen, calibrate=0.1)
+    labels, scores = kernels.semantic_inference(logits, probs, (30, 37), (97, 131), seen, 0.1, return_scores=True)
+    np.testing.assert_allclose(scores, want, rtol=1e-5, atol=2e-6)
+    assert_labels_match(labels, want)
+
+
 def test_semantic_inference_padded_size_q1_and_no_calibration():
     rng = np.random.default_rng(12)
     logits = noise_logits(rng, 1, 1, 10, 13)

@@ -3,10 +3,10 @@
 //
 // Two orders, equal up to rounding (a resize of a weighted sum is the weighted sum of
 // the resizes):
-//  - output no larger than the image: resize the sigmoid masks to the output row, then
-//    the class product per output pixel;
-//  - output larger (upscaling): class scores at image resolution for the rows needed
-//    (two cached), then resize the scores.
+//  - usually: resize the sigmoid masks to the output row, then the class product per
+//    output pixel;
+//  - output much larger (upscaling, many queries): class scores at image resolution for
+//    the rows needed (two cached), then resize the scores.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -128,30 +128,30 @@ product_fn product_pick() {
   }
 }
 
-// One output row from two rows of image-resolution scores (upscaling order).
+// One output row from two rows of image-resolution scores (upscaling order): the rows are
+// blended first (contiguous), then each output column gathers its two taps.
 template <bool Fma>
 ZK_ALWAYS_INLINE void resize_row_impl(const float* A, const float* B, float a0, float a1, int64_t stride, int64_t K,
-                                      const Taps* rx, int64_t ow, const float* cal, float* scores, int64_t plane,
-                                      float* best, int32_t* labels) {
+                                      int64_t iw, const Taps* rx, int64_t ow, const float* cal, float* scores,
+                                      int64_t plane, float* tmp, float* best, int32_t* labels) {
   for (int64_t x = 0; x < ow; ++x) best[x] = -INFINITY, labels[x] = 0;
   for (int64_t c = 0; c < K; ++c) {
     const float* ra = A + c * stride;
     const float* rb = B + c * stride;
+    for (int64_t x = 0; x < iw; ++x) tmp[x] = blend2(ra[x], a0, rb[x], a1);
     const float off = cal ? cal[c] : 0.f;
     for (int64_t x = 0; x < ow; ++x) {
       const Taps t = rx[x];
-      const float va = blend2(ra[t.i0], t.w0, ra[t.i1], t.w1);
-      const float vb = blend2(rb[t.i0], t.w0, rb[t.i1], t.w1);
-      const float v = blend2(va, a0, vb, a1) - off;
+      const float v = blend2(tmp[t.i0], t.w0, tmp[t.i1], t.w1) - off;
       if (scores) scores[c * plane + x] = v;
       if (v > best[x]) best[x] = v, labels[x] = static_cast<int32_t>(c);
     }
   }
 }
 ZK_VARIANTS(resize_row,
-            (const float* A, const float* B, float a0, float a1, int64_t stride, int64_t K, const Taps* rx,
-             int64_t ow, const float* cal, float* scores, int64_t plane, float* best, int32_t* labels),
-            (A, B, a0, a1, stride, K, rx, ow, cal, scores, plane, best, labels))
+            (const float* A, const float* B, float a0, float a1, int64_t stride, int64_t K, int64_t iw, const Taps* rx,
+             int64_t ow, const float* cal, float* scores, int64_t plane, float* tmp, float* best, int32_t* labels),
+            (A, B, a0, a1, stride, K, iw, rx, ow, cal, scores, plane, tmp, best, labels))
 
 struct Kernels {
   hz_fn hz = hz_pick();
@@ -173,8 +173,15 @@ struct Plan {
   Kernels k;
 };
 
+// Class product per output pixel (about Q/16 vector operations each) against the product at
+// image resolution plus a K-channel resize (about 4 scalar operations per class and pixel).
+bool prefer_upscale_order(const SemanticProblem& p) {
+  const double out = static_cast<double>(p.oh) * p.ow, in = static_cast<double>(p.ih) * p.iw;
+  return out * (p.Q / 16.0 - 4.0) > in * (p.Q / 16.0);
+}
+
 Plan make_plan(const SemanticProblem& p) {
-  Plan P{p, {}, {}, {}, {}, {}, {}, false, p.oh * p.ow > p.ih * p.iw, Kernels{}};
+  Plan P{p, {}, {}, {}, {}, {}, {}, false, prefer_upscale_order(p), Kernels{}};
   for (int64_t y = 0; y < p.ih; ++y) P.ty.push_back(linear_taps(y, p.h, p.H));
   for (int64_t y = 0; y < p.oh; ++y) P.ry.push_back(linear_taps(y, p.ih, p.oh));
   for (int64_t x = 0; x < p.ow; ++x) P.rx.push_back(linear_taps(x, p.iw, p.ow));
@@ -294,14 +301,15 @@ void upscale_rows(const Plan& P, int64_t b, int64_t oy0, int64_t oy1, const floa
   const SemanticProblem& p = P.p;
   ScoreRows rows(P, logits_b, b, Pt, s);
   s.best.resize(p.ow);
+  s.V.resize(p.iw);
   const int64_t plane = p.oh * p.ow;
   for (int64_t oy = oy0; oy < oy1; ++oy) {
     const Taps& r = P.ry[oy];
     const float* A = rows.get(r.i0, r.i1);
     const float* B = r.w1 != 0.f ? rows.get(r.i1, r.i0) : A;
     float* srow = scores ? scores + b * p.K * plane + oy * p.ow : nullptr;
-    P.k.resize_row(A, B, r.w0, r.w1, rows.stride(), p.K, P.rx.data(), p.ow, cal, srow, plane, s.best.data(),
-                   labels + (b * p.oh + oy) * p.ow);
+    P.k.resize_row(A, B, r.w0, r.w1, rows.stride(), p.K, p.iw, P.rx.data(), p.ow, cal, srow, plane, s.V.data(),
+                   s.best.data(), labels + (b * p.oh + oy) * p.ow);
   }
 }
 
