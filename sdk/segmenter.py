@@ -137,7 +137,8 @@ class Segmenter:
                 return read_vocabulary_file(vocabulary)
             raise VocabularyError(f"{vocabulary!r} is not a built-in vocabulary "
                                   f"{sorted(self.bundle.vocabularies)}, a file, or 'a;b;c'; "
-                                  f"pass [{vocabulary!r}] for a one-class vocabulary")
+                                  f"pass [{vocabulary!r}] (on the command line '{vocabulary};') for a "
+                                  "one-class vocabulary")
         return validate_names(vocabulary)
 
     # ------------------------------------------------------------------ inference
