@@ -218,6 +218,22 @@ def test_semantic_inference_random(image_size, out_size):
     np.testing.assert_array_equal(kernels.semantic_inference(logits, probs, image_size, out_size, seen, 0.1), labels)
 
 
+@pytest.mark.parametrize("negative", [False, True])
+def test_semantic_labels_only_bounds_skipped_queries(negative):
+    """Labels-only calls skip queries far from a tile and bound their contribution."""
+    rng = np.random.default_rng(13)
+    logits = blob_logits(rng, 2, 40, 24, 30, scale=30)  # sharp masks: few queries active per tile
+    probs = rng.dirichlet(np.full(17, 0.3), size=(2, 40)).astype(np.float32)
+    if negative:  # bounds need probabilities >= 0: the dense product must take over
+        probs[0, 3, 5] = -0.5
+    seen = np.arange(17) < 11
+    want = torch_semantic(logits, probs, (90, 120), (90, 120), seen=seen, calibrate=0.1)
+    labels = kernels.semantic_inference(logits, probs, (90, 120), (90, 120), seen, 0.1)
+    assert_labels_match(labels, want, margin=1e-6)
+    dense, _ = kernels.semantic_inference(logits, probs, (90, 120), (90, 120), seen, 0.1, return_scores=True)
+    assert (labels != dense).mean() < 1e-3
+
+
 def test_semantic_inference_large_upscale():
     """Many queries and a large upscale: scores are computed at image size, then resized."""
     rng = np.random.default_rng(11)

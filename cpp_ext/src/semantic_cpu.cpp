@@ -16,11 +16,11 @@
 #include "zk/resample.h"
 #include "zk/sigmoid.h"
 #include "zk/simd.h"
+#include "semantic_product.h"
 
 namespace zk {
 namespace {
 
-constexpr int64_t kTile = 32;  // output pixels per product tile
 constexpr int64_t kRowsPerChunk = 8;
 
 int64_t padded(int64_t n) { return (n + kTile - 1) / kTile * kTile; }
@@ -53,81 +53,6 @@ ZK_ALWAYS_INLINE void gather_impl(const float* v, const Taps* taps, int64_t n, f
 }
 ZK_VARIANTS(gather, (const float* v, const Taps* taps, int64_t n, float* out), (v, taps, n, out))
 
-// Scores of class c for one tile (minus its calibration), stored if asked, and the
-// running argmax: first maximum wins, like torch.argmax.
-template <int W>
-ZK_ALWAYS_INLINE void finish_class(const Vf<W>* acc, int64_t c, const float* cal, float* scores, int64_t plane,
-                                   int64_t x0, int64_t nv, Vf<W>* best, Vi<W>* arg) {
-  const float off = cal ? cal[c] : 0.f;
-  float* out = scores ? scores + c * plane + x0 : nullptr;
-  for (int v = 0; v < kTile / W; ++v) {
-    const Vf<W> val = acc[v] - off;
-    if (out) {
-      if (nv == kTile) store<W>(out + v * W, val);
-      else
-        for (int l = 0; l < W && v * W + l < nv; ++l) out[v * W + l] = val[l];
-    }
-    const Vi<W> better = val > best[v];
-    best[v] = better ? val : best[v];
-    arg[v] = better ? (Vi<W>{} + static_cast<int32_t>(c)) : arg[v];
-  }
-}
-
-// scores[c][x] = sum_q Pt[c][q] * S[q][x] - cal[c] for x < n and labels[x] = argmax_c
-// (first maximum wins, like torch.argmax). S rows have stride ss >= padded(n) with a zero
-// tail; scores/labels may be null. W floats per vector, G classes per pass over Q.
-template <int W, int G>
-ZK_ALWAYS_INLINE void product_impl(const float* S, int64_t ss, const float* Pt, int64_t Q, int64_t K, int64_t n,
-                                   const float* cal, float* scores, int64_t plane, int32_t* labels) {
-  constexpr int NV = kTile / W;
-  for (int64_t x0 = 0; x0 < n; x0 += kTile) {
-    const int64_t nv = std::min(kTile, n - x0);
-    Vf<W> best[NV];
-    Vi<W> arg[NV];
-    for (int v = 0; v < NV; ++v) best[v] = Vf<W>{} - INFINITY, arg[v] = Vi<W>{};
-    int64_t c = 0;
-    for (; c + G <= K; c += G) {
-      Vf<W> acc[G][NV] = {};
-      for (int64_t q = 0; q < Q; ++q) {
-        const float* s = S + q * ss + x0;
-        float pj[G];
-        for (int j = 0; j < G; ++j) pj[j] = Pt[(c + j) * Q + q];
-        for (int v = 0; v < NV; ++v) {
-          const Vf<W> sv = load<W>(s + v * W);
-          for (int j = 0; j < G; ++j) acc[j][v] = acc[j][v] + pj[j] * sv;
-        }
-      }
-      for (int j = 0; j < G; ++j) finish_class<W>(acc[j], c + j, cal, scores, plane, x0, nv, best, arg);
-    }
-    for (; c < K; ++c) {
-      Vf<W> acc[NV] = {};
-      for (int64_t q = 0; q < Q; ++q) {
-        const float pj = Pt[c * Q + q];
-        for (int v = 0; v < NV; ++v) acc[v] = acc[v] + pj * load<W>(S + q * ss + x0 + v * W);
-      }
-      finish_class<W>(acc, c, cal, scores, plane, x0, nv, best, arg);
-    }
-    if (labels)
-      for (int64_t l = 0; l < nv; ++l) labels[x0 + l] = arg[l / W][l % W];
-  }
-}
-
-#define ZK_PRODUCT_PARAMS                                                                                  \
-  (const float* S, int64_t ss, const float* Pt, int64_t Q, int64_t K, int64_t n, const float* cal, float* scores, \
-   int64_t plane, int32_t* labels)
-#define ZK_PRODUCT_ARGS (S, ss, Pt, Q, K, n, cal, scores, plane, labels)
-void product_generic ZK_PRODUCT_PARAMS { product_impl<4, 1> ZK_PRODUCT_ARGS; }
-ZK_FUSED_AVX2 void product_avx2 ZK_PRODUCT_PARAMS { product_impl<8, 2> ZK_PRODUCT_ARGS; }
-ZK_FUSED_AVX512 void product_avx512 ZK_PRODUCT_PARAMS { product_impl<16, 4> ZK_PRODUCT_ARGS; }
-using product_fn = void(*) ZK_PRODUCT_PARAMS;
-product_fn product_pick() {
-  switch (cpu_isa()) {
-    case Isa::avx512: return product_avx512;
-    case Isa::avx2: return product_avx2;
-    default: return product_generic;
-  }
-}
-
 // One output row from two rows of image-resolution scores (upscaling order): the rows are
 // blended first (contiguous), then each output column gathers its two taps.
 template <bool Fma>
@@ -158,8 +83,13 @@ struct Kernels {
   sig_fn sig = sig_pick();
   gather_fn gather = gather_pick();
   product_fn product = product_pick();
+  bounded_labels_fn bounded = bounded_labels_pick();
   resize_row_fn resize_row = resize_row_pick();
 };
+
+// Queries whose sigmoid stays at most this over a tile are bounded, not multiplied out,
+// when only labels are wanted (see semantic_product.h).
+constexpr float kSkipBelow = 1e-3f;
 
 // Geometry shared by all batch items.
 struct Plan {
@@ -170,7 +100,18 @@ struct Plan {
   std::vector<Taps> out_taps;    // rx re-indexed into `cols` (output-resolution order)
   bool identity_cols;            // cols == output columns one to one
   bool upscale;
+  bool bounded;                  // labels-only products may skip queries (probabilities >= 0)
   Kernels k;
+};
+
+// One batch item's inputs.
+struct Batch {
+  int64_t b;
+  const float* logits;  // [Q][h][w]
+  const float* probs;   // [Q][K]
+  const float* Pt;      // [K][Q]
+  const float* totals;  // [K]
+  const float* cal;     // [K] or null
 };
 
 // Class product per output pixel (about Q/16 vector operations each) against the product at
@@ -181,7 +122,7 @@ bool prefer_upscale_order(const SemanticProblem& p) {
 }
 
 Plan make_plan(const SemanticProblem& p) {
-  Plan P{p, {}, {}, {}, {}, {}, {}, false, prefer_upscale_order(p), Kernels{}};
+  Plan P{p, {}, {}, {}, {}, {}, {}, false, prefer_upscale_order(p), false, Kernels{}};
   for (int64_t y = 0; y < p.ih; ++y) P.ty.push_back(linear_taps(y, p.h, p.H));
   for (int64_t y = 0; y < p.oh; ++y) P.ry.push_back(linear_taps(y, p.ih, p.oh));
   for (int64_t x = 0; x < p.ow; ++x) P.rx.push_back(linear_taps(x, p.iw, p.ow));
@@ -210,7 +151,8 @@ Plan make_plan(const SemanticProblem& p) {
 // Per-thread scratch. `hz` caches, for four low-resolution rows (slot = row % 4), the
 // horizontal pass of every query's upsample at the evaluated columns.
 struct Scratch {
-  std::vector<float> hz, V, S, best;
+  std::vector<float> hz, V, S, best, rest, lower, full;
+  std::vector<int32_t> active, skipped;
   int64_t hz_tag[4] = {-1, -1, -1, -1};  // b * h + row held by each slot
   std::vector<int32_t> arg;
 };
@@ -241,8 +183,7 @@ void sigmoid_rows(const Plan& P, const float* logits_b, int64_t b, const int64_t
 }
 
 // Downscale/identity order: one output row.
-void fused_row(const Plan& P, int64_t b, int64_t oy, const float* logits_b, const float* Pt, const float* cal,
-               int32_t* labels, float* scores, Scratch& s) {
+void fused_row(const Plan& P, const Batch& in, int64_t oy, int32_t* labels, float* scores, Scratch& s) {
   const SemanticProblem& p = P.p;
   const Taps& r = P.ry[oy];
   const int64_t ys[2] = {r.i0, r.i1};
@@ -252,22 +193,32 @@ void fused_row(const Plan& P, int64_t b, int64_t oy, const float* logits_b, cons
   s.S.resize(p.Q * ss);
   for (int64_t q = 0; q < p.Q; ++q) std::fill(s.S.data() + q * ss + p.ow, s.S.data() + (q + 1) * ss, 0.f);
   if (P.identity_cols) {
-    sigmoid_rows(P, logits_b, b, ys, wts, n_rows, s, s.S.data(), ss);
+    sigmoid_rows(P, in.logits, in.b, ys, wts, n_rows, s, s.S.data(), ss);
   } else {
     s.V.resize(p.Q * n);
-    sigmoid_rows(P, logits_b, b, ys, wts, n_rows, s, s.V.data(), n);
+    sigmoid_rows(P, in.logits, in.b, ys, wts, n_rows, s, s.V.data(), n);
     for (int64_t q = 0; q < p.Q; ++q) P.k.gather(s.V.data() + q * n, P.out_taps.data(), p.ow, s.S.data() + q * ss);
   }
+  int32_t* lrow = labels + (in.b * p.oh + oy) * p.ow;
+  if (!scores && P.bounded) {
+    s.active.resize(p.Q), s.skipped.resize(p.Q), s.rest.resize(p.K), s.lower.resize(p.K * kTile);
+    s.full.resize(p.K);
+    const BoundedLabels a{s.S.data(),      ss,          in.Pt,         in.probs,       in.totals,
+                          p.Q,             p.K,         p.ow,          in.cal,         kSkipBelow,
+                          lrow,            s.active.data(), s.skipped.data(), s.rest.data(), s.lower.data(),
+                          s.full.data()};
+    P.k.bounded(a);
+    return;
+  }
   const int64_t plane = p.oh * p.ow;
-  float* srow = scores ? scores + b * p.K * plane + oy * p.ow : nullptr;
-  P.k.product(s.S.data(), ss, Pt, p.Q, p.K, p.ow, cal, srow, plane, labels + (b * p.oh + oy) * p.ow);
+  float* srow = scores ? scores + in.b * p.K * plane + oy * p.ow : nullptr;
+  P.k.product(s.S.data(), ss, in.Pt, p.Q, p.K, p.ow, in.cal, srow, plane, lrow);
 }
 
 // Upscale order: image-resolution score rows, two cached per thread.
 class ScoreRows {
  public:
-  ScoreRows(const Plan& P, const float* logits_b, int64_t b, const float* Pt, Scratch& s)
-      : P_(P), logits_b_(logits_b), b_(b), Pt_(Pt), s_(s), stride_(padded(P.p.iw)) {
+  ScoreRows(const Plan& P, const Batch& in, Scratch& s) : P_(P), in_(in), s_(s), stride_(padded(P.p.iw)) {
     for (auto& slot : slots_) slot.assign(P.p.K * stride_, 0.f);
   }
   int64_t stride() const { return stride_; }
@@ -279,27 +230,25 @@ class ScoreRows {
     s_.S.resize(P_.p.Q * stride_);
     for (int64_t q = 0; q < P_.p.Q; ++q)
       std::fill(s_.S.data() + q * stride_ + P_.p.iw, s_.S.data() + (q + 1) * stride_, 0.f);
-    sigmoid_rows(P_, logits_b_, b_, &y, &one, 1, s_, s_.S.data(), stride_);
-    P_.k.product(s_.S.data(), stride_, Pt_, P_.p.Q, P_.p.K, P_.p.iw, nullptr, slots_[i].data(), stride_, nullptr);
+    sigmoid_rows(P_, in_.logits, in_.b, &y, &one, 1, s_, s_.S.data(), stride_);
+    P_.k.product(s_.S.data(), stride_, in_.Pt, P_.p.Q, P_.p.K, P_.p.iw, nullptr, slots_[i].data(), stride_, nullptr);
     rows_[i] = y;
     return slots_[i].data();
   }
 
  private:
   const Plan& P_;
-  const float* logits_b_;
-  int64_t b_;
-  const float* Pt_;
+  const Batch& in_;
   Scratch& s_;
   int64_t stride_;
   std::vector<float> slots_[2];
   int64_t rows_[2] = {-1, -1};
 };
 
-void upscale_rows(const Plan& P, int64_t b, int64_t oy0, int64_t oy1, const float* logits_b, const float* Pt,
-                  const float* cal, int32_t* labels, float* scores, Scratch& s) {
+void upscale_rows(const Plan& P, const Batch& in, int64_t oy0, int64_t oy1, int32_t* labels, float* scores,
+                  Scratch& s) {
   const SemanticProblem& p = P.p;
-  ScoreRows rows(P, logits_b, b, Pt, s);
+  ScoreRows rows(P, in, s);
   s.best.resize(p.ow);
   s.V.resize(p.iw);
   const int64_t plane = p.oh * p.ow;
@@ -307,9 +256,9 @@ void upscale_rows(const Plan& P, int64_t b, int64_t oy0, int64_t oy1, const floa
     const Taps& r = P.ry[oy];
     const float* A = rows.get(r.i0, r.i1);
     const float* B = r.w1 != 0.f ? rows.get(r.i1, r.i0) : A;
-    float* srow = scores ? scores + b * p.K * plane + oy * p.ow : nullptr;
-    P.k.resize_row(A, B, r.w0, r.w1, rows.stride(), p.K, p.iw, P.rx.data(), p.ow, cal, srow, plane, s.V.data(),
-                   s.best.data(), labels + (b * p.oh + oy) * p.ow);
+    float* srow = scores ? scores + in.b * p.K * plane + oy * p.ow : nullptr;
+    P.k.resize_row(A, B, r.w0, r.w1, rows.stride(), p.K, p.iw, P.rx.data(), p.ow, in.cal, srow, plane, s.V.data(),
+                   s.best.data(), labels + (in.b * p.oh + oy) * p.ow);
   }
 }
 
@@ -317,11 +266,18 @@ void upscale_rows(const Plan& P, int64_t b, int64_t oy0, int64_t oy1, const floa
 
 void semantic_cpu(const SemanticProblem& p, const float* logits, const float* probs, const float* cal_offsets,
                   int32_t* labels, float* scores) {
-  const Plan P = make_plan(p);
-  std::vector<float> Pt(p.B * p.K * p.Q);  // class probabilities transposed to [B][K][Q]
+  Plan P = make_plan(p);
+  std::vector<float> Pt(p.B * p.K * p.Q), totals(p.B * p.K, 0.f);  // probabilities as [B][K][Q], sums over q
+  bool nonnegative = true;
   for (int64_t b = 0; b < p.B; ++b)
     for (int64_t q = 0; q < p.Q; ++q)
-      for (int64_t c = 0; c < p.K; ++c) Pt[(b * p.K + c) * p.Q + q] = probs[(b * p.Q + q) * p.K + c];
+      for (int64_t c = 0; c < p.K; ++c) {
+        const float v = probs[(b * p.Q + q) * p.K + c];
+        Pt[(b * p.K + c) * p.Q + q] = v;
+        totals[b * p.K + c] += v;
+        nonnegative = nonnegative && v >= 0.f;
+      }
+  P.bounded = nonnegative;
   const int threads = resolve_threads(p.threads);
   std::vector<Scratch> scratch(threads);
   const int64_t chunks_per_b = (p.oh + kRowsPerChunk - 1) / kRowsPerChunk;
@@ -329,13 +285,12 @@ void semantic_cpu(const SemanticProblem& p, const float* logits, const float* pr
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / chunks_per_b, oy0 = task % chunks_per_b * kRowsPerChunk;
       const int64_t oy1 = std::min(p.oh, oy0 + kRowsPerChunk);
-      const float* logits_b = logits + b * p.Q * p.h * p.w;
-      const float* Pt_b = Pt.data() + b * p.K * p.Q;
+      const Batch in{b, logits + b * p.Q * p.h * p.w, probs + b * p.Q * p.K, Pt.data() + b * p.K * p.Q,
+                     totals.data() + b * p.K, cal_offsets};
       if (P.upscale) {
-        upscale_rows(P, b, oy0, oy1, logits_b, Pt_b, cal_offsets, labels, scores, scratch[tid]);
+        upscale_rows(P, in, oy0, oy1, labels, scores, scratch[tid]);
       } else {
-        for (int64_t oy = oy0; oy < oy1; ++oy)
-          fused_row(P, b, oy, logits_b, Pt_b, cal_offsets, labels, scores, scratch[tid]);
+        for (int64_t oy = oy0; oy < oy1; ++oy) fused_row(P, in, oy, labels, scores, scratch[tid]);
       }
     }
   });
