@@ -6,9 +6,12 @@
 
 Each variant runs in its own subprocess, so that its peak memory (the process's peak resident
 set, VmHWM) can be measured: the increase over what the process held after imports and input
-creation (outputs included). Inputs: a synthetic image normalised with the CLIP mean/std, 100 mask
-logits at stride 4 shaped as elliptic blobs (as the fixture's designed masks; "noise" masks,
-the worst case for the box search, are timed too), random class scores for 171 classes.
+creation (outputs included). ``semantic_inference`` asks for labels only (the bounded product);
+``semantic_scores`` is the same call with ``return_scores=True`` (the dense product, plus the
+K x H x W scores); the official composition computes both either way. Inputs: a synthetic image
+normalised with the CLIP mean/std, 100 mask logits at stride 4 shaped as elliptic blobs (as the
+fixture's designed masks; "noise" masks, the worst case for the box search, are timed too), and
+Dirichlet-random class scores for 171 classes.
 """
 from __future__ import annotations
 
@@ -85,7 +88,8 @@ def ours(op: str, x: Dict[str, np.ndarray], size: int, device: str) -> Callable[
         x = {k: torch.from_numpy(v).cuda() if k != "seen" else v for k, v in x.items()}
     if op == "masked_crops":
         return lambda: kernels.masked_crops(x["image"], x["logits"], 224)
-    return lambda: kernels.semantic_inference(x["logits"], x["probs"], (size, size), (size, size), x["seen"], 0.1)
+    return lambda: kernels.semantic_inference(x["logits"], x["probs"], (size, size), (size, size), x["seen"], 0.1,
+                                              return_scores=op == "semantic_scores")
 
 
 def official(op: str, x: Dict[str, np.ndarray], size: int, device: str) -> Callable[[], Any]:
@@ -104,7 +108,7 @@ def official(op: str, x: Dict[str, np.ndarray], size: int, device: str) -> Calla
         with torch.no_grad():
             up = ref.upsample_masks(t["logits"], (size, size))
             scores = ref.semantic_scores(t["probs"][0], up[0], (size, size), (size, size), t["seen"], 0.1)
-            return scores.argmax(0)
+            return scores.argmax(0), scores
 
     return crops if op == "masked_crops" else semantic
 
@@ -177,7 +181,8 @@ def threads_used(impl: str) -> int:
 def variants(with_gpu: bool, quick: bool) -> List[str]:
     out = []
     for device in ["cpu"] + (["cuda"] if with_gpu else []):
-        for op, masks in [("masked_crops", "blobs"), ("masked_crops", "noise"), ("semantic_inference", "blobs")]:
+        for op, masks in [("masked_crops", "blobs"), ("masked_crops", "noise"), ("semantic_inference", "blobs"),
+                          ("semantic_scores", "blobs")]:
             if quick and masks == "noise":
                 continue
             out += [f"{op}/official/{device}/{masks}", f"{op}/ours/{device}/{masks}"]

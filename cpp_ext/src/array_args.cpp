@@ -151,7 +151,8 @@ bool place(std::initializer_list<Array*> arrays) {
       throw py::value_error("arrays must all be numpy arrays or all CUDA arrays (" + a->name + " differs)");
   if (!device) return false;
 #ifdef ZK_WITH_CUDA
-  if (cuda::device_count() == 0) throw std::runtime_error("CUDA arrays given, but no CUDA device or driver is usable");
+  if (cuda::device_count() == 0)
+    throw std::runtime_error("CUDA arrays given, but no CUDA device is usable (" + cuda::runtime_info() + ")");
   for (Array* a : arrays) resolve_device(*a);
   for (Array* a : arrays)
     if (a->device != (*arrays.begin())->device)

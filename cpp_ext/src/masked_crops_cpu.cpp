@@ -1,14 +1,13 @@
 // masked_crops on the CPU: the official "cropmask" without full-resolution masked images.
 //
-// Per query: the box comes from the binary mask's extent, found on the low-resolution
-// grid (a cell whose four logits are all <= 0 is off, all clearly > 0 is on; only mixed
-// cells are evaluated pixel by pixel). The crop is roi_align written as two sparse
-// passes, crop = A · (image ∘ mask) · Bᵀ / count, with mask rows evaluated on demand.
+// Per query: the box (mask_box.h), then roi_align written as two sparse passes,
+// crop = A · (image ∘ mask) · Bᵀ / count, with mask rows evaluated on demand.
 #include <algorithm>
 #include <climits>
 #include <cstring>
 #include <vector>
 
+#include "mask_box.h"
 #include "zk/ops.h"
 #include "zk/parallel.h"
 #include "zk/resample.h"
@@ -17,31 +16,6 @@
 
 namespace zk {
 namespace {
-
-// A cell whose four logits are all >= this is on everywhere: the bilinear value is a
-// convex combination, within a few ulp of at least this, far above the threshold (~9e-8).
-constexpr float kOnMargin = 1e-6f;
-enum : uint8_t { kOff = 0, kOn = 1, kMixed = 2 };
-
-// High-resolution coordinates along one axis, grouped by their first low-resolution tap.
-struct AxisMap {
-  std::vector<Taps> taps;            // per high-resolution coordinate
-  std::vector<int32_t> first, last;  // per low-resolution index (first > last: none)
-};
-
-AxisMap make_axis_map(int64_t low, int64_t high) {
-  AxisMap m;
-  m.taps.resize(high);
-  m.first.assign(low, INT32_MAX);
-  m.last.assign(low, -1);
-  for (int64_t d = 0; d < high; ++d) {
-    const Taps t = linear_taps(d, low, high);
-    m.taps[d] = t;
-    m.first[t.i0] = std::min<int32_t>(m.first[t.i0], static_cast<int32_t>(d));
-    m.last[t.i0] = std::max<int32_t>(m.last[t.i0], static_cast<int32_t>(d));
-  }
-  return m;
-}
 
 // ---- hot loops, compiled for the portable and the AVX2+FMA variant ----
 
@@ -104,21 +78,7 @@ struct Kernels {
   horizontal_fn horizontal = horizontal_pick();
 };
 
-// ---- box ----
-
-struct Extent {
-  int64_t ymin = INT64_MAX, ymax = -1, xmin = INT64_MAX, xmax = -1;
-  void add(int64_t y0, int64_t y1, int64_t x0, int64_t x1) {
-    ymin = std::min(ymin, y0);
-    ymax = std::max(ymax, y1);
-    xmin = std::min(xmin, x0);
-    xmax = std::max(xmax, x1);
-  }
-  bool covers(int64_t y0, int64_t y1, int64_t x0, int64_t x1) const {
-    return y0 >= ymin && y1 <= ymax && x0 >= xmin && x1 <= xmax;
-  }
-  bool empty() const { return ymax < 0; }
-};
+// ---- crop ----
 
 struct Problem {
   const CropProblem& p;
@@ -126,55 +86,6 @@ struct Problem {
   Kernels k;
 };
 
-void classify_cells(const float* L, int64_t h, int64_t w, uint8_t* cls) {
-  for (int64_t i = 0; i < h; ++i) {
-    const float* r0 = L + i * w;
-    const float* r1 = L + (i + 1 < h ? i + 1 : i) * w;
-    for (int64_t j = 0; j < w; ++j) {
-      const int64_t j1 = j + 1 < w ? j + 1 : j;
-      const float mn = std::min(std::min(r0[j], r0[j1]), std::min(r1[j], r1[j1]));
-      const float mx = std::max(std::max(r0[j], r0[j1]), std::max(r1[j], r1[j1]));
-      cls[i * w + j] = mx <= 0.f ? kOff : (mn >= kOnMargin ? kOn : kMixed);
-    }
-  }
-}
-
-// Extent of the binary mask: on cells first, then only the mixed cells that could grow it.
-Extent mask_extent(const Problem& P, const float* L, const uint8_t* cls) {
-  const int64_t h = P.p.h, w = P.p.w;
-  const AxisMap &R = P.rows, &Cm = P.cols;
-  Extent e;
-  for (int64_t i = 0; i < h; ++i) {
-    if (R.first[i] > R.last[i]) continue;
-    for (int64_t j = 0; j < w; ++j)
-      if (cls[i * w + j] == kOn && Cm.first[j] <= Cm.last[j]) e.add(R.first[i], R.last[i], Cm.first[j], Cm.last[j]);
-  }
-  for (int64_t i = 0; i < h; ++i) {
-    if (R.first[i] > R.last[i]) continue;
-    for (int64_t j = 0; j < w; ++j) {
-      if (cls[i * w + j] != kMixed || Cm.first[j] > Cm.last[j]) continue;
-      if (e.covers(R.first[i], R.last[i], Cm.first[j], Cm.last[j])) continue;
-      for (int64_t y = R.first[i]; y <= R.last[i]; ++y)
-        for (int64_t x = Cm.first[j]; x <= Cm.last[j]; ++x) {
-          if (e.covers(y, y, x, x)) continue;
-          if (bilinear_at(L, w, R.taps[y], Cm.taps[x]) >= P.p.threshold) e.add(y, y, x, x);
-        }
-    }
-  }
-  return e;
-}
-
-// The official box: inclusive last row/column; zero area falls back to (0, 0, W, H).
-void official_box(const Extent& e, int64_t H, int64_t W, int32_t* box) {
-  if (e.empty() || (e.ymax - e.ymin) * (e.xmax - e.xmin) == 0) {
-    box[0] = 0, box[1] = 0, box[2] = static_cast<int32_t>(W), box[3] = static_cast<int32_t>(H);
-    return;
-  }
-  box[0] = static_cast<int32_t>(e.xmin), box[1] = static_cast<int32_t>(e.ymin);
-  box[2] = static_cast<int32_t>(e.xmax), box[3] = static_cast<int32_t>(e.ymax);
-}
-
-// ---- crop ----
 
 // roi_align samples of one axis as a sparse matrix: bin p uses pixels idx[off[p]..off[p+1]).
 struct Sparse {
@@ -300,8 +211,7 @@ void run_query(const Problem& P, int64_t item, const float* image, const float* 
   int32_t* box = boxes + item * 4;
   float* out = crops + item * p.C * p.S * p.S;
   s.cls.resize(p.h * p.w);
-  classify_cells(L, p.h, p.w, s.cls.data());
-  const Extent e = mask_extent(P, L, s.cls.data());
+  const Extent e = mask_extent(L, p.h, p.w, P.rows, P.cols, p.threshold, s.cls.data());
   official_box(e, p.H, p.W, box);
   if (e.empty()) {  // masked image is all zeros, and so is every roi_align sample
     std::fill(out, out + p.C * p.S * p.S, 0.f);
