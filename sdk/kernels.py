@@ -77,8 +77,11 @@ def semantic_inference(mask_logits, class_probs, image_size: Sequence[int], out_
     ``calibrate`` on the classes where ``calibrate_mask`` (bool ``[K]``) is true; argmax over classes.
 
     Returns labels ``[B,oh,ow]`` int32, and with ``return_scores`` also scores ``[B,K,oh,ow]`` float32.
-    Fused: equal to the torch composition up to float rounding order (labels can differ only at
-    near ties).
+    Fused (nothing of size Q×H×W is allocated): equal to the torch composition up to float
+    rounding order, so labels can differ only at near ties. On the CPU a labels-only call skips,
+    per 32-pixel tile, the queries whose sigmoid stays below 1e-3 when their bounded contribution
+    cannot change the argmax (pixels where it could get the full sum). ``calibrate`` is
+    subtracted as given, also when negative (the reference composition ignores values <= 0).
     """
     return _k.semantic_inference(mask_logits, class_probs, image_size, out_size, padded_size, calibrate_mask,
                                  calibrate, return_scores, num_threads, _stream_handle(stream))
