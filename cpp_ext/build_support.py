@@ -201,7 +201,9 @@ def kernels_extension() -> Pybind11Extension:
         "sdk._kernels",
         sources=_sources("src/*.cpp"),
         include_dirs=[_rel(os.path.join(HERE, "include"))],
-        depends=_sources("include/zk/*.h") + _sources("src/*.h") + _sources("cuda/*.h") + _sources("cuda/*.cuh"),
+        # Headers, CUDA sources and this file: rebuild triggers, and what an sdist must carry.
+        depends=_sources("include/zk/*.h") + _sources("src/*.h") + _sources("cuda/*.h") + _sources("cuda/*.cuh")
+        + _sources("cuda/*.cu") + _sources("build_support.py"),
         extra_compile_args=list(CXX_FLAGS),
         cxx_std=17,
     )
