@@ -38,8 +38,9 @@ def machine() -> dict:
 
 
 def markdown(result: dict) -> str:
+    overrides = f"with `{' '.join(result['overrides'])}`" if result["overrides"] else "as shipped"
     lines = ["# Training curve: tiny ZegFormer on synthetic data (CPU)", "",
-             f"Config `{result['config']}` + `{' '.join(result['overrides'])}`; "
+             f"Config `{result['config']}` {overrides}; "
              f"{result['machine']['cpu_count']} CPU cores, torch {result['machine']['torch']}; "
              f"load average during the run: mean {result['load_avg_mean']:.2f}, max {result['load_avg_max']:.2f} "
              "(values above the core count mean other processes competed for the CPU).", "",

@@ -89,3 +89,20 @@ def test_step_plan_partitions_global_batch():
     assert sorted(epoch) == list(range(40))
     with pytest.raises(ValueError, match="divisible"):
         StepPlan(10, 6, world=4, accumulate=1, seed=0)
+
+
+def test_loader_workers_give_the_same_batches(tmp_path):
+    from train.data import build_dataset
+    from train.data.loader import StepDataset, step_loader
+    from train.data.synthetic import generate
+
+    ds = build_dataset("folder", str(generate(tmp_path / "d", 4, 1, 6, 1, size=48, seed=0)), "train")
+    plan = StepPlan(len(ds), 4, world=1, accumulate=2, seed=0)
+    sd = StepDataset(ds, plan, 0, AugmentConfig(crop_size=32, scales=(1.0,)), ds.seen_map(), max_iter=5)
+    serial = list(step_loader(sd, 2, num_workers=0))
+    parallel = list(step_loader(sd, 2, num_workers=2))
+    assert len(serial) == len(parallel) == 3 and len(serial[0]) == 2          # steps 2..4, 2 micro-batches
+    for a, b in zip(serial, parallel):
+        for ma, mb in zip(a, b):
+            assert torch.equal(ma["images"], mb["images"])
+            assert all(torch.equal(ta["masks"], tb["masks"]) for ta, tb in zip(ma["targets"], mb["targets"]))

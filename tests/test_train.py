@@ -2,6 +2,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -130,3 +131,78 @@ def test_matcher_finds_the_obvious_assignment_and_loss_uses_it():
     assert set(out) == {"loss", "loss_ce", "loss_mask", "loss_dice", "loss_ce_0", "loss_mask_0", "loss_dice_0"}
     assert out["loss_ce"] < 0.2 and out["loss_dice"] < 0.1
     torch.testing.assert_close(out["loss"], sum(v for k_, v in out.items() if k_ != "loss"))
+
+
+def test_torchvision_resnet_weights_load_into_backbone(tmp_path):
+    torchvision = pytest.importorskip("torchvision")
+    from train.init_weights import load_backbone
+
+    tv = torchvision.models.resnet50(weights=None).eval()
+    with torch.no_grad():                      # non-trivial BN statistics
+        for m in tv.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    torch.save(tv.state_dict(), tmp_path / "r50.pth")
+    model = build_model(preset("r50-vit16"))
+    load_backbone(model, tmp_path / "r50.pth")
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ours = model.backbone(x)["res5"]
+        theirs = tv.layer4(tv.layer3(tv.layer2(tv.layer1(tv.maxpool(tv.relu(tv.bn1(tv.conv1(x))))))))
+    scale = theirs.abs().max().item()   # float32 summation-order noise of a 50-layer random network
+    torch.testing.assert_close(ours, theirs, rtol=1e-3, atol=1e-4 * scale)
+
+
+def test_evaluate_cli_cross_dataset_vocabulary(tiny_data, tmp_path):
+    """A model evaluated on another dataset classifies into that dataset's classes; a target class
+    is 'seen' for the model when it is one of its training classes."""
+    from PIL import Image
+
+    from train.evaluate import TorchPredictor
+    from train.evaluate import main as evaluate_main
+    from train.train import main as train_main
+
+    run = tmp_path / "run"
+    assert train_main(["--config", "configs/synthetic-tiny.yaml", f"data.root={tiny_data}", f"train.output_dir={run}",
+                       "solver.max_iter=1", "solver.batch_size=2", "eval.protocols=[]", *FAST]) == 0
+    other = tmp_path / "other"
+    (other / "images").mkdir(parents=True)
+    (other / "labels").mkdir()
+    (other / "classes.txt").write_text("zebra\nred plain\n")
+    (other / "unseen.txt").write_text("zebra\n")
+    Image.fromarray(np.full((40, 50, 3), 200, np.uint8)).save(other / "images" / "a.png")
+    Image.fromarray(np.tile(np.array([0, 1], np.uint8), (40, 25))).save(other / "labels" / "a.png")
+    out = tmp_path / "eval"
+    assert evaluate_main(["--checkpoint", str(run / "model_final.pth"), "--dataset", str(other), "--split", "all",
+                          "--mode", "cropmask", "--min-size", "32", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [c["name"] for c in metrics["per_class"]] == ["zebra", "red plain"]
+    assert (out / "metrics.md").read_text().startswith("# ")
+    model, _ = load_model(run / "model_final.pth")
+    predictor = TorchPredictor(model, ["zebra", "red plain"], ["red plain", "green striped"], mode="proposal")
+    assert predictor.seen == [False, True]
+
+
+def test_bundle_evaluation_matches_checkpoint(tiny_data, tmp_path):
+    """Export the trained checkpoint with ``python -m export`` and evaluate it through the SDK."""
+    export_main = pytest.importorskip("export.__main__").main
+    pytest.importorskip("sdk")
+    pytest.importorskip("onnxruntime")
+    from train.evaluate import main as evaluate_main
+    from train.train import main as train_main
+
+    run = tmp_path / "run"
+    assert train_main(["--config", "configs/synthetic-tiny.yaml", f"data.root={tiny_data}", f"train.output_dir={run}",
+                       "solver.max_iter=2", "solver.batch_size=2", "eval.protocols=[]", *FAST]) == 0
+    assert export_main(["--checkpoint", str(run / "model_final.pth"), "--out", str(tmp_path / "bundle"),
+                        "--no-progress", "-q"]) == 0
+    common = ["--dataset", str(tiny_data), "--mode", "proposal", "--min-size", "0"]
+    assert evaluate_main(["--checkpoint", str(run / "model_final.pth"), *common, "--out", str(tmp_path / "a")]) == 0
+    assert evaluate_main(["--bundle", str(tmp_path / "bundle"), "--backend", "onnxruntime", *common,
+                          "--out", str(tmp_path / "b")]) == 0
+    a = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    ga = [c["pred_pixels"] for c in a["per_class"]]
+    gb = [c["pred_pixels"] for c in b["per_class"]]
+    assert sum(abs(x - y) for x, y in zip(ga, gb)) <= 0.01 * sum(ga)   # near-tie pixels may flip

@@ -36,16 +36,20 @@ def _steps(out):
         return []
 
 
-def _start_and_signal(cmd, out, sig, after_step, need_checkpoint=True):
+def _start_and_signal(cmd, out, sig, after_step, need_checkpoint=True, group=False):
     log = open(out.parent / f"{out.name}.stderr", "w")
-    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=log, text=True)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=log, text=True,
+                            start_new_session=group)
     deadline = time.time() + 180
     while time.time() < deadline and proc.poll() is None:
         if ((out / "last.pth").exists() or not need_checkpoint) and max(_steps(out) or [0]) >= after_step:
             break
         time.sleep(0.05)
     assert proc.poll() is None, "training finished before it could be interrupted"
-    proc.send_signal(sig)
+    if group:   # as torchrun/SLURM do: the trainer and its data-loader workers
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
     proc.wait(timeout=120)
     return proc
 
@@ -72,10 +76,11 @@ def test_sigkill_then_resume_gives_identical_weights(tmp_path):
 
 
 def test_sigterm_writes_checkpoint_and_exits_143(tmp_path):
+    """SIGTERM to the process group (trainer + a loader worker) → checkpoint, exit code 143."""
     data = generate(tmp_path / "data", num_classes=4, num_unseen=1, num_train=6, num_val=1, size=64, seed=5)
     run = tmp_path / "run"
-    proc = _start_and_signal(_cmd(data, run, "train.checkpoint_period=1000"), run, signal.SIGTERM, after_step=1,
-                             need_checkpoint=False)
+    proc = _start_and_signal(_cmd(data, run, "train.checkpoint_period=1000", "data.num_workers=1"), run,
+                             signal.SIGTERM, after_step=1, need_checkpoint=False, group=True)
     assert proc.returncode == 143, (tmp_path / "run.stderr").read_text()[-2000:]
     state = read_checkpoint(run / "last.pth")["train_state"]
     assert state["step"] == max(_steps(run))

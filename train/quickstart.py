@@ -36,7 +36,7 @@ FALLBACK = ["model.preset=tiny", "model.train_prompt=single", "data.crop_size=12
 
 def train_config(data: Path, out: Path, iters: Optional[int]) -> dict:
     base = [] if CONFIG.is_file() else FALLBACK
-    over = [*base, f"data.root={data}", f"train.output_dir={out}", "train.eval_period=0"]
+    over = [*base, f"data.root={data}", f"train.output_dir={out}", "train.eval_period=0", "eval.protocols=[]"]
     if iters:
         over.append(f"solver.max_iter={iters}")
     return load_config(CONFIG if CONFIG.is_file() else None, over)
@@ -68,7 +68,7 @@ def export_bundle(checkpoint: Path, bundle: Path) -> Optional[Path]:
     except ImportError as e:
         print(f"[quickstart] export step skipped: python -m export is not available ({e})")
         return None
-    rc = export_main(["--checkpoint", str(checkpoint), "--out", str(bundle)])
+    rc = export_main(["--checkpoint", str(checkpoint), "--out", str(bundle), "--force", "--no-progress", "-q"])
     if rc not in (0, None):
         print(f"[quickstart] export failed (exit code {rc}); continuing with the PyTorch reference")
         return None
@@ -87,17 +87,19 @@ def predictor_for(bundle: Optional[Path], checkpoint: Path, vocabulary, train_se
     return TorchPredictor(model, vocabulary, train_seen, mode=mode, min_size=0), "PyTorch reference"
 
 
-def save_examples(predictor, dataset, out: Path, count: int = 4) -> None:
-    """``image | prediction | ground truth`` strips for the first ``count`` images."""
+def save_examples(seen_predictor, all_predictor, dataset, out: Path, count: int = 6) -> None:
+    """``image | prediction (seen classes) | prediction (all classes) | ground truth`` strips."""
     from PIL import Image
 
     out.mkdir(parents=True, exist_ok=True)
     palette = np.random.default_rng(0).integers(0, 256, (dataset.num_classes + 1, 3)).astype(np.uint8)
+    palette[-1] = 0  # ignore: black
+    seen_to_all = np.flatnonzero(dataset.seen)
     for i in range(min(count, len(dataset))):
         image, label = dataset.load(i)
-        pred = predictor(image)
-        strip = np.concatenate([image, palette[pred], palette[np.where(label < 0, dataset.num_classes, label)]], 1)
-        Image.fromarray(strip).save(out / f"example_{i}.png")
+        panels = [image, palette[seen_to_all[seen_predictor(image)]], palette[all_predictor(image)],
+                  palette[np.where(label < 0, dataset.num_classes, label)]]
+        Image.fromarray(np.concatenate(panels, 1)).save(out / f"example_{i}.png")
 
 
 def evaluate(predictor_factory, dataset) -> Dict[str, dict]:
@@ -105,7 +107,8 @@ def evaluate(predictor_factory, dataset) -> Dict[str, dict]:
     for protocol in ("seen", "gzss"):
         view = protocol_view(dataset, protocol)
         predictor, via = predictor_factory(view.class_names)
-        results[protocol] = all_metrics(confusion(predictor, view, range(len(view))), view.seen, view.class_names)
+        conf = confusion(predictor, view, range(len(view)), progress=False)
+        results[protocol] = all_metrics(conf, view.seen, view.class_names)
         results[protocol]["via"] = via
     return results
 
@@ -118,6 +121,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--iters", type=int, help="train exactly this many steps instead of --minutes")
     ap.add_argument("--classes", type=int, default=12, help="synthetic classes (default 12)")
     ap.add_argument("--unseen", type=int, default=3, help="of which held out as unseen (default 3)")
+    ap.add_argument("--train", type=int, default=200, help="synthetic training images (default 200)")
+    ap.add_argument("--val", type=int, default=50, help="held-out images (default 50)")
     ap.add_argument("--mode", default="proposal", help="inference mode (default proposal; cropmask adds the "
                                                       "random CLIP's crop branch)")
     a = ap.parse_args(argv)
@@ -126,7 +131,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     data = a.out / "data"
     if not (data / "classes.txt").is_file():
         print(f"[quickstart] 1/5 writing a synthetic dataset to {data}")
-        generate(data, num_classes=a.classes, num_unseen=a.unseen, num_train=200, num_val=50, progress=True)
+        generate(data, num_classes=a.classes, num_unseen=a.unseen, num_train=a.train, num_val=a.val, progress=True)
     else:
         print(f"[quickstart] 1/5 using the synthetic dataset in {data}")
     run = a.out / "run"
@@ -150,8 +155,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return predictor_for(bundle, checkpoint, vocabulary, dataset.seen_names, a.mode)
 
     results = evaluate(factory, dataset)
-    predictor, _ = factory(dataset.class_names)
-    save_examples(predictor, dataset, a.out / "examples")
+    save_examples(factory(dataset.seen_names)[0], factory(dataset.class_names)[0], dataset, a.out / "examples")
     seen, gz = results["seen"]["official"], results["gzss"]["official"]
     print(f"[quickstart] 5/5 results ({results['seen']['via']}, {time.perf_counter() - t0:.0f} s in all):")
     print(f"  seen-class mIoU (vocabulary = the {sum(dataset.seen)} seen classes): {100 * seen['mIoU']:.1f} %")
@@ -159,8 +163,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f"unseen mIoU {_pct(gz['unseen_mIoU'])}, hIoU {_pct(gz['hIoU'])}")
     print("  note: the tiny model's CLIP is random (nothing was downloaded), so its text embeddings are\n"
           "  meaningless: seen classes are learned from the data, but unseen classes cannot be\n"
-          "  recognised zero-shot. Train with real CLIP weights (configs/coco-stuff-r101.yaml) for that.")
-    print(f"  examples (image | prediction | ground truth): {a.out / 'examples'}")
+          "  recognised zero-shot, and in the generalized setting the unseen classes' random embeddings\n"
+          "  compete with the seen ones and take over some of their pixels. Train with real CLIP weights\n"
+          "  (configs/coco-stuff-r101.yaml) for zero-shot segmentation.")
+    print(f"  examples (image | seen-class prediction | all-class prediction | ground truth): "
+          f"{a.out / 'examples'}")
     return 0
 
 

@@ -12,6 +12,7 @@ but its order depends on the step, not on an epoch counter kept in the loop.)
 """
 from __future__ import annotations
 
+import signal
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -92,8 +93,14 @@ def _identity(x):
     return x
 
 
+def _worker_init(_: int) -> None:
+    # A SIGTERM sent to the whole process group (torchrun, SLURM) must reach the trainer, which
+    # checkpoints and exits; loader workers ignore it and are shut down by the trainer.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def step_loader(ds: StepDataset, start_step: int, num_workers: int = 0) -> DataLoader:
     """Yields ``ds[start_step], ds[start_step + 1], …`` in order (workers prefetch ahead)."""
     return DataLoader(ds, batch_size=None, sampler=range(start_step, len(ds)), num_workers=num_workers,
-                      collate_fn=_identity, persistent_workers=False,
+                      collate_fn=_identity, persistent_workers=False, worker_init_fn=_worker_init,
                       prefetch_factor=2 if num_workers > 0 else None)
