@@ -51,3 +51,19 @@ def fixture_arrays(reference_dir):
     import numpy as np
 
     return dict(np.load(reference_dir / "reference_r101_vit16_cocostuff.npz"))
+
+
+FIXTURE_TRACE = (320, 320)  # export trace size; the fixture runs at 256×320, proving dynamic sizes
+
+
+@pytest.fixture(scope="session")
+def fixture_bundle(fixture_checkpoint, tmp_path_factory) -> Path:
+    """The imported fixture weights exported once as a bundle (graphs + a one-class vocabulary)."""
+    from export.bundle import ExportOptions, export_bundle
+
+    root = tmp_path_factory.mktemp("fixture_bundle")
+    classes = root / "one_class.txt"  # the conformance tests bring their own text embeddings
+    classes.write_text("sports ball\n")
+    export_bundle(fixture_checkpoint, root / "bundle",
+                  ExportOptions(vocabs=[str(classes)], image_size=FIXTURE_TRACE, progress=False))
+    return root / "bundle"

@@ -9,7 +9,6 @@ crops and ``clip_text.onnx`` on the official tokens. Tolerances follow the fixtu
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,28 +17,14 @@ import pytest
 import torch
 
 pytestmark = pytest.mark.slow
-TRACE = (320, 320)
+from tests.conftest import FIXTURE_TRACE as TRACE
 ATOL = RTOL = 1e-3
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, reference_dir):
-    """``(bundle directory, seconds taken by the export)`` from the imported fixture weights."""
-    from export.bundle import ExportOptions, export_bundle
-    from tests.recipe import official_state_dict
-    from train.convert_official import convert
-
-    root = tmp_path_factory.mktemp("conformance")
-    official = root / "official.pth"
-    torch.save({"model": official_state_dict(reference_dir)}, official)
-    ckpt = root / "imported.pth"
-    convert(official, ckpt, dataset="coco-stuff")
-    official.unlink()
-    classes = root / "two_classes.txt"  # the text embeddings are not what this test checks
-    classes.write_text("cow\ngiraffe\n")
-    start = time.perf_counter()
-    export_bundle(ckpt, root / "bundle", ExportOptions(vocabs=[str(classes)], image_size=TRACE, progress=False))
-    return root / "bundle", time.perf_counter() - start
+def exported(fixture_bundle):
+    """The bundle exported from the imported fixture weights (``tests/conftest.py``)."""
+    return fixture_bundle
 
 
 @pytest.fixture(scope="module")
@@ -70,16 +55,14 @@ def padded_image(arrays, manifest) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def proposal_outputs(exported, arrays):
-    bundle, _ = exported
+    bundle = exported
     manifest = json.loads((bundle / "manifest.json").read_text())
     masks, emb = session(bundle, "proposal").run(None, {"image": padded_image(arrays, manifest)})
     return manifest, masks, emb
 
 
-def test_export_time_and_trace_size(exported, arrays):
-    bundle, seconds = exported
-    print(f"export of R101 + ViT-B/16 graphs: {seconds:.1f} s")
-    assert tuple(arrays["padded_size"]) != TRACE  # the check below runs at a size never traced
+def test_trace_size_differs_from_the_fixture_size(arrays):
+    assert tuple(arrays["padded_size"]) != TRACE  # the checks below run at a size never traced
 
 
 def test_proposal_masks_and_embeddings(proposal_outputs, arrays):
@@ -91,7 +74,7 @@ def test_proposal_masks_and_embeddings(proposal_outputs, arrays):
 
 def test_segment_logits(proposal_outputs, arrays, exported):
     manifest, _, emb = proposal_outputs
-    bg = np.load(exported[0] / manifest["background"])
+    bg = np.load(exported / manifest["background"])
     np.testing.assert_array_equal(bg, arrays["bg_feature"])
     scale = np.float32(manifest["model"]["segment_logit_scale"])
     assert scale == np.float32(100.0000076)
@@ -104,7 +87,7 @@ def test_clip_image_on_official_crops(exported, arrays):
     """Crops from the torch cropmask path (on the fixture's masks) → clip_image.onnx → features."""
     from train.model import postprocess as P
 
-    bundle, _ = exported
+    bundle = exported
     manifest = json.loads((bundle / "manifest.json").read_text())
     pre = manifest["preprocess"]
     image = torch.from_numpy(arrays["image"].transpose(2, 0, 1).astype(np.float32))[None]
@@ -129,7 +112,7 @@ def test_clip_text_on_official_tokens(exported, arrays):
     from train.checkpoint import load_model
     from train.model.clip import encode_text
 
-    bundle, _ = exported
+    bundle = exported
     manifest = json.loads((bundle / "manifest.json").read_text())
     rows = [0, 1, 57, 156, 170]
     tokens = arrays["text_tokens_test_single"][rows]
@@ -144,7 +127,7 @@ def test_clip_text_on_official_tokens(exported, arrays):
 
 
 def test_clip_dense_is_unit_norm(exported):
-    bundle, _ = exported
+    bundle = exported
     manifest = json.loads((bundle / "manifest.json").read_text())
     hd, wd = manifest["inference"]["dense_size"]
     image = np.random.default_rng(0).standard_normal((1, 3, hd, wd)).astype(np.float32)
@@ -157,4 +140,4 @@ def test_clip_dense_is_unit_norm(exported):
 def test_full_size_graph_operators(exported, graph):
     from tests.test_export_ops import check_graph_ops
 
-    check_graph_ops(exported[0] / f"{graph}.onnx", graph)
+    check_graph_ops(exported / f"{graph}.onnx", graph)

@@ -30,18 +30,8 @@ def names(reference_dir):
 
 
 @pytest.fixture(scope="module")
-def full_bundle(fixture_checkpoint, tmp_path_factory):
-    """The exported fixture model; its only precomputed vocabulary is one class (fast to embed)."""
-    pytest.importorskip("torch")
-    from export.__main__ import main
-
-    root = tmp_path_factory.mktemp("fixture_bundle")
-    (root / "one.txt").write_text("sports ball\n")
-    out = root / "bundle"
-    rc = main(["--checkpoint", str(fixture_checkpoint), "--out", str(out), "--vocab", str(root / "one.txt"),
-               "--image-size", "256x320", "--no-progress", "-q"])
-    assert rc == 0
-    return out
+def full_bundle(fixture_bundle):
+    return fixture_bundle
 
 
 def run(bundle, names, arrays, backend):
