@@ -206,3 +206,36 @@ def test_bundle_evaluation_matches_checkpoint(tiny_data, tmp_path):
     ga = [c["pred_pixels"] for c in a["per_class"]]
     gb = [c["pred_pixels"] for c in b["per_class"]]
     assert sum(abs(x - y) for x, y in zip(ga, gb)) <= 0.01 * sum(ga)   # near-tie pixels may flip
+
+
+def test_repeated_nonfinite_losses_stop_training(tiny_data, tmp_path, monkeypatch):
+    from train.engine import Trainer, TrainingStopped
+
+    cfg = load_config("configs/synthetic-tiny.yaml", [f"data.root={tiny_data}", f"train.output_dir={tmp_path}",
+                                                      "solver.batch_size=2", "train.max_nonfinite=3",
+                                                      "data.num_workers=0", *FAST])
+    trainer = Trainer(cfg)
+
+    def broken_step(micro):
+        trainer.nonfinite += 1
+        return {"loss": float("nan"), "loss_ce": float("nan"), "loss_mask": 0.0, "loss_dice": 0.0,
+                "finite": 0.0, "lr": 1e-3}
+
+    monkeypatch.setattr(trainer, "train_step", broken_step)
+    with pytest.raises(TrainingStopped, match="3 consecutive non-finite"):
+        trainer.run()
+    assert (tmp_path / "last.pth").is_file()
+
+
+@pytest.mark.slow
+def test_official_size_model_trains_one_step(tiny_data, tmp_path):
+    """R50 + ViT-B/16 shapes (100 queries, 6 decoder layers, random weights): one step end to end."""
+    from train.train import main
+
+    out = tmp_path / "r50"
+    assert main(["--config", "configs/coco-stuff-r50.yaml", "data.dataset=synthetic", f"data.root={tiny_data}",
+                 f"train.output_dir={out}", "init.clip=null", "solver.batch_size=2", "solver.max_iter=1",
+                 "train.eval_period=0", "eval.protocols=[seen]", "data.num_workers=0", "train.log_period=1",
+                 *FAST]) == 0
+    record = json.loads(open(out / "train_log.jsonl").readline())
+    assert math.isfinite(record["loss"]) and "loss_ce" in record
