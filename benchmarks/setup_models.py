@@ -22,15 +22,14 @@ def synthetic_checkpoint(preset_name: str, path: Path) -> None:
     from train.checkpoint import save_checkpoint
     from train.classes import dataset_classes
     from train.config import preset
-    from train.convert_official import PREFIXES
+    from train.convert_official import to_official_names
     from train.model import build_model
 
     model = build_model(preset(preset_name))
-    state = {}
-    for key, value in model.state_dict().items():
-        official = next(theirs + key[len(mine):] for theirs, mine in PREFIXES if key.startswith(mine))
-        state[key] = recipe_tensor(official, tuple(value.shape))
-    model.load_state_dict(state)
+    ours = list(model.state_dict())
+    official = to_official_names(model.state_dict())
+    model.load_state_dict({k: recipe_tensor(name, tuple(v.shape))
+                           for k, (name, v) in zip(ours, official.items())})
     split = dataset_classes("coco-stuff")
     save_checkpoint(path, model, split.names, split.seen)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -32,9 +31,9 @@ def sample_load(stop: threading.Event, samples: list, every: float = 5.0) -> Non
 def machine() -> dict:
     import torch
 
-    return {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "processor": platform.processor() or platform.machine()}
+    from benchmarks.common import machine as describe
+
+    return {**describe(), "torch_threads": torch.get_num_threads()}
 
 
 def markdown(result: dict) -> str:

@@ -10,19 +10,12 @@ import torch
 
 from train.checkpoint import CheckpointError, load_model, read_checkpoint, save_checkpoint
 from train.config import preset
-from train.convert_official import PREFIXES, convert
+from train.convert_official import convert, to_official_names
 from train.model import build_model
 
 
 def official_names(state_dict):
-    """Our names → the official detectron2 names (inverse of the converter's prefix map)."""
-    out = {}
-    for key, value in state_dict.items():
-        for theirs, mine in PREFIXES:
-            if key.startswith(mine):
-                out[theirs + key[len(mine):]] = value.clone()
-                break
-    return out
+    return {k: v.clone() for k, v in to_official_names(state_dict).items()}
 
 
 @pytest.fixture(scope="module")

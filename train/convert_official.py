@@ -135,6 +135,15 @@ def rename(official: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], 
     return ours, unknown
 
 
+def to_official_names(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Our names → the official detectron2 names (the inverse of :func:`rename`)."""
+    out = {}
+    for key, value in state_dict.items():
+        theirs, mine = next((t, m) for t, m in PREFIXES if key.startswith(m))
+        out[theirs + key[len(mine):]] = value
+    return out
+
+
 def detect_dataset(official: Dict[str, torch.Tensor]) -> Optional[str]:
     w = official.get("criterion.empty_weight")
     return DATASET_BY_NUM_SEEN.get(w.numel() - 1) if w is not None else None

@@ -32,21 +32,11 @@ log = logging.getLogger(__name__)
 Predictor = Callable[[np.ndarray], np.ndarray]
 
 
-def _local_resize_shortest_edge(image: np.ndarray, min_size: int, max_size: int) -> np.ndarray:
-    from .data.transforms import resize_image, shortest_edge_shape
-
-    return resize_image(image, shortest_edge_shape(*image.shape[:2], min_size, max_size))
-
-
 def resize_shortest_edge(image: np.ndarray, min_size: int, max_size: int = 2560) -> np.ndarray:
     """detectron2's test-time ``ResizeShortestEdge`` (PIL bilinear on uint8); identity for ``min_size=0``."""
-    if not min_size:
-        return image
-    try:  # the SDK's implementation, once present, is the single source of truth
-        from sdk.preprocess import resize_shortest_edge as sdk_resize
-    except ImportError:
-        return _local_resize_shortest_edge(image, min_size, max_size)
-    return sdk_resize(image, min_size, max_size)
+    from sdk.preprocess import resize_shortest_edge as sdk_resize
+
+    return sdk_resize(image, min_size or None, max_size)
 
 
 class TorchPredictor:

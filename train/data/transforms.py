@@ -35,13 +35,10 @@ class AugmentConfig:
 
 
 def shortest_edge_shape(h: int, w: int, short: int, max_size: int) -> Tuple[int, int]:
-    """detectron2's ``ResizeShortestEdge.get_output_shape``: ``(new_h, new_w)``."""
-    scale = short / min(h, w)
-    nh, nw = (short, scale * w) if h < w else (scale * h, short)
-    if max(nh, nw) > max_size:
-        s = max_size / max(nh, nw)
-        nh, nw = nh * s, nw * s
-    return int(nh + 0.5), int(nw + 0.5)
+    """detectron2's ``ResizeShortestEdge.get_output_shape``: ``(new_h, new_w)`` (the SDK's definition)."""
+    from sdk.preprocess import output_shape
+
+    return output_shape(h, w, short, max_size)
 
 
 def resize_image(image: np.ndarray, shape: Tuple[int, int]) -> np.ndarray:
