@@ -51,7 +51,11 @@ setup(
         "export": TORCH_REQUIRES,
         "dev": TORCH_REQUIRES + ["pytest>=7", "matplotlib>=3.5", "psutil>=5"],
         "gpu": ["onnxruntime-gpu>=1.16", "cupy-cuda12x"],
-        "tensorrt": ["tensorrt>=10", "pycuda>=2022.1"],
+        # TensorRT 10.13.3+ and 11.x metapackages pull the CUDA 13 wheels (tensorrt_cu13: driver >= 580);
+        # cuda-python 13 likewise. CUDA 12 drivers: the [tensorrt-cu12] extra. pycuda builds from source
+        # (needs the CUDA headers); it is the fallback binding, cuda-python the first choice.
+        "tensorrt": ["tensorrt>=10.13.3,<12", "cuda-python>=13,<14", "pycuda>=2022.1"],
+        "tensorrt-cu12": ["tensorrt-cu12>=10.0,<12", "cuda-python>=12.6,<13", "pycuda>=2022.1"],
     },
     **ext_kwargs,
 )

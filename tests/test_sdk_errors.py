@@ -177,31 +177,12 @@ def test_tensorrt_unavailable_fails_loudly(bundle, monkeypatch):
 
 
 def fake_tensorrt(monkeypatch, version="10.3.0", cc=(8, 9)):
-    """Minimal stand-ins for ``tensorrt`` and ``pycuda.driver`` (enough for the compatibility check)."""
+    """Stand-ins for ``tensorrt`` and ``pycuda.driver`` (enough for the compatibility check)."""
+    from tests.trt_standins import FakePyCuda, install
+
     trt = types.ModuleType("tensorrt")
     trt.__version__ = version
-
-    class Device:
-        def __init__(self, i):
-            pass
-
-        @staticmethod
-        def count():
-            return 1
-
-        def compute_capability(self):
-            return cc
-
-        def name(self):
-            return "Fake GPU"
-
-    driver = types.ModuleType("pycuda.driver")
-    driver.init = lambda: None
-    driver.Device = Device
-    pycuda = types.ModuleType("pycuda")
-    pycuda.driver = driver
-    for name, mod in (("tensorrt", trt), ("pycuda", pycuda), ("pycuda.driver", driver)):
-        monkeypatch.setitem(sys.modules, name, mod)
+    install(monkeypatch, FakePyCuda(cc=cc), trt)
 
 
 def test_engine_mismatch_warns_and_falls_back(bundle, tmp_path, monkeypatch):

@@ -1,193 +1,214 @@
-"""The TensorRT backend's orchestration, against stand-ins for ``tensorrt`` and ``pycuda``.
+"""TensorRT engine build and backend, against stand-ins for ``tensorrt`` (10.x and 11.x) and ``pycuda``.
 
-No TensorRT or GPU is needed: the fake "engines" run the bundle's ONNX graphs with ONNX Runtime and
-the fake device memory is a dict of numpy arrays. What is checked is the SDK's side: engine
-selection, verification before deserialisation, optimisation-profile chunking and fallback,
-output order, one execution context per thread, and equal results to the ONNX Runtime backend.
+No TensorRT or GPU is needed: the stand-ins (``tests/trt_standins.py``) model only the API surface;
+"engines" run the bundle's ONNX graphs with ONNX Runtime on fake device memory. What is checked is
+our side: strongly typed networks on 10.x and 11.x without the removed symbols, the precision's ONNX
+graph chosen for the build, engine selection and verification, profile chunking and fallback,
+output order, one optimisation profile per concurrently running context, device arrays in and out
+without host copies, balanced contexts, freed memory — and equal results to ONNX Runtime.
 """
 from __future__ import annotations
 
-import itertools
 import json
-import sys
+import re
+import shutil
 import threading
-import types
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.sdk_helpers import NAMES, block_image, copy_bundle, random_text_features, shared_bundle
+from tests.trt_standins import FakeDeviceArray, FakePyCuda, fake_tensorrt, install
 
 pytest.importorskip("torch")  # the bundle is exported with torch
+ROOT = Path(__file__).resolve().parents[1]
+TRT_CODE = ["sdk/backends/tensorrt.py", "export/tensorrt.py", "export/trt_profiles.py", "sdk/cuda/__init__.py",
+            "sdk/cuda/base.py", "sdk/cuda/cuda_python.py", "sdk/cuda/pycuda_binding.py"]
+# What TensorRT 11 removed (weak typing, implicit quantization) and must not appear in our code.
+REMOVED = [r"BuilderFlag\.(FP16|INT8|BF16|FP8|INT4|FP4|DIRECT_IO)\b", r"OBEY_PRECISION_CONSTRAINTS",
+           r"PREFER_PRECISION_CONSTRAINTS", r"\blayer\.precision\b", r"\.set_output_type\(",
+           r"platform_has_fast_(fp16|int8)", r"int8_calibrator", r"IInt8\w*Calibrator", r"calibration_profile",
+           r"quantization_flag", r"\.device_memory_size\b", r"compute_precision"]
 
 
-class FakeCuda:
-    """``pycuda.driver``: device memory is a dict of arrays keyed by fake addresses."""
-
-    def __init__(self):
-        self.memory, self.counter = {}, itertools.count(4096, 4096)
-        self.module = types.ModuleType("pycuda.driver")
-        m = self.module
-        m.init = lambda: None
-        m.Device = self.device_class()
-        m.Context = types.SimpleNamespace(pop=lambda: None)
-        m.Stream = lambda: types.SimpleNamespace(handle=1, synchronize=lambda: None)
-        m.pagelocked_empty = lambda shape, dtype: np.empty(shape, dtype)
-        m.mem_alloc = self.mem_alloc
-        m.memcpy_htod_async = lambda dst, src, stream=None: self.memory.__setitem__(int(dst), np.array(src))
-        m.memcpy_dtoh_async = lambda dst, src, stream=None: np.copyto(dst, self.memory[int(src)])
-
-    @staticmethod
-    def device_class():
-        class Device:
-            def __init__(self, i):
-                pass
-
-            count = staticmethod(lambda: 1)
-            compute_capability = lambda self: (8, 9)  # noqa: E731
-            name = lambda self: "Fake GPU"  # noqa: E731
-            retain_primary_context = lambda self: types.SimpleNamespace(push=lambda: None)  # noqa: E731
-        return Device
-
-    def mem_alloc(self, nbytes):
-        return next(self.counter)
-
-
-def fake_tensorrt(cuda: FakeCuda, bundle_dir, max_batch):
-    """``tensorrt``: an engine file holds a graph name; the engine runs that ONNX graph with ORT."""
-    import onnxruntime as ort
-
-    trt = types.ModuleType("tensorrt")
-    trt.__version__ = "10.3.0"
-    trt.TensorIOMode = types.SimpleNamespace(INPUT="in", OUTPUT="out")
-    trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level=2: None})
-    trt.nptype = lambda dtype: dtype
-    contexts, executed = [], []
-
-    class Context:
-        def __init__(self, engine):
-            self.engine, self.shapes, self.addresses, self.thread = engine, {}, {}, threading.get_ident()
-            contexts.append(self)
-
-        def set_input_shape(self, name, shape):
-            assert self.thread == threading.get_ident(), "execution context shared between threads"
-            lo, _, hi = self.engine.get_tensor_profile_shape(name, 0)
-            if not all(a <= s <= b for a, s, b in zip(lo, shape, hi)):
-                return False
-            outs = self.engine.session.run(None, {name: np.zeros(shape, self.engine.dtypes[name])})
-            self.shapes = {o.name: v.shape for o, v in zip(self.engine.session.get_outputs(), outs)}
-            self.shapes[name] = tuple(shape)
-            return True
-
-        def get_tensor_shape(self, name):
-            return self.shapes[name]
-
-        def set_tensor_address(self, name, address):
-            self.addresses[name] = address
-
-        def execute_async_v3(self, stream_handle):
-            executed.append((self.engine.graph, self.shapes[self.engine.inputs[0]][0]))
-            inp = self.engine.inputs[0]
-            outs = self.engine.session.run(None, {inp: cuda.memory[self.addresses[inp]]})
-            for o, v in zip(self.engine.session.get_outputs(), outs):
-                cuda.memory[self.addresses[o.name]] = v
-            return True
-
-    class Engine:
-        def __init__(self, graph):
-            self.graph = graph
-            path = bundle_dir / json.loads((bundle_dir / "manifest.json").read_text())["graphs"][graph]["file"]
-            self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-            self.inputs = [i.name for i in self.session.get_inputs()]
-            outputs = [o.name for o in self.session.get_outputs()]
-            self.names = self.inputs + outputs[::-1]  # reversed: the backend must reorder them
-            self.num_io_tensors = len(self.names)
-            self.dtypes = {i.name: np.int32 if "int" in i.type else np.float32 for i in self.session.get_inputs()}
-            self.shape = list(self.session.get_inputs()[0].shape)
-
-        def get_tensor_name(self, i):
-            return self.names[i]
-
-        def get_tensor_mode(self, name):
-            return "in" if name in self.inputs else "out"
-
-        def get_tensor_dtype(self, name):
-            return self.dtypes.get(name, np.float32)
-
-        def get_tensor_profile_shape(self, name, profile):
-            lo = [1 if not isinstance(d, int) else d for d in self.shape]
-            hi = [max_batch] + [128 if not isinstance(d, int) else d for d in self.shape[1:]]
-            return lo, lo, hi
-
-        def create_execution_context(self):
-            return Context(self)
-
-    trt.Runtime = lambda logger: types.SimpleNamespace(
-        deserialize_cuda_engine=lambda data: Engine(data.decode()))
-    return trt, contexts, executed
+def test_no_symbol_removed_in_tensorrt_11():
+    old = ("config.set_flag(trt.BuilderFlag.FP16); config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)\n"
+           "layer.precision = trt.float32; layer.set_output_type(j, trt.float32); builder.platform_has_fast_fp16")
+    assert sum(bool(re.search(p, old)) for p in REMOVED) == 5  # the patterns do catch the old code
+    for rel in TRT_CODE:
+        text = (ROOT / rel).read_text()
+        found = [p for p in REMOVED if re.search(p, text)]
+        assert not found, f"{rel} uses symbols TensorRT 11 removed: {found}"
 
 
 @pytest.fixture()
-def trt_bundle(tmp_path_factory, tmp_path, monkeypatch):
-    """A bundle copy with fake engines for every graph, and the fake modules installed."""
+def trt_env(tmp_path_factory, tmp_path, monkeypatch, request):
+    """A bundle copy (+ a stand-in fp16 clip_image graph), the stand-ins installed, engines built."""
+    from export.tensorrt import build_engines
     from sdk.bundle_format import sha256_file
 
+    version, precision, num_profiles = request.param
     path = copy_bundle(shared_bundle(tmp_path_factory), tmp_path / "b")
     manifest = json.loads((path / "manifest.json").read_text())
-    manifest["engines"] = {}
-    for graph in ("proposal", "clip_image", "clip_dense"):  # no clip_text engine: ORT runs it
-        (path / f"{graph}.engine").write_text(graph)
-        manifest["files"][f"{graph}.engine"] = sha256_file(path / f"{graph}.engine")
-        manifest["engines"][graph] = {"file": f"{graph}.engine", "tensorrt": "10.3.0", "gpu": "Fake GPU",
-                                      "compute_capability": "8.9", "precision": "fp32",
-                                      "onnx_sha256": manifest["files"][f"{graph}.onnx"]}
+    shutil.copyfile(path / "clip_image.onnx", path / "clip_image.fp16.onnx")  # stands in for the FP16 export
+    manifest["files"]["clip_image.fp16.onnx"] = sha256_file(path / "clip_image.fp16.onnx")
     (path / "manifest.json").write_text(json.dumps(manifest))
-    cuda = FakeCuda()
-    trt, contexts, executed = fake_tensorrt(cuda, path, max_batch=4)
-    pycuda = types.ModuleType("pycuda")
-    pycuda.driver = cuda.module
-    for name, mod in (("tensorrt", trt), ("pycuda", pycuda), ("pycuda.driver", cuda.module)):
-        monkeypatch.setitem(sys.modules, name, mod)
-    return path, contexts, executed
+    cuda = FakePyCuda()
+    trt, log = fake_tensorrt(cuda, version)
+    install(monkeypatch, cuda, trt)
+    monkeypatch.setenv("ZEGFORMER_TRT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("sdk.backends.tensorrt.default_allocator", lambda: None)  # no CuPy on fake memory
+    profiles = {"proposal": {"image": [[1, 3, 32, 32], [1, 3, 64, 96], [1, 3, 128, 128]]},
+                "clip_image": {"crops": [[1, 3, 32, 32], [4, 3, 32, 32], [4, 3, 32, 32]]}}  # batches of <= 4
+    build_engines(path, precision=precision, num_profiles=num_profiles, profiles=profiles,
+                  graphs=["proposal", "clip_image", "clip_dense"])  # no clip_text engine: ORT runs it
+    assert cuda.memory == {} and cuda.balanced()  # the parity runs freed everything
+    return path, cuda, log
 
 
-def test_tensorrt_backend_matches_onnxruntime(trt_bundle):
+V10, V11 = "10.16.1.11", "11.4.0.106"
+
+
+@pytest.mark.parametrize("trt_env", [(V10, "fp32", 1), (V11, "fp16", 2)], indirect=True,
+                         ids=["trt10-fp32", "trt11-fp16"])
+def test_engines_are_strongly_typed_from_the_precision_graph(trt_env):
+    path, cuda, log = trt_env
+    manifest = json.loads((path / "manifest.json").read_text())
+    engines = manifest["engines"]
+    v11 = engines["proposal"]["tensorrt"] == V11
+    assert {n.flags for n in log.networks} == ({0} if v11 else {1})  # 1 << STRONGLY_TYPED on 10.x
+    built_from = sorted(Path(n.onnx).name for n in log.networks)
+    if v11:  # fp16: clip_image from its fp16 graph, the graphs without one from fp32 (recorded so)
+        assert built_from == ["clip_dense.onnx", "clip_image.fp16.onnx", "proposal.onnx"]
+        assert engines["clip_image"]["precision"] == "fp16" and engines["proposal"]["precision"] == "fp32"
+        assert engines["clip_image"]["file"] == "clip_image.fp16.engine"
+        assert engines["clip_image"]["onnx_file"] == "clip_image.fp16.onnx"
+    else:
+        assert built_from == ["clip_dense.onnx", "clip_image.onnx", "proposal.onnx"]
+        assert {e["precision"] for e in engines.values()} == {"fp32"}
+    for e in engines.values():
+        assert manifest["files"][e["file"]] and e["num_profiles"] == (2 if v11 else 1)
+
+
+@pytest.mark.parametrize("trt_env", [(V10, "fp32", 1), (V11, "fp16", 2)], indirect=True,
+                         ids=["trt10-fp32", "trt11-fp16"])
+def test_tensorrt_backend_matches_onnxruntime(trt_env):
     from sdk import Segmenter
 
-    path, contexts, executed = trt_bundle
+    path, cuda, log = trt_env
     features = random_text_features(len(NAMES), 32)
-    results = {}
+    segs = {}
     for backend in ("auto", "onnxruntime"):
         seg = Segmenter(path, backend=backend, device="auto", min_size=None, cache_dir=False)
         seg.set_vocabulary(NAMES, text_features=features[0], text_features_clip=features[1])
-        results[seg.backend.name] = seg
-    trt_seg = results["tensorrt"]
+        segs[seg.backend.name] = seg
+    trt_seg, ort_seg = segs["tensorrt"], segs["onnxruntime"]
     assert sorted(trt_seg.backend._engines) == ["clip_dense", "clip_image", "proposal"]
+    log.executed.clear()
     image = block_image()
     for mode in ("cropmask", "maskpool"):
         a = trt_seg(image, mode=mode, return_probs=True)  # 10 crops in batches of the profile's 4
-        b = results["onnxruntime"](image, mode=mode, return_probs=True)
+        b = ort_seg(image, mode=mode, return_probs=True)
         np.testing.assert_allclose(a.probs, b.probs, atol=1e-5)
-    assert [n for g, n in executed if g == "clip_image"] == [4, 4, 2]  # 10 crops, profile max 4
-    assert {g for g, _ in executed} == {"proposal", "clip_image", "clip_dense"}
-    runs = len(executed)
+    assert [n for g, n, _ in log.executed if g == "clip_image"] == [4, 4, 2]  # 10 crops, profile max 4
+    assert {g for g, _, _ in log.executed} == {"proposal", "clip_image", "clip_dense"}
+    runs = len(log.executed)
     big = block_image(130, 100)  # 160 rows > the proposal profile's 128: ONNX Runtime fallback
-    np.testing.assert_array_equal(trt_seg(big).label_map, results["onnxruntime"](big).label_map)
-    assert [g for g, _ in executed[runs:]] == ["clip_image"] * 3  # the proposal ran in ONNX Runtime
+    np.testing.assert_array_equal(trt_seg(big).label_map, ort_seg(big).label_map)
+    assert [g for g, _, _ in log.executed[runs:]] == ["clip_image"] * 3  # the proposal ran in ONNX Runtime
     trt_seg.set_vocabulary(["zebra"])  # clip_text has no engine: ONNX Runtime
-    assert trt_seg.text_graph_runs == 2  # the segment-classifier and the CLIP template sets
-    threads = [threading.Thread(target=trt_seg, args=(image,)) for _ in range(2)]
+    assert trt_seg.text_graph_runs == 2
+    assert cuda.balanced()
+
+
+@pytest.mark.parametrize("trt_env", [(V10, "fp32", 1), (V11, "fp32", 2)], indirect=True,
+                         ids=["1-profile", "2-profiles"])
+def test_concurrent_calls_get_their_own_profile(trt_env):
+    """N profiles: at most N contexts of an engine, each on its own profile; N=1 serialises the calls."""
+    from sdk.backends.tensorrt import TensorRTBackend
+    from sdk.bundle import Bundle
+
+    path, cuda, log = trt_env
+    backend = TensorRTBackend(Bundle(path))
+    n = backend._engines["clip_image"].num_profiles
+    crops = np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32)
+    want = backend._fallback().graph("clip_image").run(crops)[0]
+    log.contexts.clear()
+    results, errors = [], []
+
+    def call():
+        try:
+            results.append(backend.clip_image(crops))
+        except Exception as e:  # surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=call) for _ in range(6)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert len({c.thread for c in contexts}) >= 3  # main thread + one context per worker thread
+    assert not errors, errors
+    assert len(results) == 6 and all(np.allclose(r, want, atol=1e-5) for r in results)
+    assert sorted(c.profile for c in log.contexts) == list(range(n))  # one context per profile, no more
+    assert log.max_running <= n and (n == 1 or log.max_running == n)  # the stand-in asserts profile exclusivity
+    backend.close()
+    assert cuda.memory == {} and cuda.balanced()  # contexts' streams and buffers freed, stacks empty
 
 
-def test_tampered_engine_is_refused(trt_bundle):
-    from sdk import BundleError, Segmenter
+@pytest.mark.parametrize("trt_env", [(V11, "fp32", 1)], indirect=True, ids=["trt11"])
+def test_device_arrays_in_and_out_without_host_copies(trt_env):
+    """A producer's device array (CAI only; __array__ raises) → set_tensor_address → device outputs."""
+    from sdk.backends.tensorrt import TensorRTBackend
+    from sdk.bundle import Bundle
+    from sdk.cuda import DeviceArray
 
-    path = trt_bundle[0]
+    path, cuda, log = trt_env
+    backend = TensorRTBackend(Bundle(path))
+    crops = np.random.default_rng(1).standard_normal((6, 3, 32, 32)).astype(np.float32)
+    want = backend._fallback().graph("clip_image").run(crops)[0]
+    x = FakeDeviceArray(cuda, crops, stream=None)
+    out = backend.clip_image(x)  # 6 crops: two runs (4 + 2) writing into one output array
+    assert isinstance(out, DeviceArray) and out.shape == want.shape
+    np.testing.assert_allclose(out.copy_to_host(), want, atol=1e-5)
+    syncs = cuda.syncs
+    image = FakeDeviceArray(cuda, np.full((1, 3, 64, 96), 100, np.float32), stream=9)
+    masks, emb = backend.proposal(image)
+    assert cuda.syncs > syncs  # pycuda cannot record on a foreign stream: it waited for the device
+    ref = backend._fallback().graph("proposal").run(np.full((1, 3, 64, 96), 100, np.float32))
+    np.testing.assert_allclose(masks.copy_to_host(), ref[0], atol=1e-4)
+    np.testing.assert_allclose(emb.copy_to_host(), ref[1], atol=1e-5)
+    tokens = FakeDeviceArray(cuda, np.ones((2, 77), np.int32))
+    text = backend.clip_text(tokens)  # no engine: ONNX Runtime on the host, the result uploaded again
+    assert isinstance(text, DeviceArray) and text.shape[0] == 2
+    del out, masks, emb, text
+    backend.close()
+    producers = {int(a.alloc) for a in (x, image, tokens)}
+    assert set(cuda.memory) == producers and cuda.balanced()  # all that is left is the producers' memory
+
+
+@pytest.mark.parametrize("trt_env", [(V10, "fp32", 1)], indirect=True, ids=["trt10"])
+def test_tampered_engine_and_precision_mismatch(trt_env):
+    from sdk import BundleError, EngineMismatchWarning, Segmenter
+    from sdk.backends.tensorrt import TensorRTBackend
+    from sdk.bundle import Bundle
+
+    path = trt_env[0]
+    with pytest.warns(EngineMismatchWarning, match="built in fp32, fp16 was asked for"):
+        backend = TensorRTBackend(Bundle(path), precision="fp16")
+    assert backend._engines == {}
     (path / "clip_image.engine").write_text("proposal")
     with pytest.raises(BundleError, match="clip_image.engine"):
         Segmenter(path, backend="tensorrt", device="cuda", cache_dir=False)
+
+
+def test_graph_source_convention():
+    from export.tensorrt import graph_source
+
+    m = {"graphs": {"clip_image": {"file": "clip_image.onnx"},
+                    "proposal": {"file": "proposal.onnx", "precisions": {"fp16": {"file": "p16.onnx"}}}},
+         "files": {"clip_image.onnx": "x", "clip_image.fp16.onnx": "y"}}
+    assert graph_source(m, "clip_image", "fp32") == "clip_image.onnx"
+    assert graph_source(m, "clip_image", "fp16") == "clip_image.fp16.onnx"
+    assert graph_source(m, "clip_image", "int8") is None
+    assert graph_source(m, "proposal", "fp16") == "p16.onnx"
