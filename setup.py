@@ -52,6 +52,7 @@ setup(
         "dev": TORCH_REQUIRES + ["pytest>=7", "matplotlib>=3.5", "psutil>=5"],
         "gpu": ["onnxruntime-gpu>=1.16", "cupy-cuda12x"],
         "tensorrt": ["tensorrt>=10", "pycuda>=2022.1"],
+        "demo": ["gradio>=6,<7"],  # python -m sdk demo (web page); pulls pillow<13
     },
     **ext_kwargs,
 )
