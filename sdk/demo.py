@@ -226,23 +226,26 @@ def _with_event_data(fn, event_type):
     return handler
 
 
-def image_input_class(gr):
-    """``gr.Image`` whose unreadable uploads become a readable page error instead of a traceback."""
+def readable_upload_errors(gr, component):
+    """Make ``component``'s unreadable uploads a readable page error instead of a traceback.
 
-    class ImageInput(gr.Image):
-        is_template = True  # the browser side is gr.Image's
+    Wraps this instance's ``preprocess`` (a subclass of ``gr.Image`` would make Gradio write a
+    ``.pyi`` stub next to this module at run time).
+    """
+    original = component.preprocess
 
-        def preprocess(self, payload):
-            try:
-                return super().preprocess(payload)
-            except gr.Error:
-                raise
-            except Exception as e:  # PIL.UnidentifiedImageError, truncated files, odd modes ...
-                name = getattr(payload, "orig_name", None) or "the upload"
-                raise gr.Error(html.escape(f"{name} is not an image that can be read ({type(e).__name__}); "
-                                           f"{IMAGE_HINT}"), title="Not an image", print_exception=False) from None
+    def preprocess(payload):
+        try:
+            return original(payload)
+        except gr.Error:
+            raise
+        except Exception as e:  # PIL.UnidentifiedImageError, truncated files, odd modes ...
+            name = getattr(payload, "orig_name", None) or "the upload"
+            raise gr.Error(html.escape(f"{name} is not an image that can be read ({type(e).__name__}); "
+                                       f"{IMAGE_HINT}"), title="Not an image", print_exception=False) from None
 
-    return ImageInput
+    component.preprocess = preprocess
+    return component
 
 
 def build_app(seg, files_dir: Path, concurrency: int = 1):
@@ -259,9 +262,9 @@ def build_app(seg, files_dir: Path, concurrency: int = 1):
                     f"{seg.backend.describe()}")
         with gr.Row():
             with gr.Column(scale=1):
-                image = image_input_class(gr)(label="Image (upload or webcam snapshot)", type="numpy",
-                                              sources=["upload", "webcam", "clipboard"], height=IMAGE_HEIGHT,
-                                              elem_id="input-image")
+                image = readable_upload_errors(gr, gr.Image(
+                    label="Image (upload or webcam snapshot)", type="numpy", sources=["upload", "webcam", "clipboard"],
+                    height=IMAGE_HEIGHT, elem_id="input-image"))
                 choice = gr.Dropdown([CUSTOM, *builtins], value=default or CUSTOM, label="Built-in vocabulary",
                                      elem_id="builtin-vocabulary")
                 text = gr.Textbox(h.vocabulary_text(default) if default else "", lines=4, max_lines=12,

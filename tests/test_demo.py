@@ -227,6 +227,7 @@ def test_page_renders_offline(page, bundle):
     from sdk.bundle import Bundle
 
     assert page.external == [], f"the page tried to reach the internet: {page.external}"
+    assert not (REPO / "sdk" / "demo.pyi").exists(), "Gradio wrote a stub into the package"
     assert "zegformer-sdk" in page.inner_text("body")
     modes = page.locator("#mode input[type=radio]").evaluate_all("els => els.map(e => e.value)")
     assert modes == ["cropmask", "pruned", "maskpool", "proposal"]
