@@ -56,6 +56,7 @@ setup(
         # (needs the CUDA headers); it is the fallback binding, cuda-python the first choice.
         "tensorrt": ["tensorrt>=10.13.3,<12", "cuda-python>=13,<14", "pycuda>=2022.1"],
         "tensorrt-cu12": ["tensorrt-cu12>=10.0,<12", "cuda-python>=12.6,<13", "pycuda>=2022.1"],
+        "demo": ["gradio>=6,<7"],  # python -m sdk demo (web page); pulls pillow<13
     },
     **ext_kwargs,
 )

@@ -6,6 +6,7 @@ examples:
   python -m sdk segment --video clip.mp4 --bundle bundle/ --mode maskpool --out results/
   python -m sdk segment --webcam 0 --bundle bundle/ --mode proposal
   python -m sdk info bundle/
+  python -m sdk demo --bundle bundle/          # web page on http://127.0.0.1:7860 (pip install '.[demo]')
 
 Per image, ``--out`` receives ``<name>.png`` (class indices; 16-bit above 256 classes),
 ``<name>_overlay.png`` (colours + legend) and ``<name>.json`` (classes present, areas, timings).
@@ -67,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("-v", "--verbose", action="store_true")
     info = sub.add_parser("info", help="print a bundle's manifest summary")
     info.add_argument("bundle", type=Path)
+    from . import demo
+
+    demo.add_arguments(sub.add_parser("demo", help="a local web page to try a bundle (needs the [demo] extra)",
+                                      description=demo.__doc__,
+                                      formatter_class=argparse.RawDescriptionHelpFormatter))
     return parser
 
 
@@ -214,6 +220,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
             print(Bundle(args.bundle).summary())
             return 0
+        if args.command == "demo":
+            from .demo import run
+
+            return run(args)
         return run_segment(args, parser)
     except SegmenterError as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)

@@ -1,0 +1,296 @@
+"""``python -m sdk demo --bundle DIR``: a local web page (Gradio) to try a bundle.
+
+Image upload or webcam snapshot in, a vocabulary typed (``;`` or one name per line) or a built-in
+one chosen, a mode chosen; out come the overlay, a legend of the classes present with their areas,
+a click readout of the class under the cursor, per-stage timings, and downloads of the label map
+PNG and the result JSON. One :class:`~sdk.segmenter.Segmenter` serves every request (it is
+thread-safe); Gradio's queue runs segmentations one at a time (``--concurrency``) while the page and
+the cheap events stay responsive. Gradio is an optional dependency (``pip install
+'zegformer-sdk[demo]'``) imported only here, and only when the demo starts; analytics, share links
+and server-side rendering are off, so the page works offline on loopback.
+"""
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .errors import ImageError, SegmenterError
+from .result import SegmentationResult
+
+log = logging.getLogger(__name__)
+CUSTOM = "(typed below)"
+INSTALL_HINT = "the demo needs Gradio: pip install 'zegformer-sdk[demo]'"
+KEEP_DOWNLOADS = 64  # result folders kept on disk while the demo runs
+IMAGE_HEIGHT = 360  # px of the input and overlay panels
+IMAGE_HINT = "upload a JPEG, PNG, WebP, BMP or TIFF image"
+
+
+# ---------------------------------------------------------------------------- command line
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The ``demo`` subcommand's options."""
+    from .modes import MODES
+
+    parser.add_argument("--bundle", required=True, type=Path, help="model bundle directory")
+    parser.add_argument("--port", type=int, default=7860, help="HTTP port (default 7860)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1: this machine only)")
+    parser.add_argument("--mode", choices=MODES, default="cropmask", help="mode selected at start")
+    parser.add_argument("--backend", default="auto", help="auto, onnxruntime, tensorrt, torch (default auto)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--threads", type=int, help="backend intra-op threads")
+    parser.add_argument("--concurrency", type=int, default=1,
+                        help="segmentations run at once; more wait in the queue (default 1)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the bundle once, build the page, serve it until interrupted."""
+    from .segmenter import Segmenter
+
+    gr = import_gradio()
+    seg = Segmenter(args.bundle, backend=args.backend, device=args.device, mode=args.mode, threads=args.threads)
+    files_dir = Path(tempfile.mkdtemp(prefix="zegformer-demo-"))
+    try:
+        app = build_app(seg, files_dir, concurrency=args.concurrency)
+        print(f"zegformer-sdk demo: {seg.bundle.root} on {seg.backend.describe()} → http://{args.host}:{args.port}",
+              flush=True)
+        app.launch(server_name=args.host, server_port=args.port, share=False, ssr_mode=False, mcp_server=False,
+                   show_error=True, quiet=not args.verbose, allowed_paths=[str(files_dir)],
+                   theme=gr.themes.Default())
+    finally:
+        shutil.rmtree(files_dir, ignore_errors=True)
+    return 0
+
+
+def import_gradio():
+    """Gradio, with analytics and version checks off (set before the import reads them)."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        import gradio
+    except ImportError as e:
+        raise SegmenterError(f"{INSTALL_HINT} ({e})") from e
+    return gradio
+
+
+# ---------------------------------------------------------------------------- pure helpers
+def parse_names(text: Optional[str]) -> List[str]:
+    """Class names from the vocabulary box: separated by ``;`` or newlines (``"a, b"`` = synonyms)."""
+    return [n.strip() for n in re.split(r"[;\n]", text or "") if n.strip()]
+
+
+def legend_html(result: SegmentationResult) -> str:
+    """An HTML table of the classes present: colour swatch, name, share of the pixels, mean score."""
+    from .visualize import palette
+
+    colours = palette(len(result.class_names))
+    total = float(max(result.label_map.size, 1))
+    rows = []
+    for s in result.segments:
+        r, g, b = (int(c) for c in colours[s.index])
+        rows.append(f'<tr class="legend-row" data-class="{html.escape(s.name)}">'
+                    f'<td><span style="display:inline-block;width:1.1em;height:1.1em;border:1px solid #555;'
+                    f'background:rgb({r},{g},{b})"></span></td>'
+                    f'<td class="legend-name">{html.escape(s.name)}</td>'
+                    f'<td class="legend-area" style="text-align:right">{100 * s.area / total:.1f}%</td>'
+                    f'<td style="text-align:right">{s.score:.2f}</td></tr>')
+    head = "<tr><th></th><th>class</th><th>area</th><th>score</th></tr>"
+    return f'<table class="legend">{head}{"".join(rows)}</table>'
+
+
+def timings_html(result: SegmentationResult) -> str:
+    """Per-stage milliseconds and what ran (backend, device, mode, sizes)."""
+    info = result.info
+    stages = " · ".join(f'<span class="timing">{html.escape(k)} <b>{v:.1f} ms</b></span>'
+                        for k, v in result.timings.items())
+    about = (f"{html.escape(str(info.get('backend')))} on {html.escape(str(info.get('device')))}, "
+             f"mode {html.escape(str(info.get('mode')))}, resized to {info.get('resized')}")
+    return f"<p>{stages}</p><p>{about}</p>"
+
+
+def result_record(result: SegmentationResult, image_name: str, label_map_name: str) -> Dict[str, Any]:
+    """The JSON download: the same record ``python -m sdk segment`` writes."""
+    return {"image": image_name, "label_map": label_map_name, "class_names": list(result.class_names),
+            **result.to_dict()}
+
+
+def write_downloads(result: SegmentationResult, out_dir: Path, stem: str) -> Tuple[Path, Path]:
+    """Label map PNG and result JSON under a fresh subfolder of ``out_dir`` (atomic writes)."""
+    from .visualize import save_label_map
+
+    _prune(out_dir, KEEP_DOWNLOADS - 1)
+    folder = out_dir / uuid.uuid4().hex
+    folder.mkdir(parents=True)
+    png, js = folder / f"{stem}_labels.png", folder / f"{stem}.json"
+    tmp = folder / f".{stem}_labels.tmp.png"
+    save_label_map(tmp, result.label_map, len(result.class_names))
+    os.replace(tmp, png)
+    tmp = folder / f".{stem}.json.tmp"
+    tmp.write_text(json.dumps(result_record(result, stem, png.name), indent=2, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, js)
+    return png, js
+
+
+def _prune(out_dir: Path, keep: int) -> None:
+    """Delete all but the ``keep`` newest download folders (Gradio serves its own copies)."""
+    folders = sorted((p for p in out_dir.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    for old in folders[:max(0, len(folders) - keep)]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def readout(label_map: np.ndarray, class_names: Sequence[str], x: int, y: int) -> str:
+    """``"(x, y): name — share of the image"``, or a hint when the point is off the image."""
+    h, w = label_map.shape
+    if not (0 <= x < w and 0 <= y < h):
+        return f"({x}, {y}) is outside the {w}×{h} image"
+    k = int(label_map[y, x])
+    share = 100.0 * float(np.count_nonzero(label_map == k)) / label_map.size
+    return f"({x}, {y}): **{html.escape(class_names[k])}** ({share:.1f}% of the image)"
+
+
+# ---------------------------------------------------------------------------- the page
+class DemoHandlers:
+    """What the page's events call; one shared Segmenter, per-session state in Gradio's State."""
+
+    def __init__(self, seg, files_dir: Path):
+        self.seg = seg
+        self.files_dir = files_dir
+        self.builtins: Dict[str, Tuple[str, ...]] = {}
+
+    def builtin_names(self, name: str) -> Tuple[str, ...]:
+        if name not in self.builtins:
+            self.builtins[name] = tuple(self.seg.resolve_vocabulary(name).names)
+        return self.builtins[name]
+
+    def vocabulary_text(self, choice: str) -> str:
+        """The names of a chosen built-in vocabulary, one per line (to read and edit)."""
+        return "\n".join(self.builtin_names(choice)) if choice and choice != CUSTOM else ""
+
+    def vocabulary_spec(self, choice: str, text: str):
+        """The built-in name when the box holds exactly its names (precomputed embeddings), else the names."""
+        names = parse_names(text)
+        if not names:
+            raise SegmenterError("the vocabulary is empty: type class names separated by ';' or one per line, "
+                                 "or choose a built-in vocabulary")
+        if choice and choice != CUSTOM and tuple(names) == self.builtin_names(choice):
+            return choice
+        return names
+
+    def segment(self, image: Optional[np.ndarray], choice: str, text: str, mode: str, alpha: float):
+        """Segment one image → overlay, legend, timings, downloads, state for the readout."""
+        from .visualize import overlay
+
+        gr = import_gradio()
+        try:
+            if image is None:
+                raise ImageError(f"no image yet: {IMAGE_HINT}, or take a webcam snapshot")
+            result = self.seg(image, vocabulary=self.vocabulary_spec(choice, text), mode=mode)
+            png, js = write_downloads(result, self.files_dir, "result")
+        except SegmenterError as e:
+            log.info("request refused: %s", e)
+            raise gr.Error(html.escape(" ".join(str(e).split())), title="Cannot segment",
+                           print_exception=False) from None
+        labels = result.label_map.astype(np.uint8 if len(result.class_names) <= 256 else np.uint16)
+        vis = overlay(np.asarray(image), result, float(alpha), legend=False)
+        hint = "Click the overlay to read the class under the cursor."
+        return (vis, legend_html(result), timings_html(result), [str(png), str(js)], hint,
+                (labels, tuple(result.class_names)))
+
+    @staticmethod
+    def read_class(state, evt) -> str:
+        if state is None:
+            return "Segment an image first."
+        x, y = (int(v) for v in evt.index)
+        return readout(state[0], state[1], x, y)
+
+
+def _with_event_data(fn, event_type):
+    """``fn(state, evt)`` with ``evt`` annotated so that Gradio passes the event (gradio is imported lazily)."""
+
+    def handler(state, evt):
+        return fn(state, evt)
+
+    handler.__annotations__ = {"evt": event_type}
+    return handler
+
+
+def readable_upload_errors(gr, component):
+    """Make ``component``'s unreadable uploads a readable page error instead of a traceback.
+
+    Wraps this instance's ``preprocess`` (a subclass of ``gr.Image`` would make Gradio write a
+    ``.pyi`` stub next to this module at run time).
+    """
+    original = component.preprocess
+
+    def preprocess(payload):
+        try:
+            return original(payload)
+        except gr.Error:
+            raise
+        except Exception as e:  # PIL.UnidentifiedImageError, truncated files, odd modes ...
+            name = getattr(payload, "orig_name", None) or "the upload"
+            raise gr.Error(html.escape(f"{name} is not an image that can be read ({type(e).__name__}); "
+                                       f"{IMAGE_HINT}"), title="Not an image", print_exception=False) from None
+
+    component.preprocess = preprocess
+    return component
+
+
+def build_app(seg, files_dir: Path, concurrency: int = 1):
+    """The Gradio Blocks page for ``seg`` (not launched)."""
+    gr = import_gradio()
+    from .modes import MODES
+
+    h = DemoHandlers(seg, files_dir)
+    modes = [m for m in MODES if m != "maskpool" or seg.bundle.has_graph("clip_dense")]
+    builtins = list(seg.builtin_vocabularies)
+    default = seg.bundle.default_vocabulary if seg.bundle.default_vocabulary in builtins else None
+    with gr.Blocks(title="zegformer-sdk demo", analytics_enabled=False, delete_cache=(1800, 3600)) as app:
+        gr.Markdown(f"## zegformer-sdk — open-vocabulary segmentation\n`{seg.bundle.root.name}` · "
+                    f"{seg.backend.describe()}")
+        with gr.Row():
+            with gr.Column(scale=1):
+                image = readable_upload_errors(gr, gr.Image(
+                    label="Image (upload or webcam snapshot)", type="numpy", sources=["upload", "webcam", "clipboard"],
+                    height=IMAGE_HEIGHT, elem_id="input-image"))
+                choice = gr.Dropdown([CUSTOM, *builtins], value=default or CUSTOM, label="Built-in vocabulary",
+                                     elem_id="builtin-vocabulary")
+                text = gr.Textbox(h.vocabulary_text(default) if default else "", lines=4, max_lines=12,
+                                  label="Vocabulary: names separated by ';' or one per line ('a, b' = synonyms)",
+                                  elem_id="vocabulary")
+                mode = gr.Radio(modes, value=seg.mode if seg.mode in modes else modes[0], label="Mode",
+                                elem_id="mode")
+                alpha = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Overlay opacity", elem_id="alpha")
+                button = gr.Button("Segment", variant="primary", elem_id="segment-button")
+            with gr.Column(scale=1):
+                out = gr.Image(label="Overlay (click for the class under the cursor)", format="png",
+                               height=IMAGE_HEIGHT, interactive=False, elem_id="overlay")
+                read = gr.Markdown("Segment an image, then click the overlay.", elem_id="readout")
+                legend = gr.HTML(elem_id="legend", js_on_load=None)
+                with gr.Accordion("Timings", open=True):
+                    timings = gr.HTML(elem_id="timings", js_on_load=None)
+                files = gr.File(label="Downloads: label map PNG (class indices) and result JSON",
+                                file_count="multiple", interactive=False, elem_id="downloads")
+        state = gr.State(None, time_to_live=3600)
+        outputs = [out, legend, timings, files, read, state]
+        inputs = [image, choice, text, mode, alpha]
+        for trigger in (button.click, text.submit):
+            trigger(h.segment, inputs, outputs, concurrency_limit=concurrency, concurrency_id="segment",
+                    api_name=False)
+        choice.change(h.vocabulary_text, choice, text, concurrency_limit=None, api_name=False)
+        out.select(_with_event_data(h.read_class, gr.SelectData), [state], read, concurrency_limit=None,
+                   api_name=False, show_progress="hidden")
+    app.queue(max_size=64, default_concurrency_limit=concurrency)
+    return app
