@@ -6,6 +6,8 @@ examples:
   python -m sdk segment --video clip.mp4 --bundle bundle/ --mode maskpool --out results/
   python -m sdk segment --webcam 0 --bundle bundle/ --mode proposal
   python -m sdk info bundle/
+  python -m sdk label images/ --bundle bundle/ --vocab "cat;sofa" --out labels/ [--ray auto] [--workers 4]
+  python -m sdk serve --bundle bundle/ --http-port 8000 --instances 2
 
 Per image, ``--out`` receives ``<name>.png`` (class indices; 16-bit above 256 classes),
 ``<name>_overlay.png`` (colours + legend) and ``<name>.json`` (classes present, areas, timings).
@@ -67,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("-v", "--verbose", action="store_true")
     info = sub.add_parser("info", help="print a bundle's manifest summary")
     info.add_argument("bundle", type=Path)
+    from . import label, serve  # label (Ray) and serve (Triton); their heavy imports are lazy
+
+    label.add_parser(sub)
+    serve.add_parser(sub)
     return parser
 
 
@@ -214,6 +220,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
             print(Bundle(args.bundle).summary())
             return 0
+        if hasattr(args, "handler"):  # label, serve
+            return args.handler(args)
         return run_segment(args, parser)
     except SegmenterError as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
