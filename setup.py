@@ -52,6 +52,9 @@ setup(
         "dev": TORCH_REQUIRES + ["pytest>=7", "matplotlib>=3.5", "psutil>=5"],
         "gpu": ["onnxruntime-gpu>=1.16", "cupy-cuda12x"],
         "tensorrt": ["tensorrt>=10", "pycuda>=2022.1"],
+        "ray": ["ray[data]>=2.40", "pyarrow>=12"],
+        "serve": ["nvidia-pytriton>=0.7", "tritonclient[http]>=2.40"],  # PyTriton pins numpy<2: own venv
+        "coco": ["pycocotools>=2.0.7", "supervision>=0.20"],
     },
     **ext_kwargs,
 )
