@@ -57,6 +57,9 @@ setup(
         "tensorrt": ["tensorrt>=10.13.3,<12", "cuda-python>=13,<14", "pycuda>=2022.1"],
         "tensorrt-cu12": ["tensorrt-cu12>=10.0,<12", "cuda-python>=12.6,<13", "pycuda>=2022.1"],
         "demo": ["gradio>=6,<7"],  # python -m sdk demo (web page); pulls pillow<13
+        "ray": ["ray[data]>=2.40", "pyarrow>=12"],
+        "serve": ["nvidia-pytriton>=0.7", "tritonclient[http]>=2.40"],  # PyTriton pins numpy<2: own venv
+        "coco": ["pycocotools>=2.0.7", "supervision>=0.20"],
     },
     **ext_kwargs,
 )

@@ -7,6 +7,8 @@ examples:
   python -m sdk segment --webcam 0 --bundle bundle/ --mode proposal
   python -m sdk info bundle/
   python -m sdk demo --bundle bundle/          # web page on http://127.0.0.1:7860 (pip install '.[demo]')
+  python -m sdk label images/ --bundle bundle/ --vocab "cat;sofa" --out labels/ [--ray auto] [--workers 4]
+  python -m sdk serve --bundle bundle/ --http-port 8000 --instances 2
 
 Per image, ``--out`` receives ``<name>.png`` (class indices; 16-bit above 256 classes),
 ``<name>_overlay.png`` (colours + legend) and ``<name>.json`` (classes present, areas, timings).
@@ -73,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_arguments(sub.add_parser("demo", help="a local web page to try a bundle (needs the [demo] extra)",
                                       description=demo.__doc__,
                                       formatter_class=argparse.RawDescriptionHelpFormatter))
+    from . import label, serve  # label (Ray) and serve (Triton); their heavy imports are lazy
+
+    label.add_parser(sub)
+    serve.add_parser(sub)
     return parser
 
 
@@ -224,6 +230,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from .demo import run
 
             return run(args)
+        if hasattr(args, "handler"):  # label, serve
+            return args.handler(args)
         return run_segment(args, parser)
     except SegmenterError as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)

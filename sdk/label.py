@@ -1,0 +1,331 @@
+"""``python -m sdk label``: label an image collection on Ray Data, resumably.
+
+A pool of Ray actors, each holding one :class:`~sdk.Segmenter`, runs ``map_batches`` over the
+images that are not yet complete. Each image's files are written by the actor, atomically and with
+the record last (see :mod:`sdk.outputs`), so a re-run skips what is complete and redoes what is
+partial, and a batch that Ray retries after a worker died rewrites the same files — nothing is
+lost or duplicated. An image that fails is recorded in ``errors.jsonl``; the job goes on.
+At the end the driver assembles ``_annotations.coco.json`` (COCO, RLE masks, categories = the
+vocabulary) and ``classes.txt`` from the per-image records.
+
+Ray is imported lazily: ``pip install 'zegformer-sdk[ray]'``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .errors import SegmenterError
+from .outputs import LABEL_PNG_FORMATS, coco_image_entries, is_complete, read_record, write_image_outputs
+
+log = logging.getLogger(__name__)
+COCO_FILE, CONFIG_FILE, CLASSES_FILE, ERRORS_FILE = "_annotations.coco.json", "_label_config.json", \
+    "classes.txt", "errors.jsonl"
+RESERVED_STEMS = {Path(COCO_FILE).stem, Path(CONFIG_FILE).stem}  # would collide with "<stem>.json"
+LIST_SUFFIXES = {".txt", ".lst", ".list", ".csv"}
+
+
+@dataclass(frozen=True)
+class Item:
+    path: str   # where the image is read from
+    name: str   # how the dataset names it (COCO ``file_name``, errors file)
+    stem: str   # output file stem
+
+
+@dataclass
+class LabelSummary:
+    total: int
+    skipped: int
+    labelled: int
+    errors: List[Dict[str, str]] = field(default_factory=list)
+    seconds: float = 0.0          # wall time of the run
+    ray_start_seconds: float = 0.0  # of which: starting / connecting to Ray
+
+    @property
+    def images_per_second(self) -> float:
+        """Labelled images per second of the job itself (actor start-up included, Ray's start not)."""
+        busy = self.seconds - self.ray_start_seconds
+        return self.labelled / busy if busy > 0 else 0.0
+
+    def line(self) -> str:
+        return (f"{self.total} images: {self.labelled} labelled in {self.seconds:.1f} s "
+                f"({self.images_per_second:.2f} images/s after {self.ray_start_seconds:.1f} s of Ray start-up), "
+                f"{self.skipped} already complete, {len(self.errors)} errors")
+
+
+# ---------------------------------------------------------------------------------------- inputs
+def read_inputs(source: Path, column: Optional[str] = None, recursive: bool = False) -> List[Tuple[str, str]]:
+    """``(path, name)`` of every image of a folder, a list file (one path a line) or a Parquet table."""
+    from .cli import find_images
+
+    if source.is_dir():
+        return [(str(p), p.relative_to(source).as_posix()) for p in find_images([source], recursive)]
+    if not source.is_file():
+        raise SegmenterError(f"label input {source} does not exist; give a folder, a list file or a Parquet table")
+    if source.suffix.lower() in (".parquet", ".pq"):
+        names = _parquet_paths(source, column)
+    elif source.suffix.lower() in LIST_SUFFIXES:
+        lines = source.read_text(encoding="utf-8").splitlines()
+        names = [s.strip() for s in lines if s.strip() and not s.lstrip().startswith("#")]
+    else:
+        raise SegmenterError(f"{source}: give a folder of images, a list file ({', '.join(sorted(LIST_SUFFIXES))}, "
+                             "one path a line) or a Parquet table (.parquet) with a column of paths")
+    base = source.parent
+    return [(str(p if p.is_absolute() else base / p), name) for name in names for p in (Path(name),)]
+
+
+def _parquet_paths(source: Path, column: Optional[str]) -> List[str]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as e:
+        raise SegmenterError("reading a Parquet table needs pyarrow: pip install 'zegformer-sdk[ray]'") from e
+    schema = pq.read_schema(source)
+    candidates = [column] if column else [c for c in ("path", "image", "file_name", "filename") if c in schema.names]
+    if not candidates or candidates[0] not in schema.names:
+        raise SegmenterError(f"{source} has no column {column or 'path'!r} (columns: {schema.names}); "
+                             "name the column of image paths with --column")
+    return [str(v) for v in pq.read_table(source, columns=candidates[:1]).column(0).to_pylist() if v]
+
+
+def make_items(pairs: Sequence[Tuple[str, str]]) -> List[Item]:
+    """Items with unique output stems (the CLI's rule, avoiding the dataset files' names)."""
+    from .cli import output_stems
+
+    stems, taken = [], set()
+    for stem in output_stems([Path(name) for _, name in pairs]):
+        base, n = stem, 0
+        while stem in RESERVED_STEMS or stem in taken:
+            n += 1
+            stem = f"{base}_{n}"
+        taken.add(stem)
+        stems.append(stem)
+    return [Item(path, name, stem) for (path, name), stem in zip(pairs, stems)]
+
+
+# ---------------------------------------------------------------------------------------- the actor
+class LabelWorker:
+    """A Ray Data actor: one Segmenter; segments a batch of images and writes their files."""
+
+    def __init__(self, segmenter: Dict[str, Any], out: str, alpha: float, label_png: str):
+        from .segmenter import Segmenter
+
+        self.segmenter = Segmenter(**segmenter)
+        self.out, self.alpha, self.label_png = Path(out), alpha, label_png
+
+    def __call__(self, batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        stems, errors = list(batch["stem"]), []
+        for path, stem in zip(batch["path"], stems):
+            errors.append(self.label_one(str(path), str(stem)))
+        return {"stem": np.array(stems, dtype=object), "error": np.array(errors, dtype=object)}
+
+    def label_one(self, path: str, stem: str) -> str:
+        """Segment and write one image; returns ``""`` or the error message."""
+        from .preprocess import load_image
+
+        try:
+            image = load_image(path)
+            result = self.segmenter(image)
+            write_image_outputs(self.out, stem, path, image, result, self.alpha, self.label_png)
+            return ""
+        except Exception as e:  # noqa: BLE001 — one image's failure must never stop the job
+            log.warning("%s: %s", path, e)
+            return f"{type(e).__name__}: {' '.join(str(e).split())}"
+
+
+# ---------------------------------------------------------------------------------------- the job
+def run_label(items: Sequence[Item], out: Path, segmenter: Dict[str, Any], *, ray_address: Optional[str] = None,
+              workers: Optional[int] = None, cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0,
+              batch_size: int = 4, alpha: float = 0.5, label_png: str = "gray", progress: bool = True,
+              settings: Optional[Dict[str, Any]] = None) -> LabelSummary:
+    """Label ``items`` into ``out`` on Ray (see the module doc); returns the summary.
+
+    ``segmenter``: keyword arguments of :class:`~sdk.Segmenter` (``bundle_dir`` ...). ``settings``:
+    what makes outputs differ (recorded in ``_label_config.json``; a re-run with other settings is
+    refused rather than mixing labels). ``ray_address``: an existing cluster (``auto``, ``HOST:PORT``)
+    or ``None`` for a local Ray (reused when this process is already connected).
+    """
+    from .formats import remove_stale_temps
+
+    out.mkdir(parents=True, exist_ok=True)
+    check_settings(out, settings if settings is not None else {"segmenter": _jsonable(segmenter)})
+    remove_stale_temps(out)
+    todo = [it for it in items if not is_complete(out, it.stem)]
+    summary = LabelSummary(total=len(items), skipped=len(items) - len(todo), labelled=0)
+    start = time.perf_counter()
+    errors: Dict[str, str] = {}
+    if todo:
+        summary.ray_start_seconds = connect(ray_address)
+        results = _run_on_ray(todo, out, segmenter, workers, cpus_per_worker, gpus_per_worker, batch_size, alpha,
+                              label_png, progress)
+        errors = {stem: msg for stem, msg in results.items() if msg}
+        summary.labelled = sum(1 for msg in results.values() if not msg)
+    summary.seconds = time.perf_counter() - start
+    remove_stale_temps(out)  # every task has finished: what is left was a killed writer's
+    summary.errors = [{"image": it.name, "path": it.path, "error": errors[it.stem]}
+                      for it in items if it.stem in errors]
+    write_dataset_files(items, out, summary.errors)
+    return summary
+
+
+def connect(ray_address: Optional[str]) -> float:
+    """Connect to Ray (``None``: a new local instance) unless connected already; returns the seconds taken."""
+    ray = _ray()
+    start = time.perf_counter()
+    if not ray.is_initialized():
+        ray.init(address=ray_address or "local", include_dashboard=False, configure_logging=False,
+                 log_to_driver=False)
+    return time.perf_counter() - start
+
+
+def _run_on_ray(todo, out, segmenter, workers, cpus_per_worker, gpus_per_worker, batch_size, alpha, label_png,
+                progress) -> Dict[str, str]:
+    """Run the actor pool over ``todo``; ``{stem: error or ""}`` for every image that came back."""
+    ray = _ray()
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    if workers is None:
+        workers = default_workers(ray.cluster_resources(), cpus_per_worker, gpus_per_worker)
+    workers = max(1, min(workers, math.ceil(len(todo) / batch_size)))
+    rows = [{"path": it.path, "stem": it.stem} for it in todo]
+    ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), max(workers * 4, 1)))
+    ds = ds.map_batches(LabelWorker, batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=workers),
+                        num_cpus=cpus_per_worker,
+                        num_gpus=gpus_per_worker or None,
+                        fn_constructor_kwargs={"segmenter": segmenter, "out": str(out), "alpha": alpha,
+                                               "label_png": label_png})
+    from tqdm import tqdm
+
+    results: Dict[str, str] = {}
+    with tqdm(total=len(rows), desc=f"label ({workers} workers)", unit="img", disable=not progress) as bar:
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            for stem, error in zip(batch["stem"], batch["error"]):
+                results[str(stem)] = str(error)
+            bar.update(len(batch["stem"]))
+            bar.set_postfix(errors=sum(1 for e in results.values() if e), refresh=False)
+    return results
+
+
+def default_workers(resources: Dict[str, float], cpus_per_worker: float, gpus_per_worker: float) -> int:
+    """As many actors as the cluster's CPUs (or GPUs, when each worker takes some) allow."""
+    if gpus_per_worker > 0:
+        return max(1, int(resources.get("GPU", 0) // gpus_per_worker))
+    return max(1, int(resources.get("CPU", 1) // max(cpus_per_worker, 1e-6)))
+
+
+def _ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError as e:
+        raise SegmenterError("sdk label runs on Ray Data: pip install 'zegformer-sdk[ray]'") from e
+    return ray
+
+
+# ---------------------------------------------------------------------------------------- dataset files
+def check_settings(out: Path, settings: Dict[str, Any]) -> None:
+    """Record the settings in ``out``; refuse to continue a directory labelled with other settings."""
+    from .formats import write_json_atomic
+
+    path = out / CONFIG_FILE
+    if path.is_file():
+        try:
+            previous = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            previous = None
+        if previous is not None and previous != settings:
+            changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
+            raise SegmenterError(f"{out} holds labels made with other settings ({', '.join(changed)} differ; "
+                                 f"see {path}); choose another --out, or delete it to start over")
+    write_json_atomic(path, settings)
+
+
+def write_dataset_files(items: Sequence[Item], out: Path, errors: List[Dict[str, str]]) -> None:
+    """``errors.jsonl`` (this run's failures), ``classes.txt`` and the COCO JSON of every complete image."""
+    from .formats import coco_dataset, write_json_atomic, write_text_atomic
+
+    write_text_atomic(out / ERRORS_FILE, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in errors))
+    done = [(it, rec) for it in items if is_complete(out, it.stem) for rec in (read_record(out, it.stem),) if rec]
+    if not done:
+        return
+    names = done[0][1]["class_names"]
+    mixed = [it.name for it, rec in done if rec["class_names"] != names]
+    if mixed:
+        raise SegmenterError(f"{len(mixed)} records in {out} have another vocabulary (e.g. {mixed[0]}); "
+                             "label into a fresh --out directory")
+    write_text_atomic(out / CLASSES_FILE, "".join(n + "\n" for n in names))
+    entries = coco_image_entries([rec for _, rec in done], [it.name for it, _ in done])
+    write_json_atomic(out / COCO_FILE, coco_dataset(entries, names), indent=None)
+
+
+def _jsonable(options: Dict[str, Any]) -> Dict[str, Any]:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()}
+
+
+# ---------------------------------------------------------------------------------------- CLI
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``label`` on the CLI's sub-parsers."""
+    from .modes import MODES
+    from .cli import min_size_arg
+
+    p = sub.add_parser("label", help="label a folder / list / Parquet table of images on Ray (resumable)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("input", type=Path, help="a folder of images, a list file (one path a line) or a .parquet table")
+    p.add_argument("--bundle", required=True, type=Path, help="model bundle directory")
+    p.add_argument("--out", required=True, type=Path, help="output directory (re-run to resume)")
+    p.add_argument("--vocab", help="built-in vocabulary NAME, a FILE of names, or 'a;b;c'")
+    p.add_argument("--mode", choices=MODES, default="cropmask")
+    p.add_argument("--backend", default="auto", help="Segmenter backend (default auto)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--min-size", type=min_size_arg, default="bundle", metavar="N|none",
+                   help="shortest side after resizing (default: the bundle's); 'none' keeps the size")
+    p.add_argument("--prune-threshold", type=float, default=0.02, help="for --mode pruned")
+    p.add_argument("--ray", metavar="ADDRESS", help="an existing Ray cluster ('auto' or HOST:PORT); "
+                   "default: start a local Ray on this machine")
+    p.add_argument("--workers", type=int, help="Segmenter actors (default: as many as the CPUs/GPUs allow)")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per actor (default 1; also its threads)")
+    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per actor, fractions allowed")
+    p.add_argument("--batch-size", type=int, default=4, help="images per Ray task (default 4)")
+    p.add_argument("--column", help="the Parquet column of image paths (default: path/image/file_name)")
+    p.add_argument("--recursive", action="store_true", help="search a folder recursively")
+    p.add_argument("--label-png", choices=LABEL_PNG_FORMATS, default="gray",
+                   help="gray: indices as the segment command writes them; palette: indexed PNG with "
+                        "colours and the class list")
+    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(handler=main)
+    return p
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run ``label`` from parsed arguments; prints the summary; 1 when some images failed."""
+    items = make_items(read_inputs(args.input, args.column, args.recursive))
+    if not items:
+        raise SegmenterError(f"no images found in {args.input}")
+    threads = max(1, int(round(args.cpus_per_worker)))
+    segmenter = {"bundle_dir": str(args.bundle.resolve()), "backend": args.backend, "device": args.device,
+                 "mode": args.mode, "min_size": args.min_size, "threads": threads,
+                 "prune_threshold": args.prune_threshold, "vocabulary": args.vocab}
+    settings = {k: segmenter[k] for k in ("bundle_dir", "mode", "min_size", "prune_threshold", "vocabulary")}
+    settings["label_png"] = args.label_png
+    summary = run_label(items, args.out, segmenter, ray_address=args.ray, workers=args.workers,
+                        cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
+                        batch_size=args.batch_size, alpha=args.alpha, label_png=args.label_png,
+                        progress=not args.no_progress, settings=settings)
+    print(summary.line())
+    if summary.errors:
+        print(f"failed images are listed in {args.out / ERRORS_FILE}")
+    print(f"COCO annotations: {args.out / COCO_FILE}")
+    return 1 if summary.errors else 0
+
+
+__all__ = ["Item", "LabelSummary", "LabelWorker", "read_inputs", "make_items", "run_label", "add_parser", "main"]
