@@ -34,6 +34,8 @@ def _real(path: Path) -> Path:
 
 def check_out_dir(out: Path, inputs: Sequence[Path], recursive: bool) -> None:
     """Create ``out`` (or fail in one line) and refuse it when it is a folder of input images."""
+    if "\x00" in str(out):
+        raise OutputError(f"--out {out!r} contains a NUL character")
     if os.path.lexists(out) and not out.is_dir():
         raise OutputError(f"--out {out} exists and is not a directory; choose a folder")
     real_out = _real(out)
