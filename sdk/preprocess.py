@@ -152,9 +152,12 @@ def resize_shortest_edge(image: np.ndarray, min_size: Optional[int], max_size: i
     PIL bilinear on the uint8 image, exactly as the official evaluation; ``min_size=None``
     returns the image unchanged.
     """
-    if min_size is None:
-        return image
     h, w = image.shape[:2]
+    if min_size is None:
+        if max(h, w) > int(max_size):
+            raise ImageError(f"a {w}×{h} image is larger than max_size {max_size} and min_size=None keeps the "
+                             "size: pass a min_size (e.g. 640) to resize it, or a larger max_size")
+        return image
     newh, neww = output_shape(h, w, int(min_size), int(max_size))
     if newh < 1 or neww < 1:
         raise ImageError(f"a {w}×{h} image resizes to {neww}×{newh} (min_size {min_size}, max_size {max_size}): "

@@ -566,3 +566,12 @@ def test_cache_dir_that_is_a_file(bundle, tmp_path):
     s = Segmenter(bundle, backend="onnxruntime", mode="proposal", min_size=None, cache_dir=blocker)
     assert s(block_image(), vocabulary=["zebra"]).class_names == ("zebra",)
     assert blocker.read_text() == "x"
+
+
+def test_keep_size_refuses_images_beyond_max_size(bundle):
+    from sdk import ImageError, Segmenter
+
+    s = Segmenter(bundle, backend="onnxruntime", mode="proposal", min_size=None, max_size=256, cache_dir=False)
+    with pytest.raises(ImageError, match="max_size"):
+        s(np.zeros((40, 300, 3), np.uint8))
+    assert s(np.zeros((40, 256, 3), np.uint8)).label_map.shape == (40, 256)
