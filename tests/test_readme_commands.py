@@ -4,7 +4,9 @@ The commands run in order in one scratch folder where the user's files are small
 tiny checkpoint as ``r101.pth``, ``my_classes.txt``, ``photos/``; ``configs/`` and ``train/`` are
 links to this repository's. Commands that need what this machine cannot have (a GPU, official
 weights, real datasets, network) are listed in ``SKIP`` with the reason, and are reported as
-skipped. A command added to the README later runs by default: it must work, or be listed here.
+skipped. Commands that run for minutes (``LONG``: the quick start, the 1000-step CPU training) run
+only with ``ZEGFORMER_README_LONG=1`` (``python tests/test_readme_commands.py`` sets it and runs
+them all). A command added to the README later runs by default: it must work, or be listed here.
 """
 from __future__ import annotations
 
@@ -29,7 +31,8 @@ SKIP = [  # (regex on the command, reason)
     (r"^torchrun", "needs several GPUs"),
     (r"--tensorrt", "needs an NVIDIA GPU with TensorRT"),
 ]
-SLOW = [r"train\.quickstart", r"train/train\.py --config configs/synthetic-tiny\.yaml"]
+LONG = [r"train\.quickstart", r"train/train\.py --config configs/synthetic-tiny\.yaml"]
+RUN_LONG = os.environ.get("ZEGFORMER_README_LONG") == "1"
 
 
 def readme_commands(text: str) -> List[str]:
@@ -47,7 +50,9 @@ def classify(command: str) -> Tuple[str, str]:
     for pattern, reason in SKIP:
         if re.search(pattern, command):
             return "skip", reason
-    return ("slow" if any(re.search(p, command) for p in SLOW) else "run"), ""
+    if any(re.search(p, command) for p in LONG) and not RUN_LONG:
+        return "skip", "runs for minutes: ZEGFORMER_README_LONG=1 (or python tests/test_readme_commands.py)"
+    return "run", ""
 
 
 COMMANDS = readme_commands(README.read_text(encoding="utf-8"))
@@ -58,8 +63,6 @@ def _params():
     for i, cmd in enumerate(COMMANDS):
         kind, reason = classify(cmd)
         marks = [pytest.mark.skip(reason=reason)] if kind == "skip" else []
-        if kind == "slow":
-            marks.append(pytest.mark.slow)
         out.append(pytest.param(cmd, id=f"{i:02d}-{cmd[:60]}", marks=marks))
     return out
 
@@ -109,3 +112,8 @@ def test_readme_command(command, sandbox):
     if argv[1:3] == ["-m", "export"] and "--force" not in argv:
         out = sandbox / argv[argv.index("--out") + 1]
         assert {"coco-stuff", "voc", "my_classes"} <= {p.stem for p in (out / "vocab").iterdir()}
+
+
+if __name__ == "__main__":  # every README command, the long ones included
+    os.environ["ZEGFORMER_README_LONG"] = "1"
+    sys.exit(pytest.main([__file__, "-v", "-rs"]))
