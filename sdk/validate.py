@@ -34,6 +34,10 @@ def is_pos_int(v: Any) -> bool:
     return is_int(v) and v > 0
 
 
+def int_in(lo: int, hi: int) -> Check:
+    return lambda v: is_int(v) and lo <= v <= hi
+
+
 def is_number(v: Any) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -85,24 +89,24 @@ FIELDS: Dict[str, Dict[str, tuple]] = {
     "model": {
         "segment_logit_scale": (True, is_pos_number, "a positive finite number"),
         "clip_logit_scale": (True, is_pos_number, "a positive finite number"),
-        "num_queries": (False, is_pos_int, "a positive integer"),
-        "embed_dim": (False, is_pos_int, "a positive integer"),
-        "mask_stride": (False, is_pos_int, "a positive integer"),
-        "size_divisibility": (False, is_pos_int, "a positive integer"),
-        "crop_size": (False, is_pos_int, "a positive integer"),
+        "num_queries": (False, int_in(1, 10000), "an integer in 1..10000"),
+        "embed_dim": (False, int_in(1, 65536), "an integer in 1..65536"),
+        "mask_stride": (False, int_in(1, 64), "an integer in 1..64"),
+        "size_divisibility": (False, int_in(1, 1024), "an integer in 1..1024"),
+        "crop_size": (False, int_in(1, 4096), "an integer in 1..4096"),
         "config": (False, optional(is_dict), "an object"),
     },
     "preprocess": {k: (True, list_of(is_number, 3), "a list of 3 finite numbers")
                    for k in ("pixel_mean", "clip_pixel_mean")},
     "inference": {
-        "min_size": (False, optional(is_pos_int), "a positive integer or null"),
-        "max_size": (False, is_pos_int, "a positive integer"),
-        "size_divisibility": (False, is_pos_int, "a positive integer"),
-        "crop_size": (False, is_pos_int, "a positive integer"),
+        "min_size": (False, optional(int_in(1, MAX_SIDE)), f"an integer in 1..{MAX_SIDE} or null"),
+        "max_size": (False, int_in(1, MAX_SIDE), f"an integer in 1..{MAX_SIDE}"),
+        "size_divisibility": (False, int_in(1, 1024), "an integer in 1..1024"),
+        "crop_size": (False, int_in(1, 4096), "an integer in 1..4096"),
         "mask_threshold": (False, is_number, "a finite number"),
         "ensemble_lambda": (False, lambda v: is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
         "gzero_calibrate": (False, is_number, "a finite number"),
-        "dense_size": (False, optional(list_of(is_pos_int, 2)), "[H, W] positive integers or null"),
+        "dense_size": (False, optional(list_of(int_in(1, 8192), 2)), "[H, W] integers in 1..8192, or null"),
     },
     "classes": {
         "names": (True, list_of(is_str), "a list of non-empty strings"),
@@ -158,8 +162,8 @@ def check_manifest_schema(manifest: Any, path: Union[str, os.PathLike]) -> Dict[
     tok = manifest.get("tokenizer") or {}
     if "file" in tok and not is_relpath(tok["file"]):
         fail('"tokenizer.file"', "a relative path inside the bundle")
-    if "context_length" in tok and not is_pos_int(tok["context_length"]):
-        fail('"tokenizer.context_length"', "a positive integer")
+    if "context_length" in tok and not int_in(3, 1024)(tok["context_length"]):
+        fail('"tokenizer.context_length"', "an integer in 3..1024")
     for name, entry in (manifest.get("engines") or {}).items():
         if "file" in entry and not is_relpath(entry["file"]):
             fail(f'"engines.{name}.file"', "a relative path inside the bundle")
@@ -251,6 +255,19 @@ def cached_embeddings_ok(hit: Any, rows: int, dim: Optional[int]) -> bool:
     a, b = hit
     want = (rows, dim or (a.shape[-1] if a.ndim == 2 else -1))
     return a.shape == want and b.shape == want and bool(np.isfinite(a).all() and np.isfinite(b).all())
+
+
+def as_features(label: str, value: Any, shape: tuple, error: type) -> np.ndarray:
+    """User-given text embeddings → contiguous float32 of ``shape``, finite (else ``error``)."""
+    try:
+        arr = np.ascontiguousarray(value, dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise error(f"{label} is not an array of numbers ({e})") from e
+    if arr.shape != shape:
+        raise error(f"{label} has shape {arr.shape}; expected {shape}")
+    if not np.isfinite(arr).all():
+        raise error(f"{label} holds NaN or infinite values")
+    return arr
 
 
 def check_background(path: Path, bg: np.ndarray, dim: Optional[int]) -> None:

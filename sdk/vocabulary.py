@@ -27,7 +27,7 @@ import numpy as np
 
 from .bundle import REEXPORT, Bundle
 from .errors import BundleError, VocabularyError
-from .validate import cached_embeddings_ok, check_name_text, names_from_json, read_text_file
+from .validate import as_features, cached_embeddings_ok, check_name_text, names_from_json, read_text_file
 
 log = logging.getLogger(__name__)
 MAX_NAMES = 10000
@@ -250,12 +250,9 @@ class VocabularyStore:
              source: str = "user") -> Vocabulary:
         """A :class:`Vocabulary` from given embeddings (shapes checked)."""
         names = tuple(validate_names(names))
-        tf = np.ascontiguousarray(text_features, dtype=np.float32)
-        tfc = np.ascontiguousarray(text_features_clip, dtype=np.float32)
-        dim = int(self.bundle.model.get("embed_dim", tf.shape[-1]))
-        for label, arr in (("text_features", tf), ("text_features_clip", tfc)):
-            if arr.shape != (len(names), dim):
-                raise VocabularyError(f"{label} has shape {arr.shape}; expected ({len(names)}, {dim})")
+        dim = self.bundle.model.get("embed_dim") or (np.shape(text_features)[-1] if np.ndim(text_features) else 0)
+        tf = as_features("text_features", text_features, (len(names), dim), VocabularyError)
+        tfc = as_features("text_features_clip", text_features_clip, (len(names), dim), VocabularyError)
         seen = np.array([n in self.seen_names for n in names], dtype=bool)
         return Vocabulary(names, tf, tfc, seen, source)
 

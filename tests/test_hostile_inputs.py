@@ -371,6 +371,8 @@ BAD_MANIFESTS = {
     "vocab-parent": _set(["vocabularies", "all"], "../../all.npz"),
     "tokenizer-parent": _set(["tokenizer", "file"], "../bpe.txt.gz"),
     "engine-parent": _set(["engines"], {"proposal": {"file": "../x.engine"}}),
+    "crop-huge": _set(["model", "crop_size"], 10 ** 6), "context-huge": _set(["tokenizer", "context_length"], 10 ** 9),
+    "dense-huge": _set(["inference", "dense_size"], [10 ** 6, 64]), "queries-huge": _set(["model", "num_queries"], 10 ** 9),
 }
 
 
@@ -575,3 +577,16 @@ def test_keep_size_refuses_images_beyond_max_size(bundle):
     with pytest.raises(ImageError, match="max_size"):
         s(np.zeros((40, 300, 3), np.uint8))
     assert s(np.zeros((40, 256, 3), np.uint8)).label_map.shape == (40, 256)
+
+
+@pytest.mark.parametrize("features", ["nan", "strings", "shape", "scalar", "ragged"])
+def test_bad_user_text_features(seg, features):
+    from sdk import VocabularyError
+
+    good = np.eye(2, 32, dtype=np.float32)
+    bad = {"nan": np.full((2, 32), np.nan), "strings": np.array([["a"] * 32] * 2), "shape": np.zeros((3, 32)),
+           "scalar": 1.0, "ragged": [[1.0], [1.0, 2.0]]}[features]
+    before = seg.class_names
+    with pytest.raises(VocabularyError):
+        seg.set_vocabulary(["a", "b"], text_features=bad, text_features_clip=good)
+    assert seg.class_names == before
