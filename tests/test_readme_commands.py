@@ -81,6 +81,7 @@ def sandbox(tmp_path_factory):
     (root / "photos").mkdir()
     for i in range(2):
         Image.fromarray(block_image(72, 96, seed=i)).save(root / "photos" / f"p{i}.jpg")
+    Image.fromarray(block_image(60, 80, seed=7)).save(root / "street.jpg")
     for name in ("configs", "train"):
         os.symlink(REPO / name, root / name)
     return root
@@ -112,6 +113,22 @@ def test_readme_command(command, sandbox):
     if argv[1:3] == ["-m", "export"] and "--force" not in argv:
         out = sandbox / argv[argv.index("--out") + 1]
         assert {"coco-stuff", "voc", "my_classes"} <= {p.stem for p in (out / "vocab").iterdir()}
+
+
+PYTHON_BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
+
+
+@pytest.mark.parametrize("code", [
+    pytest.param(code, id=f"python-{i}", marks=[] if "bundles/r101" in code else [pytest.mark.skip(
+        reason="names a bundle the README's commands do not make here")]) for i, code in enumerate(PYTHON_BLOCKS)])
+def test_readme_python(code, sandbox):
+    """Python snippets on the bundle the commands above exported (run after them)."""
+    if not (sandbox / "bundles/r101/manifest.json").is_file():
+        pytest.skip("the README's export command did not run in this session")
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", ZEGFORMER_CACHE=str(sandbox / "cache"))
+    proc = subprocess.run([sys.executable, "-c", code], cwd=sandbox, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 if __name__ == "__main__":  # every README command, the long ones included
