@@ -5,7 +5,7 @@ examples:
   python -m export --checkpoint model.pth --out b --vocab coco-stuff --vocab my_classes.txt --verify
   python -m export --checkpoint model.pth --out b --tensorrt --fp16 --workspace 8
 
-vocabularies (--vocab, repeatable; default: "train" + the checkpoint's own class list):
+vocabularies (--vocab A B C, or repeated; default: "train" + the checkpoint's own class list):
   coco-stuff (171), voc (20), ade-847 (847; slow: 847 x 33 prompts), train (the checkpoint's seen
   classes), the checkpoint's class list by its dataset name (else "all"), or a text file with one
   class per line ("a, b" = synonyms averaged; blank lines and # comments ignored; the vocabulary
@@ -41,8 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, type=Path, help="our checkpoint (.pth)")
     p.add_argument("--out", required=True, type=Path, help="bundle directory to write (must not exist)")
-    p.add_argument("--vocab", action="append", metavar="NAME_OR_FILE",
-                   help="vocabulary to precompute text embeddings for (repeatable, see above)")
+    p.add_argument("--vocab", action="extend", nargs="+", metavar="NAME_OR_FILE",
+                   help="vocabularies to precompute text embeddings for: several after one --vocab, "
+                        "or --vocab repeated (see above)")
     p.add_argument("--image-size", type=size_arg, default=(640, 640), metavar="HxW",
                    help="proposal trace size, multiple of 32 (default 640x640); "
                         "the graph stays dynamic in batch, height and width")

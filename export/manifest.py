@@ -16,6 +16,7 @@ from typing import Any, Dict, Iterator, Union
 from sdk.bundle_format import FORMAT, FORMAT_VERSION, MANIFEST, sha256_file
 
 from .errors import ExportError
+from .publish import publish_atomic, recover, staging_prefix
 
 log = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]
@@ -106,18 +107,7 @@ def check_destination(out: Path, force: bool) -> None:
 def publish(staging: Path, out: Path, force: bool) -> None:
     """Move the finished ``staging`` directory to ``out`` (replacing an old bundle when ``force``)."""
     check_destination(out, force)
-    if not os.path.lexists(out):
-        os.rename(staging, out)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    os.rmdir(old)
-    os.rename(out, old)
-    try:
-        os.rename(staging, out)
-    except BaseException:
-        os.rename(old, out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+    publish_atomic(staging, out)  # out is the old or the new bundle at every instant
 
 
 @contextmanager
@@ -127,10 +117,11 @@ def staging_dir(out: PathLike, force: bool = False) -> Iterator[Path]:
     On any exception (or Ctrl-C) the temporary directory is deleted and ``out`` is untouched.
     """
     out = Path(out).absolute()
+    recover(out)  # roll forward an interrupted publish; delete dead exporters' staging folders
     check_destination(out, force)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        staging = Path(tempfile.mkdtemp(prefix=staging_prefix(out), dir=out.parent))
         os.chmod(staging, 0o777 & ~_umask())
     except OSError as e:
         raise ExportError(f"cannot create a directory beside {out}: {e}") from e

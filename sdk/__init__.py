@@ -7,7 +7,7 @@
 
 See ``sdk/README.md``. Importing ``sdk`` never imports torch.
 """
-from .errors import (BackendError, BundleError, EngineMismatchWarning, ImageError, SegmenterError,
+from .errors import (BackendError, BundleError, EngineMismatchWarning, ImageError, OptionError, SegmenterError,
                      VocabularyError)
 from .result import Segment, SegmentationResult
 from .segmenter import Segmenter
@@ -16,4 +16,4 @@ from .vocabulary import Vocabulary
 __version__ = "0.1.0"
 
 __all__ = ["Segmenter", "SegmentationResult", "Segment", "Vocabulary", "SegmenterError", "BundleError",
-           "BackendError", "VocabularyError", "ImageError", "EngineMismatchWarning", "__version__"]
+           "BackendError", "VocabularyError", "ImageError", "OptionError", "EngineMismatchWarning", "__version__"]

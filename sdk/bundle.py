@@ -16,6 +16,8 @@ import numpy as np
 
 from . import bundle_format as fmt
 from .errors import BundleError
+from .validate import (check_background, check_embedding_rows, check_manifest_schema, confined_path, load_npy,
+                       load_npz, read_manifest_text, root_dir)
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +29,7 @@ class Bundle:
     """A verified view of a bundle directory (thread-safe)."""
 
     def __init__(self, root: Union[str, os.PathLike], verify: bool = True):
-        self.root = Path(root).expanduser().resolve()
+        self.root = root_dir(root)
         self.verify = verify
         self._verified: Dict[str, Path] = {}
         self._lock = threading.Lock()
@@ -40,9 +42,10 @@ class Bundle:
             raise BundleError(f"bundle directory not found: {self.root}")
         if not path.is_file():
             raise BundleError(f"{path} is missing: {self.root} is not a model bundle; {REEXPORT}")
+        confined_path(self.root, fmt.MANIFEST, path)
         try:
-            manifest = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            manifest = json.loads(read_manifest_text(path))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
             raise BundleError(f"{path} is not valid JSON ({e}); {REEXPORT}") from e
         if not isinstance(manifest, dict) or manifest.get("format") != fmt.FORMAT:
             raise BundleError(f"{path} is not a {fmt.FORMAT} manifest; {REEXPORT}")
@@ -50,10 +53,7 @@ class Bundle:
         if version != fmt.FORMAT_VERSION:
             raise BundleError(f"{self.root} has bundle format version {version!r}; this SDK reads version "
                               f"{fmt.FORMAT_VERSION}: upgrade zegformer-sdk or {REEXPORT} with this version")
-        missing = [k for k in REQUIRED_KEYS if k not in manifest]
-        if missing:
-            raise BundleError(f"{path} lacks the keys {missing}; {REEXPORT}")
-        return manifest
+        return check_manifest_schema(manifest, path)
 
     # ------------------------------------------------------------------ files
     def file(self, relpath: str) -> Path:
@@ -61,14 +61,17 @@ class Bundle:
         with self._lock:
             if relpath in self._verified:
                 return self._verified[relpath]
-        path = self.root / relpath
+        path = confined_path(self.root, relpath, self.root / fmt.MANIFEST)
         expected = self.manifest["files"].get(relpath)
         if expected is None:
             raise BundleError(f"{relpath} is not listed in {self.root / fmt.MANIFEST}; {REEXPORT}")
         if not path.is_file():
             raise BundleError(f"bundle file {path} is missing; {REEXPORT}")
         if self.verify:
-            actual = fmt.sha256_file(path)
+            try:
+                actual = fmt.sha256_file(path)
+            except OSError as e:
+                raise BundleError(f"cannot read bundle file {path}: {e.strerror or e}") from e
             if actual != expected:
                 raise BundleError(f"bundle file {path} is corrupted or was modified: sha256 {actual[:16]}… "
                                   f"!= {expected[:16]}… recorded in the manifest; {REEXPORT}")
@@ -90,7 +93,9 @@ class Bundle:
         return self.file(self.graph(name)["file"])
 
     def background(self) -> np.ndarray:
-        bg = np.load(self.file(self.manifest.get("background", fmt.BACKGROUND)), allow_pickle=False)
+        path = self.file(self.manifest.get("background", fmt.BACKGROUND))
+        bg = load_npy(path)
+        check_background(path, bg, self.model.get("embed_dim"))
         return np.ascontiguousarray(bg, dtype=np.float32).reshape(1, -1)
 
     def vocabulary_arrays(self, name: str) -> Dict[str, np.ndarray]:
@@ -98,11 +103,9 @@ class Bundle:
         rel = self.vocabularies.get(name)
         if rel is None:
             raise KeyError(name)
-        with np.load(self.file(rel), allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-        missing = {"names", "text_features", "text_features_clip"} - set(data)
-        if missing:
-            raise BundleError(f"{self.root / rel} lacks {sorted(missing)}; {REEXPORT}")
+        path = self.file(rel)
+        data = load_npz(path, ("names", "text_features", "text_features_clip"))
+        check_embedding_rows(path, data, self.model.get("embed_dim"))
         return data
 
     # ------------------------------------------------------------------ facts

@@ -12,11 +12,12 @@ examples:
 
 Per image, ``--out`` receives ``<name>.png`` (class indices; 16-bit above 256 classes),
 ``<name>_overlay.png`` (colours + legend) and ``<name>.json`` (classes present, areas, timings).
+No output replaces an input or another output: clashing names get a ``_1`` suffix (logged), and
+``--out`` may not be an input folder. A bad image is one error line; a bundle problem stops the run.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -43,6 +44,17 @@ def min_size_arg(text: str):
     return value
 
 
+def alpha_arg(text: str) -> float:
+    """A number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an opacity in [0, 1]")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .modes import MODES
 
@@ -61,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="shortest side after resizing (default: the bundle's); 'none' keeps the size")
     seg.add_argument("--threads", type=int, help="backend intra-op threads")
     seg.add_argument("--prune-threshold", type=float, default=0.02, help="for --mode pruned")
-    seg.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
+    seg.add_argument("--alpha", type=alpha_arg, default=0.5, help="overlay opacity in [0, 1] (default 0.5)")
     seg.add_argument("--recursive", action="store_true", help="search directories recursively")
     seg.add_argument("--video", type=Path, help="segment every frame of a video file")
     seg.add_argument("--webcam", nargs="?", type=int, const=0, metavar="INDEX",
@@ -94,16 +106,6 @@ def find_images(inputs: Sequence[Path], recursive: bool = False) -> List[Path]:
     return found
 
 
-def output_stems(paths: Sequence[Path]) -> List[str]:
-    """Unique output names: the file stem, suffixed when two inputs share it."""
-    stems, seen = [], {}
-    for p in paths:
-        n = seen.get(p.stem, 0)
-        seen[p.stem] = n + 1
-        stems.append(p.stem if n == 0 else f"{p.stem}_{n}")
-    return stems
-
-
 def make_segmenter(args: argparse.Namespace):
     from .segmenter import Segmenter
 
@@ -113,28 +115,35 @@ def make_segmenter(args: argparse.Namespace):
 
 
 def segment_images(seg, paths: Sequence[Path], out: Path, alpha: float, progress: bool) -> int:
-    """Segment each image and write its outputs; returns the number of failures."""
+    """Segment each image and write its outputs; returns the number of failures.
+
+    A bad image is one log line and the run goes on; a bundle/backend problem stops the run.
+    """
     from tqdm import tqdm
 
+    from .errors import ImageError
+    from .outputs import plan_outputs, write_atomic, write_json
     from .preprocess import load_image
     from .visualize import overlay, save_label_map, save_rgb
 
-    out.mkdir(parents=True, exist_ok=True)
     failures = 0
-    for path, stem in tqdm(list(zip(paths, output_stems(paths))), desc="segment", unit="img",
+    for path, stem in tqdm(list(zip(paths, plan_outputs(paths, out))), desc="segment", unit="img",
                            disable=not progress or len(paths) < 2):
         try:
             image = load_image(path)
             result = seg(image)
-        except SegmenterError as e:
-            log.error("%s: %s", path, e)
+        except ImageError as e:
+            log.error("%s", " ".join(str(e).split()))
             failures += 1
             continue
-        save_label_map(out / f"{stem}.png", result.label_map, len(result.class_names))
-        save_rgb(out / f"{stem}_overlay.png", overlay(image, result, alpha))
-        record = {"image": str(path), "label_map": f"{stem}.png", "class_names": list(result.class_names),
-                  **result.to_dict()}
-        (out / f"{stem}.json").write_text(json.dumps(record, indent=2, ensure_ascii=False), encoding="utf-8")
+        n = len(result.class_names)
+        write_atomic(out / f"{stem}.png", lambda tmp: save_label_map(tmp, result.label_map, n))
+        write_atomic(out / f"{stem}_overlay.png", lambda tmp: save_rgb(tmp, overlay(image, result, alpha)))
+        write_json(out / f"{stem}.json", {"image": str(path), "label_map": f"{stem}.png",
+                                          "overlay": f"{stem}_overlay.png", "class_names": list(result.class_names),
+                                          **result.to_dict()})
+    print(f"segmented {len(paths) - failures} of {len(paths)} images into {out}"
+          + (f"; {failures} could not be read (see above)" if failures else ""), file=sys.stderr)
     return failures
 
 
@@ -166,7 +175,10 @@ def segment_video(seg, source, out: Optional[Path], alpha: float, show: bool, pr
             if out is not None and writer is None:
                 out.mkdir(parents=True, exist_ok=True)
                 name = f"webcam{source}" if isinstance(source, int) else Path(source).stem
-                writer = cv2.VideoWriter(str(out / f"{name}_overlay.mp4"), cv2.VideoWriter_fourcc(*"mp4v"),
+                from .outputs import video_output
+
+                target = video_output(out, name, None if isinstance(source, int) else Path(source))
+                writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"mp4v"),
                                          fps, (vis.shape[1], vis.shape[0]))
             if writer is not None:
                 writer.write(vis)
@@ -205,6 +217,10 @@ def run_segment(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     paths = find_images(args.inputs, args.recursive)
     if args.inputs and not paths:
         parser.error("no images found in the given inputs")
+    if args.out is not None:
+        from .outputs import check_out_dir
+
+        check_out_dir(args.out, [*args.inputs, *([args.video.parent] if args.video else [])], args.recursive)
     seg = make_segmenter(args)
     progress = not args.no_progress
     failures = segment_images(seg, paths, args.out, args.alpha, progress) if paths else 0
@@ -224,7 +240,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "info":
             from .bundle import Bundle
 
-            print(Bundle(args.bundle).summary())
+            bundle = Bundle(args.bundle)
+            print(bundle.summary())
+            for rel in bundle.manifest["files"]:  # a file failing its hash is an error (exit 2)
+                bundle.file(rel)
             return 0
         if args.command == "demo":
             from .demo import run
@@ -239,3 +258,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # writing an output failed (disk full, permissions, ...)
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2

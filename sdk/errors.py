@@ -24,3 +24,7 @@ class ImageError(SegmenterError, ValueError):
 
 class EngineMismatchWarning(UserWarning):
     """A TensorRT engine was built for another GPU or TensorRT version; ONNX is used instead."""
+
+
+class OptionError(SegmenterError, ValueError):
+    """An option (``min_size``, ``threads``, ``prune_threshold``, ...) has a wrong type or value."""

@@ -1,4 +1,10 @@
-"""The files written for one segmented image (``segment`` and ``label``), each written atomically.
+"""Where results are written: checked folders, collision-free names, atomic files, the per-image set.
+
+Rules: ``--out`` must be a directory we can write to and not a folder we read images from; an
+output never replaces an input or another output of the same run; an existing file is
+replaced only when it is one of ours from an earlier run (its ``<stem>.json`` record says so),
+otherwise the name gets a ``_1``, ``_2``... suffix and the log says which. Every file is written
+to a temporary name and renamed, so an interrupted run leaves no half-written output.
 
 Per image, in ``out``: ``<stem>.png`` (class indices, 8-bit up to 256 classes, else 16-bit; or
 with ``label_png="palette"`` an indexed PNG with the SDK's colours and the class list inside),
@@ -9,13 +15,113 @@ files exist is complete, one with only some of them is partial.
 from __future__ import annotations
 
 import json
+import logging
+import os
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+import tempfile
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set
 
 import numpy as np
 
+from .errors import SegmenterError
 from .formats import atomic_path, save_label_png, segments_to_rle, write_text_atomic
 from .result import SegmentationResult
+
+log = logging.getLogger("sdk")
+SUFFIXES = (".png", "_overlay.png", ".json")
+
+
+class OutputError(SegmenterError):
+    """``--out`` cannot be used (not a directory, not writable, an input folder)."""
+
+
+def _real(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return path.absolute()
+
+
+def check_out_dir(out: Path, inputs: Sequence[Path], recursive: bool) -> None:
+    """Create ``out`` (or fail in one line) and refuse it when it is a folder of input images."""
+    if "\x00" in str(out):
+        raise OutputError(f"--out {out!r} contains a NUL character")
+    if os.path.lexists(out) and not out.is_dir():
+        raise OutputError(f"--out {out} exists and is not a directory; choose a folder")
+    real_out = _real(out)
+    for p in inputs:
+        if p.is_dir():
+            real_in = _real(p)
+            if real_out == real_in or (recursive and real_in in real_out.parents):
+                raise OutputError(f"--out {out} is the input folder {p} (or inside it with --recursive); "
+                                  "outputs would mix with, and could replace, the images: choose another folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create --out {out}: {e.strerror or e}") from e
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise OutputError(f"--out {out} is not writable")
+
+
+def _ours(out: Path, stem: str) -> bool:
+    """True when ``<stem>.json`` in ``out`` is the record of an earlier run (so its files may be replaced)."""
+    try:
+        record = json.loads((out / f"{stem}.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record.get("label_map") == f"{stem}.png"
+
+
+def plan_outputs(paths: Sequence[Path], out: Path) -> List[str]:
+    """One output stem per input: its files collide with no input, no other output, no foreign file."""
+    inputs: Set[Path] = {_real(p) for p in paths}
+    taken: Set[str] = set()
+    stems: List[str] = []
+    for p in paths:
+        base = p.stem or "image"
+        for n in range(0, 10000):
+            stem = base if n == 0 else f"{base}_{n}"
+            names = [stem + s for s in SUFFIXES]
+            if any(x in taken for x in names) or any(_real(out / x) in inputs for x in names):
+                continue
+            existing = [x for x in names if os.path.lexists(out / x)]
+            if existing and not _ours(out, stem):
+                continue
+            break
+        if stem != base:
+            log.warning("%s: outputs named %s.* (%s.* would replace an input, another output or a file "
+                        "that is not ours)", p, stem, base)
+        taken.update(names)
+        stems.append(stem)
+    return stems
+
+
+def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a hidden temporary file beside ``path`` (same suffix), then rename it."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path: Path, record: Dict) -> None:
+    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False),
+                                                  encoding="utf-8"))
+
+
+def video_output(out: Path, name: str, source: Optional[Path]) -> Path:
+    """``<out>/<name>_overlay.mp4``, suffixed when that is the input video itself."""
+    path = out / f"{name}_overlay.mp4"
+    n = 0
+    while source is not None and _real(path) == _real(source):
+        n += 1
+        path = out / f"{name}_overlay_{n}.mp4"
+    return path
+
 
 LABEL_PNG_FORMATS = ("gray", "palette")
 

@@ -9,34 +9,63 @@ The torch backend and the training evaluation reuse these functions, so every pa
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from .errors import ImageError
 
 ImageLike = Union[str, os.PathLike, np.ndarray, Image.Image]
 HINT = "pass an H×W×3 uint8 RGB array (or H×W gray, H×W×4 RGBA, uint16, float in [0,1]) or an image path"
+MAX_IMAGE_PIXELS = 2 * 89_478_485  # PIL's decompression-bomb error threshold (~179 MP, ~13k × 13k)
+
+
+def check_pixels(h: int, w: int, what: str = "the image") -> None:
+    """Refuse images whose pixel count could exhaust memory (decompression bombs, absurd arrays)."""
+    if h * w > MAX_IMAGE_PIXELS:
+        raise ImageError(f"{what} is {w}×{h} = {h * w / 1e6:.0f} MP, above the {MAX_IMAGE_PIXELS / 1e6:.0f} MP "
+                         "limit (a decompression bomb?); downscale it first")
 
 
 def load_image(path: Union[str, os.PathLike]) -> np.ndarray:
-    """Read an image file as ``H×W×3`` uint8 RGB (EXIF orientation applied, as detectron2 does)."""
+    """Read an image file as ``H×W×3`` uint8 RGB (EXIF orientation applied, as detectron2 does).
+
+    The size in the header is checked before any pixel is decoded; every decoder failure
+    (truncated, corrupt, unsupported, bomb) is an :class:`ImageError` naming the file.
+    """
     try:
-        with Image.open(os.fspath(path)) as im:
-            im = ImageOps.exif_transpose(im)
-            return pil_to_rgb(im)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(os.fspath(path)) as im:
+                check_pixels(im.height, im.width, f"image {path}")
+                im.load()
+                im = ImageOps.exif_transpose(im) or im
+                return pil_to_rgb(im)
+    except ImageError:
+        raise
     except FileNotFoundError as e:
         raise ImageError(f"image file not found: {path}") from e
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ImageError(f"cannot read image {path}: {e} (is it a valid PNG/JPEG/...?)") from e
+    except IsADirectoryError as e:
+        raise ImageError(f"{path} is a directory, not an image file") from e
+    except MemoryError as e:
+        raise ImageError(f"not enough memory to decode image {path}; downscale it first") from e
+    except Exception as e:  # PIL raises many types (OSError, SyntaxError, DecompressionBombError, struct.error...)
+        detail = " ".join(str(e).split())[:200]
+        raise ImageError(f"cannot read image {path}: {type(e).__name__}: {detail} (is it a valid, complete "
+                         "PNG/JPEG/... file?)") from e
 
 
 def pil_to_rgb(im: Image.Image) -> np.ndarray:
-    """A PIL image of any mode → ``H×W×3`` uint8 RGB."""
-    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        return to_rgb_uint8(np.asarray(im))
+    """A PIL image of any mode → ``H×W×3`` uint8 RGB (16-bit/32-bit gray scaled, float by its range)."""
+    if im.mode.startswith("I;16"):  # 16-bit gray: always >> 8
+        return to_rgb_uint8((np.asarray(im).astype(np.uint32) >> 8).astype(np.uint8))
+    if im.mode == "I":  # 32-bit integer gray: 0..255 as is, else 0..65535 >> 8
+        return to_rgb_uint8(np.asarray(im).astype(np.int64).clip(0, 65535))
+    if im.mode == "F":
+        return to_rgb_uint8(_float_file_to_uint8(np.asarray(im)))
     if im.mode in ("RGBA", "LA", "PA", "P", "RGBa", "La"):
         im = im.convert("RGBA")
     return to_rgb_uint8(np.asarray(im.convert("RGB") if im.mode != "RGBA" else im))
@@ -62,6 +91,7 @@ def to_rgb_uint8(image: ImageLike, bgr: bool = False) -> np.ndarray:
         raise ImageError(f"unsupported image shape {image.shape}; {HINT}")
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise ImageError(f"the image is empty (shape {image.shape}); {HINT}")
+    check_pixels(image.shape[0], image.shape[1])
     image = _to_uint8(image)
     if image.shape[2] == 1:
         image = np.repeat(image, 3, axis=2)
@@ -69,6 +99,17 @@ def to_rgb_uint8(image: ImageLike, bgr: bool = False) -> np.ndarray:
     if bgr:
         image = image[..., ::-1]
     return np.ascontiguousarray(image)
+
+
+def _float_file_to_uint8(image: np.ndarray) -> np.ndarray:
+    """A float image *file*: [0, 1] → ×255, 0..255 → as is, 0..65535 → >> 8 (arrays must be [0, 1])."""
+    if not np.isfinite(image).all():
+        raise ImageError("the float image holds NaN or infinite values")
+    hi = float(image.max()) if image.size else 0.0
+    if float(image.min()) < 0 or hi > 65535:
+        raise ImageError(f"float image values {image.min():g}..{hi:g} are outside 0..65535")
+    scale = 255.0 if hi <= 1.0 else (1.0 if hi <= 255 else 1 / 257)
+    return np.floor(image.astype(np.float64) * scale + 0.5).clip(0, 255).astype(np.uint8)
 
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:
@@ -111,10 +152,16 @@ def resize_shortest_edge(image: np.ndarray, min_size: Optional[int], max_size: i
     PIL bilinear on the uint8 image, exactly as the official evaluation; ``min_size=None``
     returns the image unchanged.
     """
-    if min_size is None:
-        return image
     h, w = image.shape[:2]
+    if min_size is None:
+        if max(h, w) > int(max_size):
+            raise ImageError(f"a {w}×{h} image is larger than max_size {max_size} and min_size=None keeps the "
+                             "size: pass a min_size (e.g. 640) to resize it, or a larger max_size")
+        return image
     newh, neww = output_shape(h, w, int(min_size), int(max_size))
+    if newh < 1 or neww < 1:
+        raise ImageError(f"a {w}×{h} image resizes to {neww}×{newh} (min_size {min_size}, max_size {max_size}): "
+                         "its aspect ratio is too extreme; crop it into tiles first")
     resized = Image.fromarray(image).resize((neww, newh), Image.BILINEAR)
     return np.asarray(resized)
 

@@ -14,6 +14,7 @@ from .errors import BackendError, BundleError, SegmenterError, VocabularyError
 from .modes import MODES, Pipeline, Timer
 from .preprocess import ImageLike, prepare, to_rgb_uint8
 from .result import SegmentationResult, build_segments
+from .validate import check_options
 from .vocabulary import (Vocabulary, VocabularySpec, VocabularyStore, read_vocabulary_file, split_names,
                          validate_names)
 
@@ -49,6 +50,9 @@ class Segmenter:
                  threads: Optional[int] = None, clip_batch: Optional[int] = None, prune_threshold: float = 0.02,
                  cache_dir: Union[None, bool, str, os.PathLike] = None, text_batch: int = 64,
                  checkpoint: Optional[Union[str, os.PathLike]] = None, reuse_builtin: bool = True):
+        check_options(min_size=min_size, max_size=max_size, threads=threads, clip_batch=clip_batch, bgr=bgr,
+                      prune_threshold=prune_threshold, text_batch=text_batch, backend=backend, device=device,
+                      mode=mode, cache_dir=cache_dir, checkpoint=checkpoint)
         self.bundle = Bundle(bundle_dir)
         self.mode = self._check_mode(mode)
         inf = self.bundle.inference
@@ -131,10 +135,10 @@ class Segmenter:
         if isinstance(vocabulary, str):
             if vocabulary in self.bundle.vocabularies:
                 return self._store.builtin(vocabulary).names
+            if os.path.isfile(vocabulary):  # before ';': a file's path may contain one
+                return read_vocabulary_file(vocabulary)
             if ";" in vocabulary:
                 return validate_names(split_names(vocabulary))
-            if os.path.isfile(vocabulary):
-                return read_vocabulary_file(vocabulary)
             raise VocabularyError(f"{vocabulary!r} is not a built-in vocabulary "
                                   f"{sorted(self.bundle.vocabularies)}, a file, or 'a;b;c'; "
                                   f"pass [{vocabulary!r}] (on the command line '{vocabulary};') for a "

@@ -27,6 +27,7 @@ import numpy as np
 
 from .bundle import REEXPORT, Bundle
 from .errors import BundleError, VocabularyError
+from .validate import as_features, cached_embeddings_ok, check_name_text, names_from_json, read_text_file
 
 log = logging.getLogger(__name__)
 MAX_NAMES = 10000
@@ -64,6 +65,7 @@ def validate_names(names: Sequence[str]) -> List[str]:
             raise VocabularyError(f"class name #{i} is {type(name).__name__} {name!r}, not a string")
         if not name.strip():
             raise VocabularyError(f"class name #{i} is empty")
+        check_name_text(name, i, VocabularyError)
     return names
 
 
@@ -75,20 +77,19 @@ def split_names(text: str) -> List[str]:
 def read_vocabulary_file(path: Union[str, os.PathLike]) -> List[str]:
     """Names from ``.txt`` (one per line, ``#`` comments), ``.json`` (a list, or ``{"names": [...]}``)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise VocabularyError(f"cannot read vocabulary file {path}: {e}") from e
+    text = read_text_file(path, VocabularyError, "vocabulary file")
     if path.suffix.lower() == ".json":
         try:
             data = json.loads(text)
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             raise VocabularyError(f"{path} is not valid JSON: {e}") from e
-        if isinstance(data, dict):
-            data = data.get("names") or data.get("classes") or []
-        return validate_names([d["name"] if isinstance(d, dict) else d for d in data])
-    lines = [line.strip() for line in text.splitlines()]
-    return validate_names([line for line in lines if line and not line.startswith("#")])
+        names = names_from_json(data, path, VocabularyError)
+    else:
+        names = [line for line in (raw.strip() for raw in text.splitlines()) if line and not line.startswith("#")]
+    try:
+        return validate_names(names)
+    except VocabularyError as e:
+        raise VocabularyError(f"vocabulary file {path}: {e}") from e
 
 
 def prompt_owners(names: Sequence[str], templates: Sequence[str]) -> Tuple[List[str], List[int]]:
@@ -131,6 +132,7 @@ class EmbeddingCache:
     def __init__(self, directory: Optional[Path], capacity: int = 32):
         self.directory = directory
         self.capacity = capacity
+        self.dim: Optional[int] = None  # the embedding width a cache file must have (set by the store)
         self._memory: "OrderedDict[str, Tuple[np.ndarray, np.ndarray]]" = OrderedDict()
         self._lock = threading.Lock()
 
@@ -167,7 +169,11 @@ class EmbeddingCache:
             with np.load(path, allow_pickle=False) as z:
                 if [str(n) for n in z["names"]] != list(names):
                     return None
-                return z["text_features"].astype(np.float32), z["text_features_clip"].astype(np.float32)
+                hit = z["text_features"].astype(np.float32), z["text_features_clip"].astype(np.float32)
+            if not cached_embeddings_ok(hit, len(names), self.dim):
+                log.warning("rebuilding the embedding cache file %s: wrong shape or non-finite values", path)
+                return None
+            return hit
         except Exception as e:  # a truncated or foreign file: ignore it, it will be rewritten
             log.warning("ignoring unreadable embedding cache file %s: %s", path, e)
             return None
@@ -202,6 +208,7 @@ class VocabularyStore:
         self.text_batch = max(1, int(text_batch))
         self.reuse_builtin = reuse_builtin
         self.cache = EmbeddingCache(cache_dir_from_env(cache_dir), memory_capacity)
+        self.cache.dim = bundle.model.get("embed_dim")
         self.seen_names = frozenset(bundle.seen_names)
         self.text_graph_runs = 0  # clip_text calls (a cache hit adds none)
         self._builtin: Dict[str, Vocabulary] = {}
@@ -243,12 +250,9 @@ class VocabularyStore:
              source: str = "user") -> Vocabulary:
         """A :class:`Vocabulary` from given embeddings (shapes checked)."""
         names = tuple(validate_names(names))
-        tf = np.ascontiguousarray(text_features, dtype=np.float32)
-        tfc = np.ascontiguousarray(text_features_clip, dtype=np.float32)
-        dim = int(self.bundle.model.get("embed_dim", tf.shape[-1]))
-        for label, arr in (("text_features", tf), ("text_features_clip", tfc)):
-            if arr.shape != (len(names), dim):
-                raise VocabularyError(f"{label} has shape {arr.shape}; expected ({len(names)}, {dim})")
+        dim = self.bundle.model.get("embed_dim") or (np.shape(text_features)[-1] if np.ndim(text_features) else 0)
+        tf = as_features("text_features", text_features, (len(names), dim), VocabularyError)
+        tfc = as_features("text_features_clip", text_features_clip, (len(names), dim), VocabularyError)
         seen = np.array([n in self.seen_names for n in names], dtype=bool)
         return Vocabulary(names, tf, tfc, seen, source)
 
@@ -322,5 +326,9 @@ class VocabularyStore:
 
                 info = self.bundle.manifest.get("tokenizer") or {}
                 vocab = self.bundle.file(info.get("file", "bpe_simple_vocab_16e6.txt.gz"))
-                self._tokenizer = ClipTokenizer(vocab, context_length=int(info.get("context_length", 77)))
+                try:
+                    self._tokenizer = ClipTokenizer(vocab, context_length=int(info.get("context_length", 77)))
+                except Exception as e:  # a broken gzip/BPE file: EOFError, BadGzipFile, ValueError, ...
+                    raise BundleError(f"bundle file {vocab} is not a CLIP BPE vocabulary ({type(e).__name__}: "
+                                      f"{e}); {REEXPORT}") from e
             return self._tokenizer

@@ -71,7 +71,10 @@ def read_checkpoint(path: PathLike) -> Dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, pickle with disallowed globals, not a torch file...
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from e
+        # only torch's first sentence: the next ones advise weights_only=False (unsafe on untrusted files)
+        detail = " ".join(str(e).split()).split(". ")[0][:160]
+        raise CheckpointError(f"cannot read checkpoint {path}: not a complete PyTorch file of tensors "
+                              f"({type(e).__name__}: {detail})") from e
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a zegformer-sdk checkpoint (official ZegFormer "
                               "checkpoints must be imported first: python -m train.convert_official)")

@@ -17,6 +17,7 @@ import yaml
 from .config import ModelConfig, preset
 from .losses import LossConfig
 from .solver import SolverConfig
+from .config_types import check_types
 
 Config = Dict[str, Any]
 
@@ -90,8 +91,11 @@ def load_yaml(path: Path) -> Config:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f) or {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(f"cannot read config {path}: {' '.join(str(e).split())}") from e
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a mapping of sections")
     base = data.pop("_base_", None)
@@ -105,7 +109,10 @@ def apply_override(cfg: Config, item: str) -> None:
     if "=" not in item:
         raise ConfigError(f"override {item!r} is not KEY=VALUE (e.g. solver.max_iter=100)")
     key, raw = item.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else None
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {item!r}: the value is not valid YAML ({' '.join(str(e).split())})") from e
     parts = key.strip().split(".")
     node = cfg
     for p in parts[:-1]:
@@ -120,12 +127,13 @@ def validate(cfg: Config) -> None:
     for section, values in cfg.items():
         if section not in DEFAULTS:
             raise ConfigError(f"unknown config section {section!r}; sections: {sorted(DEFAULTS)}")
-        if section == "model":
+        if section == "model" or not isinstance(values, dict):
             continue
         unknown = sorted(set(values) - set(DEFAULTS[section]))
         if unknown:
             raise ConfigError(f"unknown key(s) {unknown} in section {section!r}; "
                               f"valid: {sorted(DEFAULTS[section])}")
+    check_types(cfg, DEFAULTS, {"solver": SolverConfig, "loss": LossConfig, "model": ModelConfig}, ConfigError)
     model_config(cfg)
 
 

@@ -32,6 +32,7 @@ from .solver import build_optimizer, build_scheduler, clip_gradients
 
 log = logging.getLogger(__name__)
 EXIT_TERMINATED = 143  # 128 + SIGTERM: checkpoint written, run can be resumed
+EXIT_INTERRUPTED = 130  # 128 + SIGINT (Ctrl-C): checkpoint written, run can be resumed
 
 
 class TrainingStopped(RuntimeError):
@@ -192,6 +193,8 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             dump(self.cfg, self.out / "config.yaml")
         previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        previous_int = signal.signal(signal.SIGINT, self._on_sigterm)  # Ctrl-C checkpoints too
+        self._signal = signal.SIGTERM  # (another rank's signal stops this one as a SIGTERM)
         ds = StepDataset(self.train_set, self.plan, self.rank, self.aug, self.train_set.seen_map(),
                          self.solver.max_iter)
         bar = self._progress()
@@ -212,8 +215,10 @@ class Trainer:
                                           "lower solver.lr, check the data, or disable AMP (train.amp=false)")
                 if self._stop:
                     self.save("last.pth")
-                    log.warning("SIGTERM: checkpoint %s written at step %d; exiting", self.out / "last.pth", self.step)
-                    return EXIT_TERMINATED
+                    name = signal.Signals(self._signal).name
+                    log.warning("%s: checkpoint %s written at step %d; exiting (continue with the same command)",
+                                name, self.out / "last.pth", self.step)
+                    return EXIT_INTERRUPTED if self._signal == signal.SIGINT else EXIT_TERMINATED
                 if t["checkpoint_period"] and self.step % int(t["checkpoint_period"]) == 0:
                     self.save("last.pth")
                 if t["eval_period"] and self.step % int(t["eval_period"]) == 0 and self.step < self.solver.max_iter:
@@ -226,13 +231,16 @@ class Trainer:
             return 0
         finally:
             signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, previous_int)
             if bar is not None:
                 bar.close()
             if self.writer is not None:
                 self.writer.close()
 
     def _on_sigterm(self, signum, frame) -> None:
-        self._stop = True
+        if self._stop and signum == signal.SIGINT:  # a second Ctrl-C: stop now, without a checkpoint
+            raise KeyboardInterrupt
+        self._stop, self._signal = True, signum
 
     def _progress(self):
         if not (dist.is_main() and self.cfg["train"]["progress"]):

@@ -190,7 +190,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     ap.add_argument("--protocol", default="gzss", choices=["gzss", "seen"],
                     help="gzss: all classes, generalized zero-shot (default); seen: the seen classes "
                          "only, unseen pixels ignored (the official training-time test sets)")
-    ap.add_argument("--out", required=True, type=Path, help="output folder for metrics.json/.md")
+    ap.add_argument("--out", type=Path, help="output folder for metrics.json/.md (default: beside the "
+                                             "checkpoint/bundle, eval-DATASET-SPLIT-PROTOCOL)")
     ap.add_argument("--mode", default="cropmask", help="cropmask (official) | proposal (no CLIP branch); "
                                                       "the SDK accepts its own modes too")
     ap.add_argument("--min-size", type=int, default=640, help="test shortest side; 0 keeps the size (default 640)")
@@ -202,9 +203,27 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def default_out(a: argparse.Namespace) -> Path:
+    """``<folder of the checkpoint or bundle>/eval-<dataset>-<split>-<protocol>``."""
+    source = Path(a.checkpoint or a.bundle).absolute()
+    return source.parent / f"eval-{Path(a.dataset).name}-{a.split}-{a.protocol}"
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from .checkpoint import CheckpointError
+    from .data.errors import DatasetError
+
+    try:
+        return run(argv)
+    except (DatasetError, CheckpointError, OSError) as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+
+
+def run(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     a = parse_args(argv)
+    a.out = a.out or default_out(a)
     dataset = protocol_view(build_dataset(a.dataset, a.root, a.split), a.protocol)
     n = len(dataset) if not a.max_images else min(a.max_images, len(dataset))
     t0 = time.perf_counter()

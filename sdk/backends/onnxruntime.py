@@ -13,6 +13,7 @@ import numpy as np
 
 from ..bundle import Bundle
 from ..errors import BackendError
+from ..validate import check_graph_io, graph_load_error
 from . import Backend
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,8 @@ def cuda_provider_available() -> bool:
 
 class Graph:
     """One ONNX Runtime session with its input name/dtype and output order (from the manifest)."""
+
+    path = "the graph"  # the file, for error messages
 
     def __init__(self, session, output_names: List[str]):
         self.session = session
@@ -53,7 +56,11 @@ class Graph:
         return [o[:n] for o in self._run(x)]
 
     def _run(self, x: np.ndarray) -> List[np.ndarray]:
-        outs = self.session.run(self.outputs, {self.input_name: x})
+        try:
+            outs = self.session.run(self.outputs, {self.input_name: x})
+        except Exception as e:  # onnxruntime's own exception types (wrong shapes, out of memory, ...)
+            raise BackendError(f"ONNX Runtime failed running {self.path} on input {x.shape}: "
+                               f"{' '.join(str(e).split())[:300]}") from e
         return [o.astype(np.float32, copy=False) if o.dtype == np.float16 else o for o in outs]
 
 
@@ -94,8 +101,10 @@ class OnnxRuntimeBackend(Backend):
                 try:
                     session = self._ort.InferenceSession(str(path), self._options(), providers=self.providers)
                 except Exception as e:  # onnxruntime raises its own, unexported exception types
-                    raise BackendError(f"ONNX Runtime cannot load {path}: {e}") from e
+                    raise graph_load_error(path, e) from e
+                check_graph_io(session, self.bundle.graph(name), path)
                 graph = Graph(session, list(self.bundle.graph(name).get("outputs", {})))
+                graph.path = path
                 self._graphs[name] = graph
         return graph
 

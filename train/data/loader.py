@@ -94,9 +94,11 @@ def _identity(x):
 
 
 def _worker_init(_: int) -> None:
-    # A SIGTERM sent to the whole process group (torchrun, SLURM) must reach the trainer, which
-    # checkpoints and exits; loader workers ignore it and are shut down by the trainer.
+    # A SIGTERM sent to the whole process group (torchrun, SLURM) or a Ctrl-C (SIGINT to the
+    # terminal's group) must reach the trainer, which checkpoints and exits; loader workers ignore
+    # both and are shut down by the trainer.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def step_loader(ds: StepDataset, start_step: int, num_workers: int = 0) -> DataLoader:
