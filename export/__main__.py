@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration", type=Path, metavar="DIR",
                    help="int8 calibration images (default: scikit-image's sample photographs)")
     p.add_argument("--calibration-images", type=int, metavar="N", help="use at most N calibration images")
+    p.add_argument("--calibration-size", type=int, default=320, metavar="N",
+                   help="shortest side of the calibration and agreement images (default 320)")
     p.add_argument("--calibration-method", default="minmax", choices=("minmax", "percentile", "entropy"),
                    help="int8 activation range estimator (default minmax)")
     p.add_argument("--no-agreement", action="store_true",
@@ -96,7 +98,8 @@ def options_from_args(args: argparse.Namespace):
 
     precision = PrecisionOptions(fp16=args.fp16, int8=args.int8, calibration=args.calibration,
                                  calibration_images=args.calibration_images,
-                                 calibration_method=args.calibration_method, measure=not args.no_agreement)
+                                 calibration_method=args.calibration_method, calibration_size=args.calibration_size,
+                                 measure=not args.no_agreement)
     return ExportOptions(vocabs=args.vocab, image_size=args.image_size, dense_size=args.dense_size,
                          opset=args.opset, verify=args.verify, force=args.force, tensorrt=args.tensorrt,
                          fp16=args.fp16, workspace_gb=args.workspace, profiles=profiles or None,
