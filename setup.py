@@ -33,6 +33,7 @@ TORCH_REQUIRES = [
     "pyyaml>=6",
     "scipy>=1.9",
     "tensorboard>=2.12",
+    "scikit-image>=0.19",  # its sample photographs (in the wheel) are the default int8 calibration set
 ]
 
 setup(
@@ -52,6 +53,7 @@ setup(
         "dev": TORCH_REQUIRES + ["pytest>=7", "matplotlib>=3.5", "psutil>=5"],
         "gpu": ["onnxruntime-gpu>=1.16", "cupy-cuda12x"],
         "tensorrt": ["tensorrt>=10", "pycuda>=2022.1"],
+        "openvino": ["openvino>=2024.0"],  # CPU backend: fp32, bf16, int8 (runs the bundle's QDQ graphs)
     },
     **ext_kwargs,
 )
