@@ -16,7 +16,7 @@ import pytest
 pytestmark = pytest.mark.slow
 log = logging.getLogger(__name__)
 # floors on label-map agreement with fp32 (measured here: see the README's precision table)
-FLOORS = {"fp16": 0.995, "bf16": 0.98, "int8": 0.95}
+FLOORS = {"fp16": 0.995, "bf16": 0.995, "int8": 0.97}
 
 
 @pytest.fixture(scope="module")
