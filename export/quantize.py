@@ -24,6 +24,14 @@ OPS = ("MatMul", "Conv", "Gemm")
 METHODS = ("minmax", "percentile", "entropy")
 
 
+class _NoPreprocessAdvice(logging.Filter):
+    """ORT's quantiser logs "consider pre-processing" on the root logger; our graphs are shape-typed
+    through ``DefaultTensorType`` instead, so the advice is noise in the export log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing" not in record.getMessage() and "pre-process" not in record.getMessage()
+
+
 class ListReader:
     """``onnxruntime.quantization.CalibrationDataReader`` over a fixed list of inputs."""
 
@@ -64,6 +72,8 @@ def quantize_graph(src: Path, dst: Path, batches: List[np.ndarray], method: str 
         # ORT writes its augmented calibration model beside the working directory; keep it private
         cwd = os.getcwd()
         os.chdir(tmp)
+        quiet = _NoPreprocessAdvice()
+        logging.getLogger().addFilter(quiet)
         try:
             out = Path(tmp) / dst.name
             quantize_static(str(src), str(out), reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=list(OPS),
@@ -71,6 +81,7 @@ def quantize_graph(src: Path, dst: Path, batches: List[np.ndarray], method: str 
                             calibrate_method=_method(method), extra_options=extra)
             os.replace(out, dst)
         finally:
+            logging.getLogger().removeFilter(quiet)
             os.chdir(cwd)
     q = onnx.load(str(dst), load_external_data=False)
     counts = {op: sum(n.op_type == op for n in q.graph.node) for op in ("QuantizeLinear", "DequantizeLinear")}
