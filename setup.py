@@ -33,6 +33,7 @@ TORCH_REQUIRES = [
     "pyyaml>=6",
     "scipy>=1.9",
     "tensorboard>=2.12",
+    "scikit-image>=0.19",  # its sample photographs (in the wheel) are the default int8 calibration set
 ]
 
 setup(
@@ -60,6 +61,7 @@ setup(
         "ray": ["ray[data]>=2.40", "pyarrow>=12"],
         "serve": ["nvidia-pytriton>=0.7", "tritonclient[http]>=2.40"],  # PyTriton pins numpy<2: own venv
         "coco": ["pycocotools>=2.0.7", "supervision>=0.20"],
+        "openvino": ["openvino>=2024.0"],  # CPU backend: fp32, bf16, int8 (runs the bundle's QDQ graphs)
     },
     **ext_kwargs,
 )

@@ -3,6 +3,8 @@
     python benchmarks/latency.py --quick                       # tiny model, < 1 minute
     python benchmarks/latency.py --sizes 320,640               # R101 + ViT-B/16, synthetic weights
     python benchmarks/latency.py --bundle B --checkpoint C     # your own bundle
+    python benchmarks/latency.py --fixture --precisions fp32,int8,bf16,fp16 --backends onnxruntime,openvino
+                                   # precision axis on the conformance fixture, configurations interleaved
 
 The baseline is the faithful PyTorch inference written the way the official code runs it
 (full-resolution masked images per query, torchvision ``roi_align``, the two unused crop variants,
@@ -41,7 +43,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--checkpoint", type=Path, help="checkpoint of the bundle (for the baseline/torch backend)")
     p.add_argument("--model", default="r101-vit16", help="preset for the synthetic model (default r101-vit16)")
     p.add_argument("--backends", default="onnxruntime", help="comma list of SDK backends "
-                   "(onnxruntime, tensorrt, torch; default onnxruntime)")
+                   "(onnxruntime, openvino, tensorrt, torch; default onnxruntime)")
+    p.add_argument("--precisions", help="precision axis: comma list of tiers (fp32,bf16,int8,fp16); every "
+                   "supported backend x tier runs interleaved with the baseline and faithful fp32 "
+                   "(int8/fp16 graphs are added to the bundle when missing)")
+    p.add_argument("--fixture", action="store_true", help="with --precisions: the conformance fixture's image, "
+                   "171-class text features and weights (model r101-vit16) instead of a synthetic image")
+    p.add_argument("--no-baseline", action="store_true", help="with --precisions: skip the PyTorch baseline")
+    p.add_argument("--calibration-images", type=int, help="int8 calibration images when graphs are added")
     p.add_argument("--modes", default="cropmask,pruned,maskpool,proposal", help="comma list of modes")
     p.add_argument("--sizes", default="320,640", help="square input sizes (comma list)")
     p.add_argument("--batch", default="1", help="throughput with N concurrent images (comma list)")
@@ -102,11 +111,12 @@ class Baseline:
         return timings, out["sem_seg"].argmax(0).cpu().numpy().astype(np.int32)
 
 
-def sdk_runner(bundle: Path, backend: str, mode: str, args, vocab, checkpoint: Optional[Path]):
+def sdk_runner(bundle: Path, backend: str, mode: str, args, vocab, checkpoint: Optional[Path],
+               precision: str = "fp32"):
     from sdk import Segmenter
 
     seg = Segmenter(bundle, backend=backend, device=args.device, mode=mode, min_size=None,
-                    threads=args.threads, checkpoint=checkpoint, cache_dir=False)
+                    threads=args.threads, checkpoint=checkpoint, cache_dir=False, precision=precision)
     names, tf, tfc, _ = vocab
     seg.set_vocabulary(names, text_features=tf, text_features_clip=tfc)
 
@@ -241,9 +251,55 @@ def plot(records: List[Dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def precision_axis(args, bundle: Path, checkpoint: Path, train_names, dim: int) -> int:
+    """``--precisions``: backends × tiers × modes, interleaved rounds, ratios and agreement with fp32."""
+    from benchmarks import precision_bench as pb
+
+    tiers = args.precisions.split(",")
+    pb.ensure_variants(bundle, tiers, args.calibration_images)
+    if args.fixture:
+        from tests.conftest import REFERENCE_DIR
+
+        images = {"fixture": pb.fixture_inputs(REFERENCE_DIR)}
+    else:
+        images = {str(s): (synthetic_image(int(s), int(s), seed=int(s)), vocabulary(args.classes, dim, train_names))
+                  for s in args.sizes.split(",")}
+    records, text = [], []
+    for size, (image, vocab) in images.items():
+        for mode in args.modes.split(","):
+            runners = {}
+            if not args.no_baseline and mode == "cropmask":
+                base = Baseline(checkpoint, args.device, args.threads, vocab)
+                runners[BASELINE] = lambda im, b=base: (*b(im), {"precision": "fp32 (torch)"})
+            for backend, tier in pb.configurations(args.backends.split(","), tiers):
+                try:
+                    runners[f"{backend}/{mode}/{tier}"] = sdk_runner(bundle, backend, mode, args, vocab, checkpoint,
+                                                                     tier)[1]
+                except Exception as e:  # e.g. openvino absent: say so, keep going
+                    log.warning("skipping %s/%s/%s: %s", backend, mode, tier, e)
+            rows = pb.run_interleaved(runners, image, args.iters, BASELINE if BASELINE in runners else None,
+                                      f"onnxruntime/{mode}/fp32")
+            for name, row in rows.items():
+                records.append({"name": f"{name}/total/{size}", "size": size, "mode": mode, "stage": "total", **row})
+            text.append(pb.markdown(rows, f"{size} ({image.shape[0]}x{image.shape[1]}), mode {mode}, "
+                                          f"{len(vocab[0])} classes, threads={args.threads or 'default'}",
+                                    f"{args.iters} interleaved rounds; × = median of per-round ratios; agreement = "
+                                    "label map of the first call vs faithful ONNX Runtime fp32."))
+    stem = "precision_fixture" if args.fixture else "precision"
+    path = write_results(stem, records, "\n".join(text), args.out_dir, args.json)
+    print(path.with_suffix(".md").read_text())
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.precisions:
+        if args.fixture:
+            args.model = "r101-vit16"
+        with tempfile.TemporaryDirectory() as tmp:
+            bundle, checkpoint, train_names, dim = prepare_bundle(args, Path(tmp))
+            return precision_axis(args, bundle, checkpoint, train_names, dim)
     with tempfile.TemporaryDirectory() as tmp:
         bundle, checkpoint, train_names, dim = prepare_bundle(args, Path(tmp))
         vocab = vocabulary(args.classes, dim, train_names)

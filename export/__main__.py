@@ -4,6 +4,14 @@ examples:
   python -m export --checkpoint model.pth --out bundles/zegformer
   python -m export --checkpoint model.pth --out b --vocab coco-stuff --vocab my_classes.txt --verify
   python -m export --checkpoint model.pth --out b --tensorrt --fp16 --workspace 8
+  python -m export --checkpoint model.pth --out b --int8 --fp16          # reduced-precision graphs too
+  python -m export --checkpoint model.pth --out b --int8 --calibration my_photos/
+
+reduced precision (--int8, --fp16): <graph>.int8.onnx (QDQ: symmetric int8, per-channel weights,
+calibrated on real images: scikit-image's sample photographs by default, or --calibration DIR) and
+<graph>.fp16.onnx (strongly typed FP16, norms/softmax in FP32) beside the proposal, CLIP image and
+dense CLIP graphs; then the label-map agreement of each tier with fp32 is measured on held-out
+images and stored in the manifest (what Segmenter(precision="auto") reads).
 
 vocabularies (--vocab A B C, or repeated; default: "train" + the checkpoint's own class list):
   coco-stuff (171), voc (20), ade-847 (847; slow: 847 x 33 prompts), train (the checkpoint's seen
@@ -56,7 +64,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing bundle at --out")
     p.add_argument("--tensorrt", action="store_true",
                    help="also build TensorRT engines (needs TensorRT 10, a CUDA binding and a GPU)")
-    p.add_argument("--fp16", action="store_true", help="FP16 engines (normalisations/softmax kept FP32)")
+    p.add_argument("--fp16", action="store_true",
+                   help="also write strongly typed FP16 graphs (<graph>.fp16.onnx; normalisations/softmax kept "
+                        "FP32); with --tensorrt, FP16 engines")
+    p.add_argument("--int8", action="store_true", help="also write QDQ int8 graphs (<graph>.int8.onnx), calibrated")
+    p.add_argument("--calibration", type=Path, metavar="DIR",
+                   help="int8 calibration images (default: scikit-image's sample photographs)")
+    p.add_argument("--calibration-images", type=int, metavar="N", help="use at most N calibration images")
+    p.add_argument("--calibration-size", type=int, default=320, metavar="N",
+                   help="shortest side of the calibration and agreement images (default 320)")
+    p.add_argument("--calibration-method", default="minmax", choices=("minmax", "percentile", "entropy"),
+                   help="int8 activation range estimator (default minmax)")
+    p.add_argument("--no-agreement", action="store_true",
+                   help="skip measuring the reduced tiers' label-map agreement with fp32 (auto then stays fp32)")
     p.add_argument("--workspace", type=float, default=None, metavar="GiB",
                    help="TensorRT builder workspace in GiB (default 4)")
     p.add_argument("--profile", action="append", default=[], metavar="GRAPH:INPUT=MIN,OPT,MAX",
@@ -75,17 +95,25 @@ def options_from_args(args: argparse.Namespace):
     for text in args.profile:
         for graph, shapes in parse_profile(text).items():
             profiles.setdefault(graph, {}).update(shapes)
+    from .precision import PrecisionOptions
+
+    precision = PrecisionOptions(fp16=args.fp16, int8=args.int8, calibration=args.calibration,
+                                 calibration_images=args.calibration_images,
+                                 calibration_method=args.calibration_method, calibration_size=args.calibration_size,
+                                 measure=not args.no_agreement)
     return ExportOptions(vocabs=args.vocab, image_size=args.image_size, dense_size=args.dense_size,
                          opset=args.opset, verify=args.verify, force=args.force, tensorrt=args.tensorrt,
                          fp16=args.fp16, workspace_gb=args.workspace, profiles=profiles or None,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, precision=precision)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if (args.fp16 or args.workspace is not None or args.profile) and not args.tensorrt:
-        parser.error("--fp16, --workspace and --profile only apply with --tensorrt")
+    if (args.workspace is not None or args.profile) and not args.tensorrt:
+        parser.error("--workspace and --profile only apply with --tensorrt")
+    if (args.calibration or args.calibration_images) and not args.int8:
+        parser.error("--calibration and --calibration-images only apply with --int8")
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -39,6 +39,7 @@ class ExportOptions:
     workspace_gb: Optional[float] = None
     profiles: Optional[Dict[str, Any]] = None
     progress: bool = True
+    precision: Optional[Any] = None  # export.precision.PrecisionOptions: --int8 / --fp16 graphs
 
 
 def package_version() -> str:
@@ -154,6 +155,10 @@ def export_bundle(checkpoint: Path, out: Path, opts: ExportOptions) -> Dict[str,
 
             verify_graphs(tmp, specs, model, opts.image_size, opts.dense_size, opts.verify_sizes,
                           progress=opts.progress)
+        if opts.precision is not None and (opts.precision.int8 or opts.precision.fp16):
+            from .precision import add_precisions
+
+            manifest = add_precisions(tmp, manifest, opts.precision)
         if opts.tensorrt:
             manifest = _build_engines(tmp, opts)
     return manifest

@@ -67,7 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--out", type=Path, help="output directory (required except with --webcam)")
     seg.add_argument("--vocab", help="built-in vocabulary NAME, a FILE of names, or 'a;b;c'")
     seg.add_argument("--mode", choices=MODES, default="cropmask")
-    seg.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "tensorrt", "torch"))
+    seg.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "openvino", "tensorrt", "torch"))
+    seg.add_argument("--precision", default="fp32", metavar="TIER",
+                     help="fp32 (faithful, default), bf16 (openvino), int8, fp16 (GPU), auto (fastest tier whose "
+                          "agreement measured at export meets the bar), or per graph 'clip_image=int8,proposal=fp32'")
     seg.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     seg.add_argument("--min-size", type=min_size_arg, default="bundle", metavar="N|none",
                      help="shortest side after resizing (default: the bundle's); 'none' keeps the size")
@@ -111,7 +114,7 @@ def make_segmenter(args: argparse.Namespace):
 
     return Segmenter(args.bundle, backend=args.backend, device=args.device, mode=args.mode,
                      min_size=args.min_size, threads=args.threads, prune_threshold=args.prune_threshold,
-                     vocabulary=args.vocab)
+                     vocabulary=args.vocab, precision=args.precision)
 
 
 def segment_images(seg, paths: Sequence[Path], out: Path, alpha: float, progress: bool) -> int:

@@ -42,6 +42,9 @@ class Segmenter:
             ``False`` disables it). ``text_batch``: prompts per text-graph call.
         reuse_builtin: take a run-time name's embeddings from a built-in vocabulary that has it.
         checkpoint: the checkpoint for ``backend="torch"`` (default: the one the manifest records).
+        precision: ``"fp32"`` (faithful, default), ``"bf16"`` (OpenVINO), ``"int8"``, ``"fp16"`` (GPU),
+            ``"auto"`` (fastest tier whose agreement measured at export meets ``sdk.precision.AUTO_BAR``),
+            or per graph (``{"clip_image": "int8"}``); see ``sdk.precision``. Recorded in ``info``.
     """
 
     def __init__(self, bundle_dir: Union[str, os.PathLike], backend: str = "auto", device: str = "auto",
@@ -49,7 +52,8 @@ class Segmenter:
                  max_size: Optional[int] = None, vocabulary: VocabularySpec = None, bgr: bool = False,
                  threads: Optional[int] = None, clip_batch: Optional[int] = None, prune_threshold: float = 0.02,
                  cache_dir: Union[None, bool, str, os.PathLike] = None, text_batch: int = 64,
-                 checkpoint: Optional[Union[str, os.PathLike]] = None, reuse_builtin: bool = True):
+                 checkpoint: Optional[Union[str, os.PathLike]] = None, reuse_builtin: bool = True,
+                 precision: Any = "fp32"):
         check_options(min_size=min_size, max_size=max_size, threads=threads, clip_batch=clip_batch, bgr=bgr,
                       prune_threshold=prune_threshold, text_batch=text_batch, backend=backend, device=device,
                       mode=mode, cache_dir=cache_dir, checkpoint=checkpoint)
@@ -61,7 +65,8 @@ class Segmenter:
         self.divisor = int(inf.get("size_divisibility", 32))
         self.bgr = bool(bgr)
         self.device = device
-        self._options = {"threads": threads, "checkpoint": checkpoint}
+        self._options = {"threads": threads, "checkpoint": checkpoint, "precision": precision,
+                         "cache_dir": cache_dir}
         self._pipeline_options = {"clip_batch": clip_batch, "prune_threshold": prune_threshold}
         self._backend = create_backend(self.bundle, backend, device, self._options)
         self._pipeline = Pipeline(self.bundle, self._backend, **self._pipeline_options)
@@ -78,6 +83,12 @@ class Segmenter:
     @property
     def backend(self) -> Backend:
         return self._backend
+
+    @property
+    def precision(self) -> str:
+        """The precision the graphs run at (``"fp32"``, ``"int8"``, ... or per graph; see ``sdk.precision``)."""
+        plan = self._backend.precision
+        return plan.label if plan is not None else "fp32"
 
     @property
     def vocabulary(self) -> Vocabulary:
@@ -167,6 +178,7 @@ class Segmenter:
             out = self._pipeline.run(prep, vocab, mode, return_probs, timer)
             segments = build_segments(out.labels, vocab.names, vocab.seen, out.segment_scores)
         info = {"mode": mode, "backend": self._backend.name, "device": self._backend.device,
+                "precision": self.precision,
                 "vocabulary": vocab.source, "resized": list(prep.size), "padded": list(prep.padded), **out.info}
         return SegmentationResult(out.labels, vocab.names, segments, out.probs, timer.ms, info)
 

@@ -1,7 +1,8 @@
 """Backends run the bundle's graphs; everything around them (crops, ensemble, ...) is shared.
 
 ``create_backend(bundle, "auto")`` picks TensorRT when usable, else ONNX Runtime with CUDA, else
-ONNX Runtime on the CPU, and logs why. ``"torch"`` runs the PyTorch model from ``train/`` (the
+ONNX Runtime on the CPU, and logs why (with ``precision="bf16"`` on the CPU: OpenVINO). ``"openvino"``
+is the optional OpenVINO CPU backend (``pip install 'zegformer-sdk[openvino]'``). ``"torch"`` runs the PyTorch model from ``train/`` (the
 reference); it is imported lazily, like every heavy dependency.
 """
 from __future__ import annotations
@@ -15,8 +16,8 @@ from ..bundle import Bundle
 from ..errors import BackendError
 
 log = logging.getLogger(__name__)
-BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
-ALIASES = {"ort": "onnxruntime", "onnx": "onnxruntime", "trt": "tensorrt", "pytorch": "torch"}
+BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt", "torch")
+ALIASES = {"ort": "onnxruntime", "onnx": "onnxruntime", "trt": "tensorrt", "pytorch": "torch", "ov": "openvino"}
 
 
 class Backend:
@@ -24,6 +25,7 @@ class Backend:
 
     name = "base"
     device = "cpu"
+    precision = None  # a sdk.precision.PrecisionPlan; None = fp32
 
     def proposal(self, image: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """Padded RGB ``[1,3,H,W]`` → ``(mask_logits [1,Q,H/4,W/4], segment_embeddings [1,Q,D])``."""
@@ -42,7 +44,8 @@ class Backend:
         raise NotImplementedError
 
     def describe(self) -> str:
-        return f"{self.name} ({self.device})"
+        label = self.precision.label if self.precision is not None else "fp32"
+        return f"{self.name} ({self.device}, {label})"
 
 
 def parse_device(device: str) -> Tuple[str, int]:
@@ -57,13 +60,34 @@ def parse_device(device: str) -> Tuple[str, int]:
 
 def create_backend(bundle: Bundle, backend: str = "auto", device: str = "auto",
                    options: Optional[Dict[str, Any]] = None) -> Backend:
-    """The backend called ``backend`` on ``device`` (see the module docstring for ``"auto"``)."""
-    options = dict(options or {})
+    """The backend called ``backend`` on ``device`` (see the module docstring for ``"auto"``).
+
+    ``options["precision"]`` (see ``sdk.precision``) is resolved for the chosen backend and passed
+    to it; an unsupported combination raises ``PrecisionError``.
+    """
+    backend_obj = _create(bundle, backend, device, dict(options or {}))
+    if backend_obj.precision is None:
+        from ..precision import resolve
+
+        kind = "cpu" if backend_obj.device == "cpu" else "cuda"
+        backend_obj.precision = resolve(bundle, backend_obj.name, kind, (options or {}).get("precision"))
+    return backend_obj
+
+
+def _create(bundle: Bundle, backend: str, device: str, options: Dict[str, Any]) -> Backend:
     kind, index = parse_device(device)
     name = (backend or "auto").strip().lower()
     name = ALIASES.get(name, name)
     if name not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+    if name == "auto" and kind != "cuda" and _wants_openvino(options.get("precision")):
+        name = "openvino"  # bf16 on the CPU is OpenVINO's
+    if name == "openvino":
+        from .openvino import OpenVinoBackend
+
+        if kind == "cuda":
+            raise BackendError("the OpenVINO backend runs on the CPU; use device='cpu'")
+        return OpenVinoBackend(bundle, **_pick(options, "threads", "precision", "cache_dir"))
     if name == "torch":
         from .torch import TorchBackend
 
@@ -82,12 +106,12 @@ def create_backend(bundle: Bundle, backend: str = "auto", device: str = "auto",
     from .onnxruntime import OnnxRuntimeBackend
 
     if kind == "cuda" and name != "auto":
-        return OnnxRuntimeBackend(bundle, "cuda", index, **_pick(options, "threads"))
+        return OnnxRuntimeBackend(bundle, "cuda", index, **_pick(options, "threads", "precision"))
     if kind == "cuda":
         raise BackendError("device='cuda' was asked for, but neither TensorRT nor onnxruntime-gpu can use "
                            "a GPU here (see the log); install onnxruntime-gpu or use device='cpu'")
     log.info("backend: ONNX Runtime on the CPU")
-    return OnnxRuntimeBackend(bundle, "cpu", 0, **_pick(options, "threads"))
+    return OnnxRuntimeBackend(bundle, "cpu", 0, **_pick(options, "threads", "precision"))
 
 
 def _auto_gpu(bundle: Bundle, index: int, options: Dict[str, Any]) -> Optional[Backend]:
@@ -102,9 +126,16 @@ def _auto_gpu(bundle: Bundle, index: int, options: Dict[str, Any]) -> Optional[B
     log.info("backend: not TensorRT: %s", reason)
     if cuda_provider_available():
         log.info("backend: ONNX Runtime with the CUDA execution provider on cuda:%d", index)
-        return OnnxRuntimeBackend(bundle, "cuda", index, **_pick(options, "threads"))
+        return OnnxRuntimeBackend(bundle, "cuda", index, **_pick(options, "threads", "precision"))
     log.info("backend: not ONNX Runtime CUDA: onnxruntime-gpu is not installed (or sees no GPU)")
     return None
+
+
+def _wants_openvino(spec: Any) -> bool:
+    from ..precision import parse
+
+    parsed = parse(spec)
+    return "bf16" in ((parsed,) if isinstance(parsed, str) else tuple(parsed.values()))
 
 
 def _pick(options: Dict[str, Any], *keys: str) -> Dict[str, Any]:

@@ -1,7 +1,10 @@
 """ONNX Runtime backend: CPU, or CUDA when ``onnxruntime-gpu`` is installed.
 
 Sessions are created lazily (a graph the mode does not use is never loaded) and shared by all
-threads: ``InferenceSession.run`` is thread-safe.
+threads: ``InferenceSession.run`` is thread-safe. ``precision`` (``sdk.precision``) picks each graph's
+file: fp32, ``<graph>.int8.onnx`` (QDQ) or ``<graph>.fp16.onnx``; FP16 graphs are optimised at
+``ORT_ENABLE_EXTENDED`` because ONNX Runtime's CPU provider segfaults creating an FP16 session at
+``ORT_ENABLE_ALL`` (onnxruntime 1.32).
 """
 from __future__ import annotations
 
@@ -68,8 +71,10 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
     def __init__(self, bundle: Bundle, device: str = "cpu", device_index: int = 0,
-                 threads: Optional[int] = None):
+                 threads: Optional[int] = None, precision=None):
         import onnxruntime as ort
+
+        from ..precision import resolve
 
         self._ort = ort
         self.bundle = bundle
@@ -80,12 +85,14 @@ class OnnxRuntimeBackend(Backend):
         self.providers = (["CPUExecutionProvider"] if device == "cpu" else
                           [("CUDAExecutionProvider", {"device_id": device_index}), "CPUExecutionProvider"])
         self.threads = threads
+        self.precision = resolve(bundle, self.name, "cpu" if device == "cpu" else "cuda", precision)
         self._graphs: Dict[str, Graph] = {}
         self._lock = threading.Lock()
 
-    def _options(self):
+    def _options(self, tier: str = "fp32"):
         opts = self._ort.SessionOptions()
-        opts.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        level = "ORT_ENABLE_EXTENDED" if tier == "fp16" else "ORT_ENABLE_ALL"
+        opts.graph_optimization_level = getattr(self._ort.GraphOptimizationLevel, level)
         opts.log_severity_level = 3
         if self.threads:
             opts.intra_op_num_threads = int(self.threads)
@@ -96,10 +103,13 @@ class OnnxRuntimeBackend(Backend):
         with self._lock:
             graph = self._graphs.get(name)
             if graph is None:
-                path = self.bundle.graph_file(name)
+                from ..precision import graph_path
+
+                tier = self.precision.of(name)
+                path = graph_path(self.bundle, name, tier)
                 log.debug("loading %s with %s", path, self.providers)
                 try:
-                    session = self._ort.InferenceSession(str(path), self._options(), providers=self.providers)
+                    session = self._ort.InferenceSession(str(path), self._options(tier), providers=self.providers)
                 except Exception as e:  # onnxruntime raises its own, unexported exception types
                     raise graph_load_error(path, e) from e
                 check_graph_io(session, self.bundle.graph(name), path)

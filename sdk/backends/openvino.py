@@ -1,0 +1,155 @@
+"""OpenVINO backend (CPU, optional: ``pip install 'zegformer-sdk[openvino]'``): fp32, bf16, int8.
+
+* ``fp32`` runs the bundle's graphs with ``INFERENCE_PRECISION_HINT=f32`` — set explicitly: on CPUs
+  with bf16 support OpenVINO's *default* is bf16, which would silently leave the faithful path;
+* ``bf16`` runs the same graphs with ``INFERENCE_PRECISION_HINT=bf16`` (CPUs whose OpenVINO
+  ``OPTIMIZATION_CAPABILITIES`` list ``BF16``: AVX512_BF16 or AMX);
+* ``int8`` runs the bundle's QDQ graphs (``<graph>.int8.onnx``), which OpenVINO executes with its
+  int8 kernels (VNNI/AMX).
+
+Compiled models are cached on disk under ``<cache>/openvino/<graph sha256[:16]>-<precision>-<cpu>``
+(the cache key is the graph's hash, the precision and the CPU), so a second start skips compilation.
+Each thread gets its own infer request (a compiled model is shared, requests are not thread-safe).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import platform
+import threading
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+import numpy as np
+
+from ..bundle import Bundle
+from ..errors import BackendError
+from . import Backend
+
+log = logging.getLogger(__name__)
+HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the QDQ graph; the rest of it stays f32
+
+
+def require_openvino():
+    try:
+        import openvino
+    except ImportError as e:
+        raise BackendError(f"the OpenVINO backend needs OpenVINO ({e}): pip install 'zegformer-sdk[openvino]' "
+                           "(or pip install openvino), or use backend='onnxruntime'") from e
+    return openvino
+
+
+def cpu_key(core) -> str:
+    """A short id of this CPU model and its capabilities (part of the compiled-model cache key)."""
+    name = str(core.get_property("CPU", "FULL_DEVICE_NAME"))
+    caps = ",".join(sorted(map(str, core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))))
+    return hashlib.sha256(f"{name}|{caps}|{platform.machine()}".encode()).hexdigest()[:12]
+
+
+def default_cache_root() -> Path:
+    return Path(os.environ.get("ZEGFORMER_CACHE", Path.home() / ".cache" / "zegformer-sdk"))
+
+
+class OvGraph:
+    """One compiled model: thread-local infer requests, outputs in the manifest's order, float32 out."""
+
+    def __init__(self, compiled, output_names: List[str]):
+        self.compiled = compiled
+        self.input = compiled.inputs[0]
+        available = {n for o in compiled.outputs for n in o.get_names()}
+        names = [n for n in output_names if n in available] or [o.get_any_name() for o in compiled.outputs]
+        self.outputs = [compiled.output(n) for n in names]
+        self.dtype = np.int32 if "i32" in str(self.input.get_element_type()) else np.float32
+        self._local = threading.local()
+
+    def run(self, x: np.ndarray) -> List[np.ndarray]:
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.compiled.create_infer_request()
+        result = request.infer({0: np.ascontiguousarray(x, dtype=self.dtype)})
+        return [np.array(result[o], dtype=np.float32) for o in self.outputs]  # copies: buffers are reused
+
+
+class OpenVinoBackend(Backend):
+    name = "openvino"
+    device = "cpu"
+
+    def __init__(self, bundle: Bundle, threads: Optional[int] = None, precision: Any = "fp32",
+                 cache_dir: Union[None, bool, str, os.PathLike] = None):
+        ov = require_openvino()
+        from ..precision import resolve
+
+        self.bundle = bundle
+        self.core = ov.Core()
+        self.threads = threads
+        self.precision = resolve(bundle, self.name, "cpu", precision)
+        if "bf16" in self.precision.uses and "BF16" not in self.capabilities:
+            from ..precision import PrecisionError
+
+            raise PrecisionError(f"precision 'bf16' needs a CPU with bf16 support (AVX512_BF16 or AMX); "
+                                 f"OpenVINO reports {self.capabilities} here. Use precision='int8' or 'fp32'")
+        self.cache_root = None if cache_dir is False else Path(cache_dir or default_cache_root()) / "openvino"
+        self._cpu = cpu_key(self.core)
+        self._graphs: Dict[str, OvGraph] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def capabilities(self) -> Tuple[str, ...]:
+        return tuple(map(str, self.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")))
+
+    def _config(self, tier: str, cache: Optional[Path]) -> Dict[str, Any]:
+        config: Dict[str, Any] = {"INFERENCE_PRECISION_HINT": HINTS.get(tier, "f32"), "PERFORMANCE_HINT": "LATENCY"}
+        if self.threads:
+            config["INFERENCE_NUM_THREADS"] = int(self.threads)
+        if cache is not None:
+            config["CACHE_DIR"] = str(cache)
+        return config
+
+    def cache_dir_for(self, name: str, tier: str) -> Optional[Path]:
+        """``<cache>/openvino/<graph sha256[:16]>-<tier>-<cpu>`` (None when caching is off)."""
+        if self.cache_root is None:
+            return None
+        from ..precision import FILE_TIERS, variant_file
+
+        entry = self.bundle.graph(name)
+        rel = variant_file(entry["file"], tier) if tier in FILE_TIERS else entry["file"]
+        sha = self.bundle.manifest["files"].get(rel, "unknown")
+        return self.cache_root / f"{sha[:16]}-{tier}-{self._cpu}"
+
+    def graph(self, name: str) -> OvGraph:
+        """The compiled model of graph ``name`` at its precision, compiled (or loaded from the cache) once."""
+        with self._lock:
+            graph = self._graphs.get(name)
+            if graph is None:
+                from ..precision import graph_path
+
+                tier = self.precision.of(name)
+                path = graph_path(self.bundle, name, tier)
+                cache = self.cache_dir_for(name, tier)
+                if cache is not None:
+                    try:
+                        cache.mkdir(parents=True, exist_ok=True)
+                    except OSError as e:
+                        log.warning("OpenVINO cache %s not writable (%s); compiling without a cache", cache, e)
+                        cache = None
+                try:
+                    compiled = self.core.compile_model(str(path), "CPU", self._config(tier, cache))
+                except Exception as e:  # OpenVINO raises its own RuntimeError subclasses
+                    raise BackendError(f"OpenVINO cannot compile {path} ({tier}): {e}") from e
+                graph = OvGraph(compiled, list(self.bundle.graph(name).get("outputs", {})))
+                self._graphs[name] = graph
+        return graph
+
+    def proposal(self, image: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        masks, emb = self.graph("proposal").run(image)
+        return masks, emb
+
+    def clip_image(self, crops: np.ndarray) -> np.ndarray:
+        return self.graph("clip_image").run(crops)[0]
+
+    def clip_text(self, tokens: np.ndarray) -> np.ndarray:
+        return self.graph("clip_text").run(tokens)[0]
+
+    def clip_dense(self, image: np.ndarray) -> np.ndarray:
+        return self.graph("clip_dense").run(image)[0]
