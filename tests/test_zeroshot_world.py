@@ -89,7 +89,7 @@ def small_clip():
     """A reduced world (3 colours x 3 textures, 3 unseen) and CLIP, trained for a few seconds."""
     world = World(colours=("red", "yellow", "blue"), textures=("plain", "striped", "dotted"))
     mcfg = model_config(load_config(CONFIG, SMALL))
-    run = train_clip(world, mcfg, ClipTrainConfig(steps=150, batch_size=48, lr=3e-3, warmup=10, workers=0,
+    run = train_clip(world, mcfg, ClipTrainConfig(steps=150, batch_size=48, lr=1e-3, warmup=10, workers=0,
                                                   threads=1), progress=False)
     return world, mcfg, run
 

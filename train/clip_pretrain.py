@@ -10,6 +10,9 @@ for every crop it is true of (``"something wavy"`` fits all wavy crops). Unseen 
 appear. The text tower is run on the first ``max(EOT)+1`` token positions only: with the causal
 mask and end-of-text pooling this is exactly the 77-token result, several times cheaper.
 
+After training, the CLIP logit scale is set by temperature scaling on seen-class crops only
+(:func:`calibrate_logit_scale`): the ensemble reads CLIP's probabilities, as it reads the real CLIP's.
+
 Writes ``OUT/clip.pt`` (an OpenAI-named state dict: what ``init.clip=``, ``convert_official --clip``
 and ``load_clip`` read) and ``OUT/clip.json`` (architecture, training record, held-out zero-shot
 accuracy of crops of seen and *unseen* classes), into a temporary folder renamed to ``OUT`` at the
@@ -46,7 +49,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ClipTrainConfig:
-    steps: int = 900
+    steps: int = 400
     batch_size: int = 128
     lr: float = 2e-3
     warmup: int = 60
@@ -139,6 +142,34 @@ def zero_shot_accuracy(clip: torch.nn.Module, world: World, mcfg: ModelConfig, p
             "per_class_acc": {names[k]: acc(labels == k, pred) for k in range(len(names))}}
 
 
+@torch.no_grad()
+def calibrate_logit_scale(clip: torch.nn.Module, world: World, mcfg: ModelConfig, per_class: int = 30,
+                          seed: int = 4321) -> float:
+    """Temperature scaling (Guo et al., 2017) on the *seen* classes only: the CLIP logit scale that
+    maximises the likelihood of the right class among the seen class names on fresh seen-class crops.
+
+    The contrastive loss with multi-positive captions settles on a soft temperature (~14); the
+    ZegFormer ensemble reads CLIP's probabilities (``softmax(scale * cos)``), as the official model
+    does with CLIP's 100. Written into ``clip.logit_scale`` (what export records); returns it."""
+    seen_ids = [i for i, s in enumerate(world.seen) if s]
+    names = [world.class_names[i] for i in seen_ids]
+    text = class_text_embeddings(clip, names, prompt_templates(mcfg.clip_prompt))
+    sampler = CropSampler(world, mcfg.crop_size, mcfg.clip_pixel_mean, mcfg.clip_pixel_std, seed=seed,
+                          classes=seen_ids)
+    crops, labels = [], []
+    while len(labels) < per_class * len(names):
+        c, regions = sampler.regions()
+        crops.append(c)
+        labels += [seen_ids.index(r["class"]) for r in regions]
+    cos = torch.cat([encode_image(clip, x) for x in torch.cat(crops).split(256)]) @ text.t()
+    target = torch.tensor(labels)
+    grid = torch.exp(torch.linspace(math.log(5.0), math.log(100.0), 60))
+    nll = torch.stack([F.cross_entropy(s * cos, target) for s in grid])
+    best = float(grid[int(nll.argmin())])
+    clip.logit_scale.fill_(math.log(best))
+    return best
+
+
 def lr_at(step: int, total: int, cfg: ClipTrainConfig, progress: float) -> float:
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
@@ -215,11 +246,14 @@ def pretrain(config: Path, data: Optional[Path], out: Path, cfg: ClipTrainConfig
     mcfg = model_config(load_config(config, overrides))
     world = (read_world(data) if data else None) or World()
     run = train_clip(world, mcfg, cfg, progress)
+    learned_scale = float(run["model"].logit_scale.exp())
+    scale = calibrate_logit_scale(run["model"], world, mcfg)
     metrics = zero_shot_accuracy(run["model"], world, mcfg, cfg.eval_per_class)
     info = {"format": "zegformer-sdk/world-clip", "clip_config": asdict(mcfg.clip), "world": world.to_dict(),
             "train": asdict(cfg), "steps": run["steps"], "seconds": round(run["seconds"], 1),
             "cpu_seconds_main_process": round(run["cpu_seconds"], 1),
-            "threads": torch.get_num_threads(), "log": run["log"], "zero_shot": metrics}
+            "threads": torch.get_num_threads(), "log": run["log"], "zero_shot": metrics,
+            "logit_scale": {"learned": round(learned_scale, 3), "calibrated_on_seen": round(scale, 3)}}
     save_clip(out, run["model"], info)
     return info
 
