@@ -34,7 +34,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--train", type=int, default=400)
     p.add_argument("--val", type=int, default=60)
     p.add_argument("--clip-steps", type=int, default=400)
-    p.add_argument("--iters", type=int, default=1200)
+    p.add_argument("--iters", type=int, default=3000)
     p.add_argument("--backends", default="torch,onnxruntime")
     p.add_argument("--out-dir", type=Path, default=RESULTS, help="where zeroshot.{json,md} go")
     p.add_argument("--docs", action="store_true", help="copy the example picture to docs/zeroshot_example.png")

@@ -213,7 +213,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--train", type=int, default=400, help="training images (default 400)")
     ap.add_argument("--val", type=int, default=60, help="held-out images (default 60)")
     ap.add_argument("--clip-steps", type=int, default=400, help="CLIP training steps (default 400)")
-    ap.add_argument("--iters", type=int, default=1200, help="ZegFormer training steps (default 1200)")
+    ap.add_argument("--iters", type=int, default=3000, help="ZegFormer training steps (default 3000)")
     ap.add_argument("--backends", default="torch,onnxruntime", help="SDK backends to evaluate (default both)")
     ap.add_argument("--eval-images", type=int, default=0, help="evaluate only the first N held-out images")
     ap.add_argument("--seed", type=int, default=0)
