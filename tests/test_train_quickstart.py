@@ -1,11 +1,76 @@
-"""The quick start runs end to end (tiny settings): data → training → export → SDK → mIoU."""
-from train.quickstart import main
+"""The quick start end to end (tiny settings) and its resumability after Ctrl-C at any step."""
+import json
+
+import pytest
+
+from train import quickstart
+from train.engine import Trainer
+
+SMALL = ["model.clip.embed_dim=32", "model.clip.image_size=32", "model.clip.patch_size=8",
+         "model.clip.vision_width=64", "model.clip.vision_layers=1", "model.clip.vision_heads=1",
+         "model.clip.text_width=64", "model.clip.text_heads=1", "model.clip.text_layers=1",
+         "train.checkpoint_period=2", "train.progress=false"]
+ARGS = ["--train", "6", "--val", "3", "--clip-steps", "3", "--iters", "5", "--backends", "onnxruntime"]
 
 
-def test_quickstart_end_to_end(tmp_path, capsys):
-    assert main(["--out", str(tmp_path), "--iters", "3", "--train", "6", "--val", "3", "--classes", "5",
-                 "--unseen", "1"]) == 0
-    out = capsys.readouterr().out
-    assert "seen-class mIoU" in out and "random" in out
-    assert (tmp_path / "run" / "model_final.pth").is_file()
-    assert len(list((tmp_path / "examples").glob("example_*.png"))) == 3
+def run(out, *extra):
+    return quickstart.main(["--out", str(out), *ARGS, *extra, *SMALL])
+
+
+def test_quickstart_resumes_after_interruptions(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "qs"
+    # Ctrl-C while the world is being written: nothing published, a half-written temporary left
+    from train.data import compositional
+
+    original = compositional.generate_folder
+
+    def interrupted_generate(path, *args, **kwargs):
+        (path / "train" / "images").mkdir(parents=True)
+        (path / "train" / "images" / "00000.png").write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(compositional, "generate_folder", interrupted_generate)
+    with pytest.raises(KeyboardInterrupt):
+        run(out)
+    assert not (out / "data").exists() and (out / ".data.tmp").exists()
+    monkeypatch.setattr(compositional, "generate_folder", original)
+
+    # Ctrl-C during ZegFormer training, after the checkpoint of step 2
+    real_step = Trainer.train_step
+    calls = {"n": 0}
+
+    def interrupted_step(self, micro):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real_step(self, micro)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupted_step)
+    with pytest.raises(KeyboardInterrupt):
+        run(out)
+    assert (out / "data" / "meta.json").is_file() and not (out / ".data.tmp").exists()
+    assert (out / "clip" / "clip.pt").is_file() and (out / "clip" / "clip.json").is_file()
+    assert 5 <= json.loads((out / "clip" / "clip.json").read_text())["logit_scale"]["calibrated_on_seen"] <= 100
+    assert (out / "run" / "last.pth").is_file() and not (out / "run" / "model_final.pth").exists()
+    assert not (out / "bundle").exists()
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+
+    # a stale temporary of a later step (as a Ctrl-C inside it would leave) does not matter
+    (out / ".gzss.json.tmp").write_text("{")
+    capsys.readouterr()
+    assert run(out) == 0
+    text = capsys.readouterr().out
+    assert "using " + str(out / "data") in text and "resuming" in text
+    assert "unseen mIoU" in text and "cropmask" in text and "proposal" in text
+    records = json.loads((out / "gzss.json").read_text())["records"]
+    assert [r["mode"] for r in records] == ["cropmask", "pruned", "maskpool", "proposal"]
+    assert all(0 <= r["nan_safe"]["mIoU"] <= 1 for r in records)  # 3 images: not every class occurs
+    assert 0 < records[1]["clip_query_fraction"] <= 1 and records[0]["clip_query_fraction"] == 1
+    assert (out / "zeroshot_example.png").is_file() and (out / "bundle" / "manifest.json").is_file()
+    log = [json.loads(line) for line in (out / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 5
+
+    # a complete re-run does nothing again
+    assert run(out) == 0
+    text = capsys.readouterr().out
+    assert text.count("using") >= 5 and "training" not in text

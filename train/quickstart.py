@@ -1,178 +1,239 @@
-"""The quick start: synthetic data → a few minutes of CPU training → bundle → segmentation → mIoU.
+"""The quick start: zero-shot segmentation you can measure, from nothing, on a CPU.
 
-    python -m train.quickstart [--out DIR] [--minutes N]
+    python -m train.quickstart [--out DIR] [--clip-steps N] [--iters N] [--val N]
 
-Needs no downloads. It (1) writes a synthetic dataset (textured shapes, some classes held out as
-"unseen"), (2) trains the tiny model on the CPU for about ``--minutes``, (3) exports a bundle with
-``python -m export`` when that package is present, (4) segments the held-out images through the SDK
-(or the PyTorch reference when the SDK or the bundle is missing), and (5) prints the mIoU reached.
+Needs no downloads. In ``--out`` (default ``./quickstart``) it
+  1. writes the compositional world (``train.data.compositional``): regions named by colour ×
+     texture phrases ("lime wavy"); 6 of the 30 classes are *unseen* — new combinations of
+     attributes seen elsewhere — and never appear in any training image or caption;
+  2. trains a small CLIP from scratch on region crops and captions (``train.clip_pretrain``);
+  3. trains ZegFormer on the seen classes with that CLIP frozen (the official recipe);
+  4. exports a bundle (``python -m export``);
+  5. evaluates the bundle through the SDK with the official GZSS protocol in every mode and
+     backend (seen / unseen mIoU, hIoU, agreement with ``cropmask``), and
+  6. saves a picture of an unseen class found by name.
 
-The tiny model's CLIP is random (no pretrained weights are downloaded), so its text embeddings
-carry no meaning: seen classes are learned, zero-shot recognition of unseen classes cannot work.
+Every step writes to a temporary name and renames when complete, so each output is complete or
+absent: re-running after Ctrl-C continues (ZegFormer training resumes from its last checkpoint)
+or restarts the interrupted step. Delete a step's output to redo it.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .config_io import load_config
-from .data import build_dataset
-from .data.synthetic import generate
-from .evaluate import BundlePredictor, TorchPredictor, confusion, protocol_view
-from .metrics import all_metrics
-
 log = logging.getLogger(__name__)
-CONFIG = Path(__file__).resolve().parent.parent / "configs" / "synthetic-tiny.yaml"
-FALLBACK = ["model.preset=tiny", "model.train_prompt=single", "data.crop_size=128",
-            "data.scales=[0.75,0.875,1.0,1.125,1.25]", "data.max_size=512", "solver.batch_size=8",
-            "train.device=cpu", "eval.mode=proposal", "eval.min_size=0"]
+CONFIG = Path(__file__).resolve().parent.parent / "configs" / "zeroshot-world.yaml"
 
 
-def train_config(data: Path, out: Path, iters: Optional[int]) -> dict:
-    base = [] if CONFIG.is_file() else FALLBACK
-    over = [*base, f"data.root={data}", f"train.output_dir={out}", "train.eval_period=0", "eval.protocols=[]"]
-    if iters:
-        over.append(f"solver.max_iter={iters}")
-    return load_config(CONFIG if CONFIG.is_file() else None, over)
+def say(msg: str) -> None:
+    print(f"[quickstart] {msg}", flush=True)
 
 
-def estimate_iterations(cfg: dict, minutes: float) -> int:
-    """Time a few steps of the configured training and scale to ``minutes`` (within the config's bounds)."""
+def fresh_tmp(path: Path) -> Path:
+    """An empty temporary sibling of ``path`` (a stale one from an interrupted run is removed)."""
+    tmp = path.parent / f".{path.name}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    return tmp
+
+
+def step_world(out: Path, num_train: int, num_val: int, seed: int) -> Path:
+    from .data.compositional import World, generate_folder
+
+    data = out / "data"
+    if (data / "meta.json").is_file():
+        say(f"1/6 world: using {data}")
+        return data
+    say(f"1/6 world: writing {num_train} training and {num_val} held-out images to {data}")
+    tmp = fresh_tmp(data)
+    generate_folder(tmp, World(), num_train, num_val, seed=seed, progress=True)
+    os.replace(tmp, data)
+    return data
+
+
+def step_clip(out: Path, data: Path, steps: int, overrides: Sequence[str]) -> Dict[str, object]:
+    from .clip_pretrain import ClipTrainConfig, pretrain
+
+    clip_dir = out / "clip"
+    if (clip_dir / "clip.json").is_file():
+        say(f"2/6 CLIP: using {clip_dir / 'clip.pt'}")
+        return json.loads((clip_dir / "clip.json").read_text(encoding="utf-8"))
+    say(f"2/6 CLIP: training a small CLIP from scratch for {steps} steps → {clip_dir}")
+    return pretrain(CONFIG, data, clip_dir, ClipTrainConfig(steps=steps), overrides)
+
+
+def train_config(data: Path, run: Path, clip: Path, iters: int, overrides: Sequence[str]) -> dict:
+    from .config_io import load_config
+
+    return load_config(CONFIG, [*overrides, f"data.root={data}", f"train.output_dir={run}", f"init.clip={clip}",
+                                f"solver.max_iter={iters}", "eval.protocols=[]"])
+
+
+def step_zegformer(out: Path, data: Path, iters: int, overrides: Sequence[str]) -> Path:
     from .engine import Trainer
 
-    probe = dict(cfg, train=dict(cfg["train"], output_dir=str(Path(cfg["train"]["output_dir"]) / "probe"),
-                                 progress=False, tensorboard=False))
-    trainer = Trainer(probe)
-    from .data.loader import StepDataset
-
-    ds = StepDataset(trainer.train_set, trainer.plan, 0, trainer.aug, trainer.train_set.seen_map(), 12)
-    times = []
-    for step in range(12):
-        t0 = time.perf_counter()
-        trainer.train_step(ds[step])
-        times.append(time.perf_counter() - t0)
-    per_step = float(np.median(times[2:]))
-    budget = minutes * 60 * 0.85  # leave room for evaluation and export
-    return int(max(100, min(cfg["solver"]["max_iter"] * 4, budget / per_step)))
+    run = out / "run"
+    final = run / "model_final.pth"
+    if final.is_file():
+        say(f"3/6 ZegFormer: using {final}")
+        return final
+    cfg = train_config(data, run, out / "clip" / "clip.pt", iters, overrides)
+    resume = run / "last.pth" if (run / "last.pth").is_file() else None
+    say(f"3/6 ZegFormer: training on the seen classes, CLIP frozen, {iters} steps → {run}"
+        + (f" (resuming {resume})" if resume else ""))
+    if Trainer(cfg, resume=resume).run() != 0:
+        raise SystemExit("[quickstart] ZegFormer training stopped; re-run to resume")
+    return final
 
 
-def export_bundle(checkpoint: Path, bundle: Path) -> Optional[Path]:
-    try:
-        from export.__main__ import main as export_main
-    except ImportError as e:
-        print(f"[quickstart] export step skipped: python -m export is not available ({e})")
-        return None
-    rc = export_main(["--checkpoint", str(checkpoint), "--out", str(bundle), "--force", "--no-progress", "-q"])
+def step_export(out: Path, checkpoint: Path) -> Path:
+    from export.__main__ import main as export_main
+
+    bundle = out / "bundle"
+    if (bundle / "manifest.json").is_file():
+        say(f"4/6 export: using {bundle}")
+        return bundle
+    say(f"4/6 export: writing the bundle {bundle}")
+    rc = export_main(["--checkpoint", str(checkpoint), "--out", str(bundle), "--dense-size", "128x128",
+                      "--image-size", "160x160", "--force", "--no-progress", "-q"])
     if rc not in (0, None):
-        print(f"[quickstart] export failed (exit code {rc}); continuing with the PyTorch reference")
-        return None
+        raise SystemExit(f"[quickstart] export failed (exit code {rc})")
     return bundle
 
 
-def predictor_for(bundle: Optional[Path], checkpoint: Path, vocabulary, train_seen, mode: str):
-    if bundle is not None:
-        try:
-            return BundlePredictor(bundle, vocabulary, mode=mode, min_size=0), "SDK bundle"
-        except ImportError as e:
-            print(f"[quickstart] the SDK is not importable ({e}); segmenting with the PyTorch reference")
-    from .checkpoint import load_model
-
-    model, _ = load_model(checkpoint)
-    return TorchPredictor(model, vocabulary, train_seen, mode=mode, min_size=0), "PyTorch reference"
+def write_json(path: Path, payload) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
 
 
-def save_examples(seen_predictor, all_predictor, dataset, out: Path, count: int = 6) -> None:
-    """``image | prediction (seen classes) | prediction (all classes) | ground truth`` strips."""
-    from PIL import Image
+def step_evaluate(out: Path, bundle: Path, data: Path, backends: Sequence[str], max_images: int) -> List[dict]:
+    from .data import build_dataset
+    from .zeroshot_eval import evaluate_bundle
 
-    out.mkdir(parents=True, exist_ok=True)
-    palette = np.random.default_rng(0).integers(0, 256, (dataset.num_classes + 1, 3)).astype(np.uint8)
-    palette[-1] = 0  # ignore: black
-    seen_to_all = np.flatnonzero(dataset.seen)
-    for i in range(min(count, len(dataset))):
+    path = out / "gzss.json"
+    if path.is_file():
+        say(f"5/6 evaluation: using {path}")
+        return json.loads(path.read_text(encoding="utf-8"))["records"]
+    dataset = build_dataset("folder", str(data), "val")
+    n = min(max_images, len(dataset)) if max_images else len(dataset)
+    say(f"5/6 evaluation: {n} held-out images through the SDK, every mode, backends {', '.join(backends)}")
+    records = evaluate_bundle(bundle, dataset, backends=backends, max_images=max_images, progress=True)
+    write_json(path, {"bundle": str(bundle), "images": n, "records": records})
+    return records
+
+
+def step_picture(out: Path, bundle: Path, data: Path, records: List[dict]) -> Path:
+    """Input | cropmask (all 30 classes) | proposal mode, on the held-out image where cropmask finds an
+    unseen class best; unseen classes are marked ``*`` in the legends."""
+    from .data import build_dataset
+
+    path = out / "zeroshot_example.png"
+    if path.is_file():
+        say(f"6/6 picture: {path}")
+        return path
+    from sdk import Segmenter
+    from sdk.visualize import save_rgb
+
+    dataset = build_dataset("folder", str(data), "val")
+    names = list(dataset.class_names)
+    seg = Segmenter(str(bundle), backend="onnxruntime", device="cpu", min_size=None, cache_dir=False,
+                    vocabulary=names)
+    best, best_score = 0, -1.0
+    for i in range(min(len(dataset), 40)):
         image, label = dataset.load(i)
-        panels = [image, palette[seen_to_all[seen_predictor(image)]], palette[all_predictor(image)],
-                  palette[np.where(label < 0, dataset.num_classes, label)]]
-        Image.fromarray(np.concatenate(panels, 1)).save(out / f"example_{i}.png")
+        pred = np.asarray(seg(image).label_map)
+        for k in np.unique(label[label >= 0]):
+            if dataset.seen[k]:
+                continue
+            iou = np.logical_and(pred == k, label == k).sum() / np.logical_or(pred == k, label == k).sum()
+            score = iou * min(1.0, (label == k).mean() * 5)  # prefer sizeable regions
+            if score > best_score:
+                best, best_score = i, score
+    image, _ = dataset.load(best)
+    panels = [_panel(image, None, "input (* = unseen class)")]
+    for mode, title in (("cropmask", "cropmask (faithful)"), ("proposal", "proposal (no CLIP)")):
+        panels.append(_panel(image, seg(image, mode=mode), title))
+    height = max(p.shape[0] for p in panels)
+    canvas = np.concatenate([np.pad(p, ((0, height - p.shape[0]), (0, 6), (0, 0)), constant_values=255)
+                             for p in panels], 1)
+    tmp = path.with_name(".zeroshot_example.tmp.png")
+    save_rgb(tmp, canvas)
+    os.replace(tmp, path)
+    say(f"6/6 picture: {path} (held-out image {best})")
+    return path
 
 
-def evaluate(predictor_factory, dataset) -> Dict[str, dict]:
-    results = {}
-    for protocol in ("seen", "gzss"):
-        view = protocol_view(dataset, protocol)
-        predictor, via = predictor_factory(view.class_names)
-        conf = confusion(predictor, view, range(len(view)), progress=False)
-        results[protocol] = all_metrics(conf, view.seen, view.class_names)
-        results[protocol]["via"] = via
-    return results
+def _panel(image: np.ndarray, result, title: str, zoom: int = 2) -> np.ndarray:
+    import cv2
+    from dataclasses import replace
+
+    from sdk.visualize import overlay
+
+    big = np.repeat(np.repeat(image, zoom, 0), zoom, 1)
+    if result is None:
+        panel = big
+    else:
+        labels = np.repeat(np.repeat(result.label_map, zoom, 0), zoom, 1)
+        segments = [replace(s, name=s.name + ("" if s.seen else " *"), area=s.area * zoom * zoom, label_map=labels)
+                    for s in result.segments]
+        panel = overlay(big, replace(result, label_map=labels, segments=segments), alpha=0.55)
+    head = np.full((26, panel.shape[1], 3), 255, np.uint8)
+    cv2.putText(head, title, (4, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([head, panel], 0)
+
+
+def summary(clip_info: Dict[str, object], records: List[dict]) -> str:
+    from .zeroshot_eval import markdown_table
+
+    z = clip_info["zero_shot"]
+    lines = [f"CLIP ({clip_info['steps']} steps, {clip_info['seconds']:.0f} s): held-out crops of unseen classes "
+             f"named correctly {100 * z['unseen_acc_unseen_only']:.1f} % among the {z['unseen_classes']} unseen "
+             f"classes (chance {100 * z['chance_unseen_only']:.1f} %), {100 * z['unseen_acc_all']:.1f} % among all "
+             f"{z['classes']} (chance {100 * z['chance_all']:.1f} %); seen classes {100 * z['seen_acc_all']:.1f} %.",
+             "", "Generalized zero-shot segmentation of the held-out images (official metrics, %):", "",
+             markdown_table(records)]
+    return "\n".join(lines)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m train.quickstart", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("quickstart"), help="working folder (default ./quickstart)")
-    ap.add_argument("--minutes", type=float, default=5.0, help="approximate training time (default 5)")
-    ap.add_argument("--iters", type=int, help="train exactly this many steps instead of --minutes")
-    ap.add_argument("--classes", type=int, default=12, help="synthetic classes (default 12)")
-    ap.add_argument("--unseen", type=int, default=3, help="of which held out as unseen (default 3)")
-    ap.add_argument("--train", type=int, default=200, help="synthetic training images (default 200)")
-    ap.add_argument("--val", type=int, default=50, help="held-out images (default 50)")
-    ap.add_argument("--mode", default="proposal", help="inference mode (default proposal; cropmask adds the "
-                                                      "random CLIP's crop branch)")
+    ap.add_argument("--train", type=int, default=400, help="training images (default 400)")
+    ap.add_argument("--val", type=int, default=60, help="held-out images (default 60)")
+    ap.add_argument("--clip-steps", type=int, default=400, help="CLIP training steps (default 400)")
+    ap.add_argument("--iters", type=int, default=3000, help="ZegFormer training steps (default 3000)")
+    ap.add_argument("--backends", default="torch,onnxruntime", help="SDK backends to evaluate (default both)")
+    ap.add_argument("--eval-images", type=int, default=0, help="evaluate only the first N held-out images")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("overrides", nargs="*", help="KEY=VALUE overrides of configs/zeroshot-world.yaml")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     t0 = time.perf_counter()
-    data = a.out / "data"
-    if not (data / "classes.txt").is_file():
-        print(f"[quickstart] 1/5 writing a synthetic dataset to {data}")
-        generate(data, num_classes=a.classes, num_unseen=a.unseen, num_train=a.train, num_val=a.val, progress=True)
-    else:
-        print(f"[quickstart] 1/5 using the synthetic dataset in {data}")
-    run = a.out / "run"
-    cfg = train_config(data, run, a.iters)
-    if not a.iters:
-        iters = estimate_iterations(cfg, a.minutes)
-        cfg = train_config(data, run, iters)
-    print(f"[quickstart] 2/5 training the tiny model for {cfg['solver']['max_iter']} steps on the CPU → {run}")
-    from .engine import Trainer
-
-    if Trainer(cfg).run() != 0:
-        print("[quickstart] training did not finish")
-        return 1
-    checkpoint = run / "model_final.pth"
-    print(f"[quickstart] 3/5 exporting {checkpoint}")
-    bundle = export_bundle(checkpoint, a.out / "bundle")
-    dataset = build_dataset("folder", str(data), "val")
-    print(f"[quickstart] 4/5 segmenting {len(dataset)} held-out images")
-
-    def factory(vocabulary):
-        return predictor_for(bundle, checkpoint, vocabulary, dataset.seen_names, a.mode)
-
-    results = evaluate(factory, dataset)
-    save_examples(factory(dataset.seen_names)[0], factory(dataset.class_names)[0], dataset, a.out / "examples")
-    seen, gz = results["seen"]["official"], results["gzss"]["official"]
-    print(f"[quickstart] 5/5 results ({results['seen']['via']}, {time.perf_counter() - t0:.0f} s in all):")
-    print(f"  seen-class mIoU (vocabulary = the {sum(dataset.seen)} seen classes): {100 * seen['mIoU']:.1f} %")
-    print(f"  generalized zero-shot, all {dataset.num_classes} classes: seen mIoU {_pct(gz['seen_mIoU'])}, "
-          f"unseen mIoU {_pct(gz['unseen_mIoU'])}, hIoU {_pct(gz['hIoU'])}")
-    print("  note: the tiny model's CLIP is random (nothing was downloaded), so its text embeddings are\n"
-          "  meaningless: seen classes are learned from the data, but unseen classes cannot be\n"
-          "  recognised zero-shot, and in the generalized setting the unseen classes' random embeddings\n"
-          "  compete with the seen ones and take over some of their pixels. Train with real CLIP weights\n"
-          "  (configs/coco-stuff-r101.yaml) for zero-shot segmentation.")
-    print(f"  examples (image | seen-class prediction | all-class prediction | ground truth): "
-          f"{a.out / 'examples'}")
+    a.out.mkdir(parents=True, exist_ok=True)
+    data = step_world(a.out, a.train, a.val, a.seed)
+    clip_info = step_clip(a.out, data, a.clip_steps, a.overrides)
+    checkpoint = step_zegformer(a.out, data, a.iters, a.overrides)
+    bundle = step_export(a.out, checkpoint)
+    records = step_evaluate(a.out, bundle, data, [b for b in a.backends.split(",") if b], a.eval_images)
+    picture = step_picture(a.out, bundle, data, records)
+    print()
+    print(summary(clip_info, records))
+    print(f"bundle: {bundle}   (python -m sdk segment IMAGE --bundle {bundle} --vocab \"lime wavy;red plain\" "
+          f"--out results/)\npicture: {picture}\ntable: {a.out / 'gzss.json'}   "
+          f"({time.perf_counter() - t0:.0f} s in this run)")
     return 0
-
-
-def _pct(x: Optional[float]) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f} %"
 
 
 if __name__ == "__main__":

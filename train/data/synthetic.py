@@ -1,6 +1,11 @@
 """Synthetic segmentation data: textured shapes whose colour and texture depend on the class.
 
     python -m train.data.synthetic --out DIR [--classes 12] [--unseen 3] [--train 200] [--val 50]
+    python -m train.data.synthetic --world compositional --out DIR [--train 400] [--val 60]
+
+``--world compositional`` writes the zero-shot world of ``train.data.compositional`` instead:
+classes are colour × texture phrases ("lime wavy"), the unseen ones new combinations of seen
+attributes, the train split holds seen classes only (``--classes``/``--unseen`` do not apply).
 
 Writes the folder format (``train/data/datasets.py``): ``classes.txt``, ``unseen.txt`` (the last
 ``--unseen`` classes), ``train/{images,labels}``, ``val/{images,labels}`` and ``meta.json``.
@@ -157,7 +162,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--size", type=int, default=160, help="nominal image side in pixels (default 160)")
     ap.add_argument("--max-shapes", type=int, default=4, help="most shapes per image (default 4)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--world", choices=["classic", "compositional"], default="classic",
+                    help="classic: numbered colour/texture classes (default); compositional: the zero-shot world")
     a = ap.parse_args(argv)
+    if a.world == "compositional":
+        from .compositional import World, generate_folder
+
+        world = World()
+        generate_folder(a.out, world, a.train, a.val, a.size, a.seed, min(a.max_shapes, 3), progress=True)
+        print(f"wrote {a.train} train + {a.val} val images of the compositional world "
+              f"({len(world.class_names)} classes, {len(world.unseen_pairs)} unseen) to {a.out}")
+        return 0
     generate(a.out, a.classes, a.unseen, a.train, a.val, a.size, a.seed, a.max_shapes, progress=True)
     print(f"wrote {a.train} train + {a.val} val images, {a.classes} classes ({a.unseen} unseen) to {a.out}")
     return 0

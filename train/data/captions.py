@@ -1,0 +1,141 @@
+"""Image–caption pairs of the compositional world, for training a small CLIP from scratch.
+
+Images are what the SDK's CLIP branch sees: **masked region crops** of rendered scenes (the region's
+mask applied, everything else CLIP-normalised zero, the mask's box resized to the crop size, as
+``train.model.postprocess.masked_crops`` does) — with slightly eroded/dilated masks, as predicted
+masks are — and **whole images** (scenes of one region only). Captions name the region by some of
+its attributes through a template: the official CLIP prompt templates plus plain ones, with the
+full phrase (``"lime wavy"``, or ``"wavy lime"``), one attribute alone (``"a lime region"``,
+``"something wavy"``), or with the shape (``"a lime wavy star"``), so that each word is grounded on
+its own. Unseen colour × texture combinations never appear (scenes draw seen classes only).
+
+A caption is *true* of every crop whose attributes it names (``"something wavy"`` fits all wavy
+crops): :func:`positives` gives that matrix for a multi-positive contrastive loss.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ..classes import prompt_templates
+from .compositional import ClassStream, World, render_scene
+
+Attributes = Tuple[Optional[str], Optional[str], Optional[str]]  # colour, texture, shape (None = unnamed)
+EXTRA_TEMPLATES = ("{}", "a {} region", "a {} pattern", "a {} texture", "something {}", "a patch of {}",
+                   "the {} area", "a {} shape")
+
+
+def templates() -> List[str]:
+    """Every template captions are drawn from: the official three ensembles plus plain ones."""
+    out: List[str] = []
+    for kind in ("single", "imagenet_select", "imagenet_select_clip"):
+        out += [t for t in prompt_templates(kind) if t not in out]
+    return out + [t for t in EXTRA_TEMPLATES if t not in out]
+
+
+def describe(colour: Optional[str], texture: Optional[str], shape: Optional[str], rng: np.random.Generator) -> str:
+    """The words for some attributes, in a random order of colour and texture, shape last."""
+    words = [w for w in (colour, texture) if w]
+    if len(words) == 2 and rng.random() < 0.25:
+        words.reverse()
+    if shape:
+        words.append(shape)
+    return " ".join(words)
+
+
+def sample_caption(region: Dict[str, object], rng: np.random.Generator, pool: Sequence[str]) -> Tuple[str, Attributes]:
+    """A caption of one region and the attributes it names."""
+    colour, texture = str(region["colour"]), str(region["texture"])
+    shape = None if region["shape"] == "background" else str(region["shape"])
+    r = rng.random()
+    if r < 0.6:
+        att: Attributes = (colour, texture, None)
+    elif r < 0.75:
+        att = (colour, None, None)
+    elif r < 0.9:
+        att = (None, texture, None)
+    else:
+        att = (colour, texture, shape)
+    template = pool[int(rng.integers(len(pool)))]
+    return template.format(describe(*att, rng)), att
+
+
+def positives(image_att: Sequence[Tuple[str, str, str]], caption_att: Sequence[Attributes]) -> torch.Tensor:
+    """``[N_images, N_captions]`` float: 1 where the caption is true of the image."""
+    img = np.array(image_att, dtype=object)
+    out = np.ones((len(image_att), len(caption_att)), np.float32)
+    for j, att in enumerate(caption_att):
+        for a, value in enumerate(att):
+            if value is not None:
+                out[:, j] *= img[:, a] == value
+    return torch.from_numpy(out)
+
+
+def _jitter_mask(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    import cv2
+
+    k = int(rng.integers(0, 4))
+    if k == 0:
+        return mask
+    kernel = np.ones((2 * k + 1, 2 * k + 1), np.uint8)
+    op = cv2.dilate if rng.random() < 0.5 else cv2.erode
+    out = op(mask.astype(np.uint8), kernel).astype(bool)
+    return out if out.any() else mask
+
+
+def masked_crop(image: np.ndarray, mask: np.ndarray, size: int, fill: Sequence[float]) -> np.ndarray:
+    """``size×size×3`` float32 crop of the mask's box with the outside set to ``fill`` (CLIP's mean
+    colour, i.e. 0 after normalisation) — a cheap equivalent of the official cropmask (area
+    averaging when shrinking, bilinear when enlarging, like ROI-align's adaptive sampling)."""
+    import cv2
+
+    ys, xs = np.nonzero(mask)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    box = np.where(mask[y0:y1, x0:x1, None], image[y0:y1, x0:x1].astype(np.float32),
+                   np.asarray(fill, np.float32))
+    interp = cv2.INTER_AREA if max(y1 - y0, x1 - x0) > size else cv2.INTER_LINEAR
+    return cv2.resize(box, (size, size), interpolation=interp)
+
+
+class CropSampler:
+    """Endless batches of (crops ``[B,3,S,S]``, captions, image attributes, caption attributes)."""
+
+    def __init__(self, world: World, crop_size: int, mean: Sequence[float], std: Sequence[float],
+                 seed: int = 0, image_size: int = 144, max_shapes: int = 3, whole_image: float = 0.15,
+                 classes: Optional[Sequence[int]] = None):
+        self.world, self.crop_size, self.mean, self.std = world, crop_size, mean, std
+        self.rng = np.random.default_rng([seed, 11])
+        ids = [i for i, s in enumerate(world.seen) if s] if classes is None else list(classes)
+        self.stream = ClassStream(ids, np.random.default_rng([seed, 12]))
+        self.image_size, self.max_shapes, self.whole_image = image_size, max_shapes, whole_image
+        self.pool = templates()
+
+    def regions(self, jitter: bool = True):
+        """One scene's masked, CLIP-normalised crops ``[R,3,S,S]`` and region records."""
+        rng = self.rng
+        n = 1 if rng.random() < self.whole_image else 1 + int(rng.integers(1, self.max_shapes + 1))
+        scene = render_scene(self.world, self.stream.take(n), rng, self.image_size)
+        crops, keep = [], []
+        for region in scene.regions:
+            mask = scene.label == region["class"]
+            if mask.sum() < 64:  # fully occluded shapes have nothing to show
+                continue
+            crops.append(masked_crop(scene.image, _jitter_mask(mask, rng) if jitter else mask, self.crop_size,
+                                     self.mean))
+            keep.append(region)
+        x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2)
+        return (x - torch.tensor(self.mean).view(1, 3, 1, 1)) / torch.tensor(self.std).view(1, 3, 1, 1), keep
+
+    def batch(self, size: int):
+        crops, regions = [], []
+        while len(regions) < size:
+            c, r = self.regions()
+            crops.append(c)
+            regions += r
+        crops_t = torch.cat(crops)[:size]
+        regions = regions[:size]
+        captions, cap_att = zip(*(sample_caption(r, self.rng, self.pool) for r in regions))
+        img_att = [(r["colour"], r["texture"], None if r["shape"] == "background" else r["shape"]) for r in regions]
+        return crops_t, list(captions), img_att, list(cap_att)
