@@ -41,6 +41,7 @@ def min_size_arg(text: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .backends import backend_names
     from .modes import MODES
 
     parser = argparse.ArgumentParser(prog="python -m sdk", description=__doc__,
@@ -52,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--out", type=Path, help="output directory (required except with --webcam)")
     seg.add_argument("--vocab", help="built-in vocabulary NAME, a FILE of names, or 'a;b;c'")
     seg.add_argument("--mode", choices=MODES, default="cropmask")
-    seg.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "tensorrt", "torch"))
+    seg.add_argument("--backend", default="auto", choices=backend_names(),
+                     help="auto picks TensorRT, then ONNX Runtime CUDA, then ONNX Runtime CPU")
     seg.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     seg.add_argument("--min-size", type=min_size_arg, default="bundle", metavar="N|none",
                      help="shortest side after resizing (default: the bundle's); 'none' keeps the size")

@@ -1,9 +1,7 @@
 """Vocabularies: built-in ones from the bundle, and names embedded at run time.
 
-Run-time names go through the torch-free tokenizer and ``clip_text.onnx`` exactly as the official
-text path: per class every template is formatted with the name (``"a, b"`` = synonyms, a
-template-major list), each prompt embedding is L2-normalised, averaged, normalised again. The
-templates are those recorded in the bundle's default vocabulary: ``templates`` for the segment
+Run-time names go through the torch-free tokenizer, ``clip_text.onnx`` and the prompt rules of
+``sdk.prompts`` (the exporter's rules). The templates are those recorded in the bundle's default vocabulary: ``templates`` for the segment
 classifier, ``templates_clip`` for the CLIP branch.
 
 Embeddings are cached in memory (LRU) and on disk (``ZEGFORMER_CACHE`` or
@@ -26,11 +24,11 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .bundle import REEXPORT, Bundle
+from .classnames import validate_names
 from .errors import BundleError, VocabularyError
+from .prompts import expand_prompts, pool_class_embeddings
 
 log = logging.getLogger(__name__)
-MAX_NAMES = 10000
-SYNONYM_SEPARATOR = ", "
 CACHE_VERSION = 1
 VocabularySpec = Union[None, str, os.PathLike, Sequence[str], "Vocabulary"]
 
@@ -47,72 +45,6 @@ class Vocabulary:
 
     def __len__(self) -> int:
         return len(self.names)
-
-
-def validate_names(names: Sequence[str]) -> List[str]:
-    """A list of non-empty strings, 1..MAX_NAMES long, else :class:`VocabularyError`."""
-    if isinstance(names, (str, bytes)) or not hasattr(names, "__len__"):
-        raise VocabularyError(f"a vocabulary is a list of class names, not {type(names).__name__}")
-    names = list(names)
-    if not names:
-        raise VocabularyError("the vocabulary is empty: give at least one class name")
-    if len(names) > MAX_NAMES:
-        raise VocabularyError(f"the vocabulary has {len(names)} names; at most {MAX_NAMES} are supported — "
-                              "split it, or use a built-in vocabulary")
-    for i, name in enumerate(names):
-        if not isinstance(name, str):
-            raise VocabularyError(f"class name #{i} is {type(name).__name__} {name!r}, not a string")
-        if not name.strip():
-            raise VocabularyError(f"class name #{i} is empty")
-    return names
-
-
-def split_names(text: str) -> List[str]:
-    """``"cat; dog ;sky"`` → ``["cat", "dog", "sky"]``."""
-    return [n.strip() for n in text.split(";") if n.strip()]
-
-
-def read_vocabulary_file(path: Union[str, os.PathLike]) -> List[str]:
-    """Names from ``.txt`` (one per line, ``#`` comments), ``.json`` (a list, or ``{"names": [...]}``)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise VocabularyError(f"cannot read vocabulary file {path}: {e}") from e
-    if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except ValueError as e:
-            raise VocabularyError(f"{path} is not valid JSON: {e}") from e
-        if isinstance(data, dict):
-            data = data.get("names") or data.get("classes") or []
-        return validate_names([d["name"] if isinstance(d, dict) else d for d in data])
-    lines = [line.strip() for line in text.splitlines()]
-    return validate_names([line for line in lines if line and not line.startswith("#")])
-
-
-def prompt_owners(names: Sequence[str], templates: Sequence[str]) -> Tuple[List[str], List[int]]:
-    """The official template-major prompt list and, per prompt, its class index."""
-    prompts: List[str] = []
-    owner: List[int] = []
-    for k, name in enumerate(names):
-        splits = name.split(SYNONYM_SEPARATOR) if SYNONYM_SEPARATOR in name else [name]
-        texts = [t.format(s) for t in templates for s in splits]
-        prompts += texts
-        owner += [k] * len(texts)
-    return prompts, owner
-
-
-def pool(raw: np.ndarray, owner: Sequence[int], num_classes: int) -> np.ndarray:
-    """Normalise each prompt embedding, average per class, normalise again → ``[K,D]`` float32."""
-    raw = raw.astype(np.float32, copy=False)
-    raw = raw / np.linalg.norm(raw, axis=-1, keepdims=True)
-    owner_arr = np.asarray(owner)
-    out = np.empty((num_classes, raw.shape[1]), np.float32)
-    for k in range(num_classes):
-        mean = raw[owner_arr == k].mean(axis=0)
-        out[k] = mean / np.linalg.norm(mean)
-    return out
 
 
 def cache_dir_from_env(option: Union[None, bool, str, os.PathLike] = None) -> Optional[Path]:
@@ -245,7 +177,7 @@ class VocabularyStore:
         names = tuple(validate_names(names))
         tf = np.ascontiguousarray(text_features, dtype=np.float32)
         tfc = np.ascontiguousarray(text_features_clip, dtype=np.float32)
-        dim = int(self.bundle.model.get("embed_dim", tf.shape[-1]))
+        dim = self.bundle.settings.model.embed_dim
         for label, arr in (("text_features", tf), ("text_features_clip", tfc)):
             if arr.shape != (len(names), dim):
                 raise VocabularyError(f"{label} has shape {arr.shape}; expected ({len(names)}, {dim})")
@@ -303,7 +235,7 @@ class VocabularyStore:
 
     def encode(self, names: Sequence[str], templates: Sequence[str]) -> np.ndarray:
         """Class embeddings ``[K,D]`` of ``names`` under ``templates`` via the text graph."""
-        prompts, owner = prompt_owners(names, templates)
+        prompts, owner = expand_prompts(names, templates)
         unique = list(dict.fromkeys(prompts))
         index = {p: i for i, p in enumerate(unique)}
         tokens = self.tokenizer()(unique)
@@ -313,14 +245,13 @@ class VocabularyStore:
             self.text_graph_runs += 1
         raw_all = np.concatenate(raw, 0)[[index[p] for p in prompts]]
         log.info("embedded %d names (%d prompts) with the text graph", len(names), len(unique))
-        return pool(raw_all, owner, len(names))
+        return pool_class_embeddings(raw_all, owner, len(names))
 
     def tokenizer(self):
         with self._lock:
             if self._tokenizer is None:
                 from .tokenizer import ClipTokenizer
 
-                info = self.bundle.manifest.get("tokenizer") or {}
-                vocab = self.bundle.file(info.get("file", "bpe_simple_vocab_16e6.txt.gz"))
-                self._tokenizer = ClipTokenizer(vocab, context_length=int(info.get("context_length", 77)))
+                info = self.bundle.settings.tokenizer
+                self._tokenizer = ClipTokenizer(self.bundle.file(info.file), context_length=info.context_length)
             return self._tokenizer

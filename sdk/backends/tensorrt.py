@@ -231,16 +231,3 @@ class TensorRTBackend(Backend):
         with self._cuda_context():
             parts = [self._execute(graph, info, x[i:i + step]) for i in range(0, x.shape[0], step)]
         return [np.concatenate(p, 0) for p in zip(*parts)]
-
-    def proposal(self, image: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        masks, emb = self.run("proposal", image)
-        return masks, emb
-
-    def clip_image(self, crops: np.ndarray) -> np.ndarray:
-        return self.run("clip_image", crops)[0]
-
-    def clip_text(self, tokens: np.ndarray) -> np.ndarray:
-        return self.run("clip_text", tokens)[0]
-
-    def clip_dense(self, image: np.ndarray) -> np.ndarray:
-        return self.run("clip_dense", image)[0]
