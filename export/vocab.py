@@ -38,14 +38,6 @@ class VocabRequest:
     source: str
 
 
-def read_class_file(path: Path) -> List[str]:
-    """Class names of a class file, parsed by the SDK's parser (``sdk.classnames``)."""
-    try:
-        return classnames.read_class_file(path)
-    except VocabularyError as e:
-        raise ExportError(str(e)) from e
-
-
 def vocab_name(stem: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "vocab"
 
@@ -66,7 +58,11 @@ def resolve(requests: Optional[Sequence[str]], checkpoint: Dict) -> List[VocabRe
     for req in ([TRAIN, own] if default else list(requests)):
         path = Path(req)
         if path.is_file():
-            vocab = VocabRequest(vocab_name(path.stem), tuple(read_class_file(path)), str(path.resolve()))
+            try:
+                names = classnames.read_class_file(path)  # the SDK's parser: one set of rules
+            except VocabularyError as e:
+                raise ExportError(str(e)) from e
+            vocab = VocabRequest(vocab_name(path.stem), tuple(names), str(path.resolve()))
         elif req == own:
             vocab = VocabRequest(own, tuple(classes["names"]), "checkpoint classes")
         elif req == TRAIN:

@@ -48,14 +48,16 @@ def test_class_file_parses_alike_in_export_and_sdk(tmp_path):
     """The exporter reads class files with the SDK's parser: same names, same errors."""
     pytest.importorskip("torch")
     from export.errors import ExportError
-    from export.vocab import read_class_file as export_read
+    from export.vocab import resolve
 
+    checkpoint = {"classes": {"names": ["cat"], "seen": [True]}}
     path = tmp_path / "classes.txt"
     path.write_bytes(CLASS_TEXT.encode("utf-8"))
-    assert export_read(path) == read_class_file(path) == EXPECTED
+    (request,) = resolve([str(path)], checkpoint)
+    assert list(request.names) == read_class_file(path) == EXPECTED and request.name == "classes"
     path.write_text("cat\ncat\n", encoding="utf-8")
     with pytest.raises(ExportError, match="twice"):
-        export_read(path)
+        resolve([str(path)], checkpoint)
 
 
 def test_prompts_and_pooling():
