@@ -21,6 +21,14 @@ def _load_build_support():
     return module
 
 
+def _version() -> str:
+    """The one version string, ``sdk/version.py``."""
+    scope = {}
+    with open(os.path.join(HERE, "sdk", "version.py"), encoding="utf-8") as f:
+        exec(f.read(), scope)
+    return scope["__version__"]
+
+
 build_support = _load_build_support()
 ext_kwargs = build_support.setup_kwargs() if build_support else {}
 
@@ -32,26 +40,26 @@ TORCH_REQUIRES = [
     "onnx>=1.14",
     "pyyaml>=6",
     "scipy>=1.9",
-    "tensorboard>=2.12",
+    "tensorboard>=2.12",  # torch.utils.tensorboard (train/engine.py)
     "scikit-image>=0.19",  # its sample photographs (in the wheel) are the default int8 calibration set
 ]
 
 setup(
     name="zegformer-sdk",
-    version="0.1.0",
+    version=_version(),
     description="ZegFormer open-vocabulary semantic segmentation: training, ONNX/TensorRT export, torch-free SDK",
     long_description=open(os.path.join(HERE, "README.md"), encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.9",
     packages=find_packages(include=["sdk", "sdk.*", "export", "export.*", "train", "train.*"]),
-    package_data={"sdk": ["resources/*"], "train": ["resources/*", "configs/*.yaml"]},
+    package_data={"sdk": ["resources/*"], "train": ["resources/*"]},
     install_requires=SDK_REQUIRES,
     extras_require={
         "train": TORCH_REQUIRES,
         "export": TORCH_REQUIRES,
         "dev": TORCH_REQUIRES + ["pytest>=7", "matplotlib>=3.5", "psutil>=5"],
-        "gpu": ["onnxruntime-gpu>=1.16", "cupy-cuda12x"],
+        "gpu": ["onnxruntime-gpu>=1.16", "cupy-cuda12x"],  # cupy: the device arrays of sdk.arrays
         # TensorRT 10.13.3+ and 11.x metapackages pull the CUDA 13 wheels (tensorrt_cu13: driver >= 580);
         # cuda-python 13 likewise. CUDA 12 drivers: the [tensorrt-cu12] extra. pycuda builds from source
         # (needs the CUDA headers); it is the fallback binding, cuda-python the first choice.

@@ -1,7 +1,6 @@
 """Checkpoint → bundle directory: graphs, background, tokenizer, vocabularies, manifest, checks."""
 from __future__ import annotations
 
-import datetime
 import logging
 import shutil
 from dataclasses import dataclass
@@ -12,6 +11,8 @@ import numpy as np
 import torch
 
 from sdk import bundle_format as bf
+from sdk.manifest import InferenceSettings, ModelInfo, PreprocessInfo, TokenizerInfo, new_manifest
+from sdk.version import __version__
 from train.checkpoint import CheckpointError, load_model
 from train.model import ZegFormer
 
@@ -21,8 +22,6 @@ from .manifest import check_destination, read_manifest, staging_dir, write_manif
 
 log = logging.getLogger(__name__)
 SDK_RESOURCES = Path(bf.__file__).resolve().parent / "resources"
-INFERENCE_DEFAULTS = {"min_size": 640, "max_size": 2560, "mask_threshold": 0.5}
-PACKAGE_VERSION = "0.1.0"
 
 
 @dataclass
@@ -40,15 +39,6 @@ class ExportOptions:
     profiles: Optional[Dict[str, Any]] = None
     progress: bool = True
     precision: Optional[Any] = None  # export.precision.PrecisionOptions: --int8 / --fp16 graphs
-
-
-def package_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("zegformer-sdk")
-    except Exception:
-        return PACKAGE_VERSION
 
 
 def check_options(model_cfg, opts: ExportOptions) -> None:
@@ -79,40 +69,34 @@ def load(checkpoint: Path) -> Tuple[ZegFormer, Dict[str, Any]]:
     return model.float().eval(), payload
 
 
+def manifest_sections(model: ZegFormer, opts: ExportOptions
+                      ) -> Tuple[ModelInfo, PreprocessInfo, InferenceSettings, TokenizerInfo]:
+    """The typed manifest sections of ``model`` (the settings not given keep ``sdk.manifest``'s defaults)."""
+    cfg = model.cfg
+    info = ModelInfo(num_queries=cfg.num_queries, embed_dim=cfg.embed_dim, mask_stride=cfg.mask_stride,
+                     size_divisibility=cfg.size_divisibility, crop_size=cfg.crop_size,
+                     segment_logit_scale=float(model.predictor.logit_scale.detach().exp().item()),
+                     clip_logit_scale=float(model.clip.logit_scale.detach().exp().item()), config=cfg.to_dict())
+    pre = PreprocessInfo(**{k: [float(v) for v in getattr(cfg, k)]
+                            for k in ("pixel_mean", "pixel_std", "clip_pixel_mean", "clip_pixel_std")})
+    inference = InferenceSettings(size_divisibility=cfg.size_divisibility, crop_size=cfg.crop_size,
+                                  ensemble_lambda=cfg.ensemble_lambda, gzero_calibrate=cfg.gzero_calibrate,
+                                  dense_size=[int(s) for s in opts.dense_size])
+    return info, pre, inference, TokenizerInfo(context_length=cfg.clip.context_length)
+
+
 def build_manifest(model: ZegFormer, payload: Dict[str, Any], checkpoint: Path, graph_entries: Dict,
                    vocab_entries: Dict[str, str], default_vocab: str, opts: ExportOptions) -> Dict[str, Any]:
     """Everything of ``manifest.json`` except ``files`` (filled in when written)."""
     import onnx
     import open_clip
 
-    cfg = model.cfg
-    return {
-        "format": bf.FORMAT, "format_version": bf.FORMAT_VERSION,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "model": {"num_queries": cfg.num_queries, "embed_dim": cfg.embed_dim, "mask_stride": cfg.mask_stride,
-                  "size_divisibility": cfg.size_divisibility, "crop_size": cfg.crop_size,
-                  "segment_logit_scale": float(model.predictor.logit_scale.detach().exp().item()),
-                  "clip_logit_scale": float(model.clip.logit_scale.detach().exp().item()),
-                  "config": cfg.to_dict()},
-        "preprocess": {k: [float(v) for v in getattr(cfg, k)]
-                       for k in ("pixel_mean", "pixel_std", "clip_pixel_mean", "clip_pixel_std")},
-        "inference": {**INFERENCE_DEFAULTS, "size_divisibility": cfg.size_divisibility,
-                      "crop_size": cfg.crop_size, "ensemble_lambda": cfg.ensemble_lambda,
-                      "gzero_calibrate": cfg.gzero_calibrate, "dense_size": [int(s) for s in opts.dense_size]},
-        "classes": {"names": list(payload["classes"]["names"]),
-                    "seen": [bool(s) for s in payload["classes"]["seen"]]},
-        "default_vocabulary": default_vocab,
-        "vocabularies": vocab_entries,
-        "tokenizer": {"file": bf.TOKENIZER_VOCAB, "context_length": cfg.clip.context_length},
-        "graphs": graph_entries,
-        "background": bf.BACKGROUND,
-        "checkpoint": {"path": str(checkpoint.resolve()), "sha256": bf.sha256_file(checkpoint)},
-        "files": {},
-        "versions": {"zegformer_sdk": package_version(), "torch": str(torch.__version__),
-                     "onnx": str(onnx.__version__), "opset": opts.opset,
-                     "open_clip": str(open_clip.__version__)},
-        "engines": {},
-    }
+    return new_manifest(
+        *manifest_sections(model, opts), classes=payload["classes"],
+        default_vocabulary=default_vocab, vocabularies=vocab_entries, graphs=graph_entries,
+        checkpoint={"path": str(checkpoint.resolve()), "sha256": bf.sha256_file(checkpoint)},
+        versions={"zegformer_sdk": __version__, "torch": str(torch.__version__), "onnx": str(onnx.__version__),
+                  "opset": opts.opset, "open_clip": str(open_clip.__version__)})
 
 
 def write_static_files(model: ZegFormer, bundle: Path) -> None:
@@ -140,7 +124,7 @@ def export_bundle(checkpoint: Path, out: Path, opts: ExportOptions) -> Dict[str,
     model, payload = load(checkpoint)
     check_options(model.cfg, opts)
     if opts.tensorrt and opts.profiles:
-        check_profiles(model.cfg, opts)
+        check_profiles(model, opts)
     vocabs = vocab.resolve(opts.vocabs, payload)
     default_vocab = vocabs[0].name if opts.vocabs else vocabs[-1].name
     specs = graphs.graph_specs(model, opts.image_size, opts.dense_size)
@@ -164,14 +148,12 @@ def export_bundle(checkpoint: Path, out: Path, opts: ExportOptions) -> Dict[str,
     return manifest
 
 
-def check_profiles(cfg, opts: ExportOptions) -> None:
+def check_profiles(model: ZegFormer, opts: ExportOptions) -> None:
     """Validate ``--profile`` overrides before the export rather than after it."""
     from .trt_profiles import default_profiles, merge_profiles
 
-    facts = {"model": {"crop_size": cfg.crop_size, "num_queries": cfg.num_queries,
-                       "size_divisibility": cfg.size_divisibility},
-             "inference": {**INFERENCE_DEFAULTS, "dense_size": list(opts.dense_size)},
-             "tokenizer": {"context_length": cfg.clip.context_length}}
+    info, _, inference, tokenizer = manifest_sections(model, opts)
+    facts = {"model": info.to_dict(), "inference": inference.to_dict(), "tokenizer": tokenizer.to_dict()}
     merge_profiles(default_profiles(facts), opts.profiles)
 
 

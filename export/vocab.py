@@ -1,7 +1,7 @@
 """Vocabularies of the bundle: which class lists, read from where, embedded with which prompts.
 
-A ``--vocab`` value is an existing file (one class per line; ``a, b`` = synonyms; blank lines and
-``#`` comments ignored; named after the file's stem) or a built-in name: ``coco-stuff`` (171),
+A ``--vocab`` value is an existing class file (``sdk.classnames``: one class per line, ``a, b`` =
+synonyms, blank lines and ``#`` comments ignored, or JSON; named after the file's stem) or a built-in name: ``coco-stuff`` (171),
 ``voc`` (20), ``ade-847`` (847), ``train`` (the checkpoint's seen classes) or the name of the
 checkpoint's own class list (its dataset, else ``all``).
 """
@@ -16,6 +16,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from sdk import classnames
+from sdk.errors import VocabularyError
 from train.classes import dataset_classes, prompt_templates
 from train.config import ModelConfig
 from train.model import ZegFormer
@@ -28,34 +30,12 @@ TRAIN = "train"
 
 
 @dataclass(frozen=True)
-class Vocabulary:
+class VocabRequest:
+    """A vocabulary to embed into the bundle: its file name, class names and where they came from."""
+
     name: str
     names: Tuple[str, ...]
     source: str
-
-
-def normalise_class(line: str) -> str:
-    """``"a ,b"`` → ``"a, b"`` (the synonym separator the text code splits on)."""
-    return ", ".join(part.strip() for part in line.split(",") if part.strip())
-
-
-def read_class_file(path: Path) -> List[str]:
-    """Class names of a text file; errors on an unreadable, empty or duplicated list."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ExportError(f"cannot read class file {path}: {e}") from e
-    names: List[str] = []
-    for lineno, raw in enumerate(text.splitlines(), 1):
-        name = normalise_class(raw.split("#", 1)[0])
-        if not name:
-            continue
-        if name in names:
-            raise ExportError(f"class file {path} lists {name!r} twice (line {lineno})")
-        names.append(name)
-    if not names:
-        raise ExportError(f"class file {path} lists no classes (blank lines and # comments are ignored)")
-    return names
 
 
 def vocab_name(stem: str) -> str:
@@ -68,28 +48,32 @@ def checkpoint_vocab_name(checkpoint: Dict) -> str:
     return vocab_name(str(source["dataset"])) if source.get("dataset") else "all"
 
 
-def resolve(requests: Optional[Sequence[str]], checkpoint: Dict) -> List[Vocabulary]:
+def resolve(requests: Optional[Sequence[str]], checkpoint: Dict) -> List[VocabRequest]:
     """Turn ``--vocab`` values (``None`` = default: ``train`` + the checkpoint's list) into vocabularies."""
     classes = checkpoint["classes"]
     own = checkpoint_vocab_name(checkpoint)
     seen = tuple(n for n, s in zip(classes["names"], classes["seen"]) if s)
     default = requests is None or len(requests) == 0
-    out: List[Vocabulary] = []
+    out: List[VocabRequest] = []
     for req in ([TRAIN, own] if default else list(requests)):
         path = Path(req)
         if path.is_file():
-            vocab = Vocabulary(vocab_name(path.stem), tuple(read_class_file(path)), str(path.resolve()))
+            try:
+                names = classnames.read_class_file(path)  # the SDK's parser: one set of rules
+            except VocabularyError as e:
+                raise ExportError(str(e)) from e
+            vocab = VocabRequest(vocab_name(path.stem), tuple(names), str(path.resolve()))
         elif req == own:
-            vocab = Vocabulary(own, tuple(classes["names"]), "checkpoint classes")
+            vocab = VocabRequest(own, tuple(classes["names"]), "checkpoint classes")
         elif req == TRAIN:
             if not seen:
                 if default:
                     log.warning("the checkpoint has no seen classes: no 'train' vocabulary")
                     continue
                 raise ExportError("vocabulary 'train' asked for, but the checkpoint has no seen classes")
-            vocab = Vocabulary(TRAIN, seen, "checkpoint seen classes")
+            vocab = VocabRequest(TRAIN, seen, "checkpoint seen classes")
         elif req in BUILTIN:
-            vocab = Vocabulary(req, tuple(dataset_classes(req).names), f"built-in {req}")
+            vocab = VocabRequest(req, tuple(dataset_classes(req).names), f"built-in {req}")
         else:
             known = ", ".join(sorted(set(BUILTIN) | {TRAIN, own}))
             raise ExportError(f"unknown vocabulary {req!r}: not an existing file and not one of {known}")
@@ -106,7 +90,7 @@ def _embed(model: ZegFormer, names: Sequence[str], templates: Sequence[str], wha
     return model.text_embeddings(list(names), list(templates), progress=progress).float().cpu()
 
 
-def embed_vocabularies(model: ZegFormer, vocabs: Sequence[Vocabulary], progress: bool = True
+def embed_vocabularies(model: ZegFormer, vocabs: Sequence[VocabRequest], progress: bool = True
                        ) -> Dict[str, Dict[str, np.ndarray]]:
     """Both embedding sets of every vocabulary, each class embedded once (union over vocabularies)."""
     cfg: ModelConfig = model.cfg

@@ -11,9 +11,8 @@ from .errors import (BackendError, BundleError, EngineMismatchWarning, ImageErro
                      VocabularyError)
 from .result import Segment, SegmentationResult
 from .segmenter import Segmenter
+from .version import __version__
 from .vocabulary import Vocabulary
-
-__version__ = "0.1.0"
 
 __all__ = ["Segmenter", "SegmentationResult", "Segment", "Vocabulary", "SegmenterError", "BundleError",
            "BackendError", "VocabularyError", "ImageError", "OptionError", "EngineMismatchWarning", "__version__"]

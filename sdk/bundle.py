@@ -1,11 +1,12 @@
 """Open a model bundle: read and check ``manifest.json``, verify every file before it is used.
 
-See ``sdk/bundle_format.py`` for the format. A file is hashed (sha256) the first time it is asked
-for, *before* anything deserialises it; a mismatch is a :class:`BundleError` naming the file.
+See ``sdk/bundle_format.py`` for the format and ``sdk/manifest.py`` for the manifest's reader;
+``Bundle.settings`` is its typed view (defaults filled in). A file is hashed (sha256) the first
+time it is asked for, *before* anything deserialises it; a mismatch is a :class:`BundleError`
+naming the file.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -16,13 +17,10 @@ import numpy as np
 
 from . import bundle_format as fmt
 from .errors import BundleError
-from .validate import (check_background, check_embedding_rows, check_manifest_schema, confined_path, load_npy,
-                       load_npz, read_manifest_text, root_dir)
+from .manifest import REEXPORT, Settings, read_manifest
+from .validate import check_background, check_embedding_rows, confined_path, load_npy, load_npz, root_dir
 
 log = logging.getLogger(__name__)
-
-REEXPORT = "re-export the bundle (python -m export --checkpoint MODEL.pth --out DIR)"
-REQUIRED_KEYS = ("model", "preprocess", "inference", "classes", "graphs", "files")
 
 
 class Bundle:
@@ -33,27 +31,8 @@ class Bundle:
         self.verify = verify
         self._verified: Dict[str, Path] = {}
         self._lock = threading.Lock()
-        self.manifest = self._read_manifest()
-
-    # ------------------------------------------------------------------ manifest
-    def _read_manifest(self) -> Dict[str, Any]:
-        path = self.root / fmt.MANIFEST
-        if not self.root.is_dir():
-            raise BundleError(f"bundle directory not found: {self.root}")
-        if not path.is_file():
-            raise BundleError(f"{path} is missing: {self.root} is not a model bundle; {REEXPORT}")
-        confined_path(self.root, fmt.MANIFEST, path)
-        try:
-            manifest = json.loads(read_manifest_text(path))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-            raise BundleError(f"{path} is not valid JSON ({e}); {REEXPORT}") from e
-        if not isinstance(manifest, dict) or manifest.get("format") != fmt.FORMAT:
-            raise BundleError(f"{path} is not a {fmt.FORMAT} manifest; {REEXPORT}")
-        version = manifest.get("format_version")
-        if version != fmt.FORMAT_VERSION:
-            raise BundleError(f"{self.root} has bundle format version {version!r}; this SDK reads version "
-                              f"{fmt.FORMAT_VERSION}: upgrade zegformer-sdk or {REEXPORT} with this version")
-        return check_manifest_schema(manifest, path)
+        self.manifest = read_manifest(self.root)
+        self.settings = Settings.from_manifest(self.manifest)
 
     # ------------------------------------------------------------------ files
     def file(self, relpath: str) -> Path:
@@ -111,15 +90,17 @@ class Bundle:
     # ------------------------------------------------------------------ facts
     @property
     def model(self) -> Dict[str, Any]:
-        return self.manifest["model"]
+        """``manifest["model"]`` with the defaults filled in (see ``settings.model``)."""
+        return self.settings.model.to_dict()
 
     @property
     def inference(self) -> Dict[str, Any]:
-        return self.manifest["inference"]
+        """``manifest["inference"]`` with the defaults filled in (see ``settings.inference``)."""
+        return self.settings.inference.to_dict()
 
     @property
     def preprocess(self) -> Dict[str, Any]:
-        return self.manifest["preprocess"]
+        return self.settings.preprocess.to_dict()
 
     @property
     def vocabularies(self) -> Dict[str, str]:
@@ -140,16 +121,15 @@ class Bundle:
 
     def summary(self) -> str:
         """A human-readable summary of the manifest (``python -m sdk info``)."""
-        m, inf, cls = self.model, self.inference, self.manifest["classes"]
+        m, inf, cls = self.settings.model, self.settings.inference, self.manifest["classes"]
         lines = [f"bundle     {self.root}",
                  f"format     {self.manifest['format']} v{self.manifest['format_version']}, "
                  f"created {self.manifest.get('created', '?')}",
-                 f"model      {m.get('num_queries')} queries, embed dim {m.get('embed_dim')}, "
-                 f"crop {m.get('crop_size')}, scales seg {m.get('segment_logit_scale', 0):.4g} "
-                 f"clip {m.get('clip_logit_scale', 0):.4g}",
-                 f"inference  min_size {inf.get('min_size')}, max_size {inf.get('max_size')}, pad "
-                 f"{inf.get('size_divisibility')}, λ {inf.get('ensemble_lambda', 0):.4g}, calibrate "
-                 f"{inf.get('gzero_calibrate')}, dense {inf.get('dense_size')}",
+                 f"model      {m.num_queries} queries, embed dim {m.embed_dim}, "
+                 f"crop {m.crop_size}, scales seg {m.segment_logit_scale:.4g} clip {m.clip_logit_scale:.4g}",
+                 f"inference  min_size {inf.min_size}, max_size {inf.max_size}, pad "
+                 f"{inf.size_divisibility}, λ {inf.ensemble_lambda:.4g}, calibrate "
+                 f"{inf.gzero_calibrate}, dense {inf.dense_size}",
                  f"classes    {len(cls['names'])} ({sum(map(bool, cls['seen']))} seen)",
                  f"vocab      {', '.join(self.vocabularies) or '-'} (default {self.default_vocabulary})",
                  f"graphs     {', '.join(n for n in fmt.GRAPHS if self.has_graph(n))}"]

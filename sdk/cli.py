@@ -56,6 +56,7 @@ def alpha_arg(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .backends import backend_names
     from .modes import MODES
 
     parser = argparse.ArgumentParser(prog="python -m sdk", description=__doc__,
@@ -67,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--out", type=Path, help="output directory (required except with --webcam)")
     seg.add_argument("--vocab", help="built-in vocabulary NAME, a FILE of names, or 'a;b;c'")
     seg.add_argument("--mode", choices=MODES, default="cropmask")
-    seg.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "openvino", "tensorrt", "torch"))
+    seg.add_argument("--backend", default="auto", choices=backend_names(),
+                     help="auto picks TensorRT, then ONNX Runtime CUDA, then ONNX Runtime CPU")
     seg.add_argument("--precision", default="fp32", metavar="TIER",
                      help="fp32 (faithful, default), bf16 (openvino), int8, fp16 (GPU), auto (fastest tier whose "
                           "agreement measured at export meets the bar), or per graph 'clip_image=int8,proposal=fp32'")

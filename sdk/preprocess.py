@@ -4,14 +4,14 @@
 * :func:`resize_shortest_edge` is detectron2's ``ResizeShortestEdge`` (PIL bilinear on uint8);
 * :func:`pad_to_multiple` pads bottom/right, as detectron2's ``ImageList`` does.
 
-The torch backend and the training evaluation reuse these functions, so every path resizes alike.
+The torch model and the training evaluation reuse these functions, so every path resizes and pads alike.
 """
 from __future__ import annotations
 
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple, Union
+from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -167,6 +167,7 @@ def resize_shortest_edge(image: np.ndarray, min_size: Optional[int], max_size: i
 
 
 def padded_size(h: int, w: int, divisor: int) -> Tuple[int, int]:
+    """(H, W) rounded up to multiples of ``divisor`` (detectron2 ``ImageList``; the torch model uses it too)."""
     if divisor <= 1:
         return h, w
     return (h + divisor - 1) // divisor * divisor, (w + divisor - 1) // divisor * divisor
@@ -192,18 +193,20 @@ def normalize(chw: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> n
 
 @dataclass(frozen=True)
 class Prepared:
-    """One image ready for the graphs."""
+    """One image ready for the graphs, with its three sizes named."""
 
-    resized: np.ndarray      # H×W×3 uint8, after the shortest-edge resize
+    image: np.ndarray        # H×W×3 uint8, after the shortest-edge resize
     model_input: np.ndarray  # [1,3,Hp,Wp] float32 0..255, padded with the backbone pixel mean
-    original_size: Tuple[int, int]
+    original: Tuple[int, int]  # (H, W) of the input image: the label map's size
 
     @property
-    def size(self) -> Tuple[int, int]:
-        return self.resized.shape[0], self.resized.shape[1]
+    def resized(self) -> Tuple[int, int]:
+        """(H, W) after the resize (the image the model sees, before padding)."""
+        return self.image.shape[0], self.image.shape[1]
 
     @property
     def padded(self) -> Tuple[int, int]:
+        """(Hp, Wp): the resized size padded to the size divisibility."""
         return self.model_input.shape[2], self.model_input.shape[3]
 
 
@@ -216,15 +219,24 @@ def prepare(image: np.ndarray, min_size: Optional[int], max_size: int, divisor: 
     return Prepared(resized, np.ascontiguousarray(padded), (image.shape[0], image.shape[1]))
 
 
-def clip_input(prepared: Prepared, mean: Sequence[float], std: Sequence[float], divisor: int) -> np.ndarray:
-    """CLIP-normalised image padded with 0 (the CLIP mean colour): ``[1,3,Hp,Wp]`` float32."""
-    chw = normalize(prepared.resized.transpose(2, 0, 1).astype(np.float32), mean, std)
-    return np.ascontiguousarray(pad_to_multiple(chw, divisor, 0.0)[None])
+def clip_input(model_input: Any, resized: Tuple[int, int], mean: Sequence[float], std: Sequence[float],
+               xp=np) -> Any:
+    """The CLIP-normalised image padded with 0 (the CLIP mean colour), ``[1,3,Hp,Wp]`` float32.
+
+    Computed from the (possibly device-resident) model input, whose padding is replaced by 0.
+    """
+    m = xp.asarray(np.asarray(mean, dtype=np.float32).reshape(1, -1, 1, 1))
+    s = xp.asarray(np.asarray(std, dtype=np.float32).reshape(1, -1, 1, 1))
+    out = (model_input - m) / s
+    h, w = resized
+    out[..., h:, :] = 0.0
+    out[..., :h, w:] = 0.0
+    return xp.ascontiguousarray(out)
 
 
 def dense_input(prepared: Prepared, size: Sequence[int], mean: Sequence[float], std: Sequence[float]
                 ) -> np.ndarray:
     """The (unpadded) resized image, PIL-bilinear to ``size`` = (H, W), CLIP-normalised: ``[1,3,H,W]``."""
     h, w = int(size[0]), int(size[1])
-    im = np.asarray(Image.fromarray(prepared.resized).resize((w, h), Image.BILINEAR))
+    im = np.asarray(Image.fromarray(prepared.image).resize((w, h), Image.BILINEAR))
     return np.ascontiguousarray(normalize(im.transpose(2, 0, 1).astype(np.float32), mean, std)[None])

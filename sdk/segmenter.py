@@ -11,12 +11,14 @@ import numpy as np
 from .backends import Backend, create_backend
 from .bundle import REEXPORT, Bundle
 from .errors import BackendError, BundleError, SegmenterError, VocabularyError
-from .modes import MODES, Pipeline, Timer
+from .classnames import read_class_file, split_names, validate_names
+from .modes import MODES
+from .pipeline import Pipeline
 from .preprocess import ImageLike, prepare, to_rgb_uint8
 from .result import SegmentationResult, build_segments
+from .timer import Timer
+from .vocabulary import Vocabulary, VocabularySpec, VocabularyStore
 from .validate import check_options
-from .vocabulary import (Vocabulary, VocabularySpec, VocabularyStore, read_vocabulary_file, split_names,
-                         validate_names)
 
 log = logging.getLogger(__name__)
 BUNDLE_DEFAULT = "bundle"
@@ -37,7 +39,7 @@ class Segmenter:
         bgr: read 3/4-channel arrays as OpenCV BGR(A).
         threads: intra-op threads of the backend (default: the library's choice).
         clip_batch: crops per CLIP image-encoder call (default 32 on the CPU, all queries on a GPU).
-        prune_threshold: the ``pruned`` mode's threshold (see ``sdk.modes.prune``).
+        prune_threshold: the ``pruned`` mode's threshold (see ``sdk.scores.prune``).
         cache_dir: text-embedding disk cache (default ``ZEGFORMER_CACHE`` or ``~/.cache/zegformer-sdk``;
             ``False`` disables it). ``text_batch``: prompts per text-graph call.
         reuse_builtin: take a run-time name's embeddings from a built-in vocabulary that has it.
@@ -59,10 +61,10 @@ class Segmenter:
                       mode=mode, cache_dir=cache_dir, checkpoint=checkpoint)
         self.bundle = Bundle(bundle_dir)
         self.mode = self._check_mode(mode)
-        inf = self.bundle.inference
-        self.min_size = inf.get("min_size", 640) if min_size == BUNDLE_DEFAULT else min_size
-        self.max_size = int(max_size or inf.get("max_size", 2560))
-        self.divisor = int(inf.get("size_divisibility", 32))
+        inf = self.bundle.settings.inference
+        self.min_size = inf.min_size if min_size == BUNDLE_DEFAULT else min_size
+        self.max_size = int(max_size or inf.max_size)
+        self.divisor = int(inf.size_divisibility)
         self.bgr = bool(bgr)
         self.device = device
         self._options = {"threads": threads, "checkpoint": checkpoint, "precision": precision,
@@ -115,7 +117,7 @@ class Segmenter:
         """Make ``vocabulary`` the default for later calls; returns it.
 
         ``vocabulary``: a built-in name (``vocab/<name>.npz``), a list of class names (embedded
-        at run time, cached), ``"a;b;c"``, a ``.txt``/``.json`` file of names, or a
+        at run time, cached), ``"a;b;c"``, a ``.txt``/``.json`` class file (``sdk.classnames``), or a
         :class:`Vocabulary`. With ``text_features`` and ``text_features_clip`` (``[K,D]`` each,
         L2-normalised) the given embeddings are used as they are for the names.
         """
@@ -142,12 +144,12 @@ class Segmenter:
         if isinstance(vocabulary, Vocabulary):
             return vocabulary.names
         if isinstance(vocabulary, os.PathLike):
-            return read_vocabulary_file(vocabulary)
+            return read_class_file(vocabulary)
         if isinstance(vocabulary, str):
             if vocabulary in self.bundle.vocabularies:
                 return self._store.builtin(vocabulary).names
             if os.path.isfile(vocabulary):  # before ';': a file's path may contain one
-                return read_vocabulary_file(vocabulary)
+                return read_class_file(vocabulary)
             if ";" in vocabulary:
                 return validate_names(split_names(vocabulary))
             raise VocabularyError(f"{vocabulary!r} is not a built-in vocabulary "
@@ -174,12 +176,12 @@ class Segmenter:
             with timer("preprocess"):
                 rgb = to_rgb_uint8(image, self.bgr if bgr is None else bgr)
                 prep = prepare(rgb, self.min_size, self.max_size, self.divisor,
-                               self.bundle.preprocess["pixel_mean"])
+                               self.bundle.settings.preprocess.pixel_mean)
             out = self._pipeline.run(prep, vocab, mode, return_probs, timer)
             segments = build_segments(out.labels, vocab.names, vocab.seen, out.segment_scores)
         info = {"mode": mode, "backend": self._backend.name, "device": self._backend.device,
                 "precision": self.precision,
-                "vocabulary": vocab.source, "resized": list(prep.size), "padded": list(prep.padded), **out.info}
+                "vocabulary": vocab.source, "resized": list(prep.resized), "padded": list(prep.padded), **out.info}
         return SegmentationResult(out.labels, vocab.names, segments, out.probs, timer.ms, info)
 
     segment = __call__

@@ -1,9 +1,7 @@
 """Vocabularies: built-in ones from the bundle, and names embedded at run time.
 
-Run-time names go through the torch-free tokenizer and ``clip_text.onnx`` exactly as the official
-text path: per class every template is formatted with the name (``"a, b"`` = synonyms, a
-template-major list), each prompt embedding is L2-normalised, averaged, normalised again. The
-templates are those recorded in the bundle's default vocabulary: ``templates`` for the segment
+Run-time names go through the torch-free tokenizer, ``clip_text.onnx`` and the prompt rules of
+``sdk.prompts`` (the exporter's rules). The templates are those recorded in the bundle's default vocabulary: ``templates`` for the segment
 classifier, ``templates_clip`` for the CLIP branch.
 
 Embeddings are cached in memory (LRU) and on disk (``ZEGFORMER_CACHE`` or
@@ -26,12 +24,12 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .bundle import REEXPORT, Bundle
+from .classnames import validate_names
 from .errors import BundleError, VocabularyError
-from .validate import as_features, cached_embeddings_ok, check_name_text, names_from_json, read_text_file
+from .prompts import expand_prompts, pool_class_embeddings
+from .validate import as_features, cached_embeddings_ok
 
 log = logging.getLogger(__name__)
-MAX_NAMES = 10000
-SYNONYM_SEPARATOR = ", "
 CACHE_VERSION = 1
 VocabularySpec = Union[None, str, os.PathLike, Sequence[str], "Vocabulary"]
 
@@ -48,72 +46,6 @@ class Vocabulary:
 
     def __len__(self) -> int:
         return len(self.names)
-
-
-def validate_names(names: Sequence[str]) -> List[str]:
-    """A list of non-empty strings, 1..MAX_NAMES long, else :class:`VocabularyError`."""
-    if isinstance(names, (str, bytes)) or not hasattr(names, "__len__"):
-        raise VocabularyError(f"a vocabulary is a list of class names, not {type(names).__name__}")
-    names = list(names)
-    if not names:
-        raise VocabularyError("the vocabulary is empty: give at least one class name")
-    if len(names) > MAX_NAMES:
-        raise VocabularyError(f"the vocabulary has {len(names)} names; at most {MAX_NAMES} are supported — "
-                              "split it, or use a built-in vocabulary")
-    for i, name in enumerate(names):
-        if not isinstance(name, str):
-            raise VocabularyError(f"class name #{i} is {type(name).__name__} {name!r}, not a string")
-        if not name.strip():
-            raise VocabularyError(f"class name #{i} is empty")
-        check_name_text(name, i, VocabularyError)
-    return names
-
-
-def split_names(text: str) -> List[str]:
-    """``"cat; dog ;sky"`` → ``["cat", "dog", "sky"]``."""
-    return [n.strip() for n in text.split(";") if n.strip()]
-
-
-def read_vocabulary_file(path: Union[str, os.PathLike]) -> List[str]:
-    """Names from ``.txt`` (one per line, ``#`` comments), ``.json`` (a list, or ``{"names": [...]}``)."""
-    path = Path(path)
-    text = read_text_file(path, VocabularyError, "vocabulary file")
-    if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except (ValueError, RecursionError) as e:
-            raise VocabularyError(f"{path} is not valid JSON: {e}") from e
-        names = names_from_json(data, path, VocabularyError)
-    else:
-        names = [line for line in (raw.strip() for raw in text.splitlines()) if line and not line.startswith("#")]
-    try:
-        return validate_names(names)
-    except VocabularyError as e:
-        raise VocabularyError(f"vocabulary file {path}: {e}") from e
-
-
-def prompt_owners(names: Sequence[str], templates: Sequence[str]) -> Tuple[List[str], List[int]]:
-    """The official template-major prompt list and, per prompt, its class index."""
-    prompts: List[str] = []
-    owner: List[int] = []
-    for k, name in enumerate(names):
-        splits = name.split(SYNONYM_SEPARATOR) if SYNONYM_SEPARATOR in name else [name]
-        texts = [t.format(s) for t in templates for s in splits]
-        prompts += texts
-        owner += [k] * len(texts)
-    return prompts, owner
-
-
-def pool(raw: np.ndarray, owner: Sequence[int], num_classes: int) -> np.ndarray:
-    """Normalise each prompt embedding, average per class, normalise again → ``[K,D]`` float32."""
-    raw = raw.astype(np.float32, copy=False)
-    raw = raw / np.linalg.norm(raw, axis=-1, keepdims=True)
-    owner_arr = np.asarray(owner)
-    out = np.empty((num_classes, raw.shape[1]), np.float32)
-    for k in range(num_classes):
-        mean = raw[owner_arr == k].mean(axis=0)
-        out[k] = mean / np.linalg.norm(mean)
-    return out
 
 
 def cache_dir_from_env(option: Union[None, bool, str, os.PathLike] = None) -> Optional[Path]:
@@ -250,7 +182,7 @@ class VocabularyStore:
              source: str = "user") -> Vocabulary:
         """A :class:`Vocabulary` from given embeddings (shapes checked)."""
         names = tuple(validate_names(names))
-        dim = self.bundle.model.get("embed_dim") or (np.shape(text_features)[-1] if np.ndim(text_features) else 0)
+        dim = self.bundle.settings.model.embed_dim
         tf = as_features("text_features", text_features, (len(names), dim), VocabularyError)
         tfc = as_features("text_features_clip", text_features_clip, (len(names), dim), VocabularyError)
         seen = np.array([n in self.seen_names for n in names], dtype=bool)
@@ -307,7 +239,7 @@ class VocabularyStore:
 
     def encode(self, names: Sequence[str], templates: Sequence[str]) -> np.ndarray:
         """Class embeddings ``[K,D]`` of ``names`` under ``templates`` via the text graph."""
-        prompts, owner = prompt_owners(names, templates)
+        prompts, owner = expand_prompts(names, templates)
         unique = list(dict.fromkeys(prompts))
         index = {p: i for i, p in enumerate(unique)}
         tokens = self.tokenizer()(unique)
@@ -317,17 +249,17 @@ class VocabularyStore:
             self.text_graph_runs += 1
         raw_all = np.concatenate(raw, 0)[[index[p] for p in prompts]]
         log.info("embedded %d names (%d prompts) with the text graph", len(names), len(unique))
-        return pool(raw_all, owner, len(names))
+        return pool_class_embeddings(raw_all, owner, len(names))
 
     def tokenizer(self):
         with self._lock:
             if self._tokenizer is None:
                 from .tokenizer import ClipTokenizer
 
-                info = self.bundle.manifest.get("tokenizer") or {}
-                vocab = self.bundle.file(info.get("file", "bpe_simple_vocab_16e6.txt.gz"))
+                info = self.bundle.settings.tokenizer
+                vocab = self.bundle.file(info.file)
                 try:
-                    self._tokenizer = ClipTokenizer(vocab, context_length=int(info.get("context_length", 77)))
+                    self._tokenizer = ClipTokenizer(vocab, context_length=info.context_length)
                 except Exception as e:  # a broken gzip/BPE file: EOFError, BadGzipFile, ValueError, ...
                     raise BundleError(f"bundle file {vocab} is not a CLIP BPE vocabulary ({type(e).__name__}: "
                                       f"{e}); {REEXPORT}") from e

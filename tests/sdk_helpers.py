@@ -62,6 +62,15 @@ def shared_bundle(tmp_path_factory) -> Path:
     return _SHARED["bundle"]
 
 
+def tiny_bundle(tmp_path_factory) -> Path:
+    """The checked-in tiny bundle (``tests/tiny_bundle.py``), materialised once per session; no torch."""
+    if "tiny" not in _SHARED:
+        from tests.tiny_bundle import materialise
+
+        _SHARED["tiny"] = materialise(tmp_path_factory.mktemp("tiny_bundle") / "bundle")
+    return _SHARED["tiny"]
+
+
 def copy_bundle(bundle: Path, dest: Path) -> Path:
     """A private copy of a bundle (for tests that modify files)."""
     import shutil

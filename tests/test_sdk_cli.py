@@ -12,15 +12,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.sdk_helpers import block_image, shared_bundle
+from tests.sdk_helpers import block_image, tiny_bundle
 
-pytest.importorskip("torch")  # the bundle is exported with torch
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    return shared_bundle(tmp_path_factory)
+    return tiny_bundle(tmp_path_factory)
 
 
 def test_cli_on_a_folder(bundle, tmp_path, capsys):

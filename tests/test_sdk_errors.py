@@ -8,14 +8,13 @@ import types
 import numpy as np
 import pytest
 
-from tests.sdk_helpers import NAMES, block_image, copy_bundle, shared_bundle
+from tests.sdk_helpers import NAMES, block_image, copy_bundle, tiny_bundle
 
-pytest.importorskip("torch")  # the bundle is exported with torch
 
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    return shared_bundle(tmp_path_factory)
+    return tiny_bundle(tmp_path_factory)
 
 
 def segmenter(path, **kw):

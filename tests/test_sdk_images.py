@@ -42,7 +42,10 @@ def test_resize_is_pil_bilinear_and_none_keeps_size():
 
 def test_pad_with_pixel_mean():
     prep = prepare(block_image(70, 100), None, 2560, 32, [1.0, 2.0, 3.0])
-    assert prep.model_input.shape == (1, 3, 96, 128) and prep.padded == (96, 128) and prep.size == (70, 100)
+    assert prep.model_input.shape == (1, 3, 96, 128) and prep.padded == (96, 128) and prep.resized == (70, 100)
+    assert prep.original == (70, 100)
+    small = prepare(block_image(70, 100), 35, 2560, 32, [1.0, 2.0, 3.0])
+    assert (small.original, small.resized, small.padded) == ((70, 100), (35, 50), (64, 64))
     assert (prep.model_input[0, :, 70:, :] == np.array([1, 2, 3], np.float32)[:, None, None]).all()
     assert (prep.model_input[0, :, :, 100:] == np.array([1, 2, 3], np.float32)[:, None, None]).all()
     assert pad_to_multiple(np.zeros((3, 64, 64), np.float32), 32).shape == (3, 64, 64)

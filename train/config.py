@@ -9,6 +9,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, Tuple
 
+from sdk.constants import ENSEMBLE_LAMBDA, GZERO_CALIBRATE
+
 BACKBONE_MEAN = (123.675, 116.28, 103.53)
 BACKBONE_STD = (58.395, 57.12, 57.375)
 CLIP_MEAN = (122.7709383, 116.7460125, 104.09373615)
@@ -60,8 +62,8 @@ class ModelConfig:
     train_prompt: str = "imagenet_select"
     test_prompt: str = "single"
     clip_prompt: str = "imagenet_select_clip"
-    ensemble_lambda: float = 2.0 / 3.0
-    gzero_calibrate: float = 0.1
+    ensemble_lambda: float = ENSEMBLE_LAMBDA
+    gzero_calibrate: float = GZERO_CALIBRATE
     clip: ClipConfig = field(default_factory=ClipConfig)
 
     @property

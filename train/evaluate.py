@@ -59,12 +59,8 @@ class TorchPredictor:
     def __call__(self, image: np.ndarray) -> np.ndarray:
         h, w = image.shape[:2]
         x = resize_shortest_edge(image, self.min_size, self.max_size)
-        cfg = self.model.cfg
-        saved, cfg.gzero_calibrate = cfg.gzero_calibrate, self.calibrate
-        try:
-            out = self.segment(self.model, x, self.text, self.text_clip, self.seen, mode=self.mode, out_size=(h, w))
-        finally:
-            cfg.gzero_calibrate = saved
+        out = self.segment(self.model, x, self.text, self.text_clip, self.seen, mode=self.mode, out_size=(h, w),
+                           calibrate=self.calibrate)
         return out["sem_seg"].argmax(0).cpu().numpy()
 
 

@@ -63,13 +63,14 @@ def official_unused_variants(clip_image: torch.Tensor, mask_logits_up: torch.Ten
 def segment(model: ZegFormer, image, text_features: torch.Tensor, text_features_clip: Optional[torch.Tensor],
             seen: Sequence[bool], mode: str = "cropmask", out_size: Optional[Sequence[int]] = None,
             crop_batch: int = 100, timings: Optional[Dict[str, float]] = None,
-            official_extras: bool = False) -> Dict[str, torch.Tensor]:
+            official_extras: bool = False, calibrate: Optional[float] = None) -> Dict[str, torch.Tensor]:
     """Segment one image; returns every intermediate the fixture records, and ``sem_seg`` ``[K,h,w]``.
 
     ``text_features`` classify segments (``single`` prompt at evaluation), ``text_features_clip``
     classify the CLIP crops (32 templates); ``seen`` flags the training classes. ``timings``, when
     given, receives per-stage milliseconds; ``official_extras`` also computes the official code's
-    unused crop variants (for an honest official-style baseline).
+    unused crop variants (for an honest official-style baseline). ``calibrate``: the seen-class
+    calibration (default: the model's ``gzero_calibrate``).
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; the torch reference runs {MODES}")
@@ -112,5 +113,5 @@ def segment(model: ZegFormer, image, text_features: torch.Tensor, text_features_
     result["mask_cls"] = mask_cls
     with _stage(timings, "semantic"):
         result["sem_seg"] = P.semantic_scores(mask_cls, up[0], (h, w), tuple(out_size or (h, w)), seen_t,
-                                              cfg.gzero_calibrate)
+                                              cfg.gzero_calibrate if calibrate is None else calibrate)
     return result

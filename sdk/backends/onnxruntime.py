@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -118,15 +118,5 @@ class OnnxRuntimeBackend(Backend):
                 self._graphs[name] = graph
         return graph
 
-    def proposal(self, image: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        masks, emb = self.graph("proposal").run(image)
-        return masks, emb
-
-    def clip_image(self, crops: np.ndarray) -> np.ndarray:
-        return self.graph("clip_image").run(crops)[0]
-
-    def clip_text(self, tokens: np.ndarray) -> np.ndarray:
-        return self.graph("clip_text").run(tokens)[0]
-
-    def clip_dense(self, image: np.ndarray) -> np.ndarray:
-        return self.graph("clip_dense").run(image)[0]
+    def run(self, graph: str, x: np.ndarray) -> List[np.ndarray]:
+        return self.graph(graph).run(x)

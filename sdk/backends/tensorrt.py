@@ -366,15 +366,3 @@ class TensorRTBackend(Backend):
             self.dev.synchronize(0)
         return out
 
-    def proposal(self, image: Any) -> Tuple[Any, Any]:
-        masks, emb = self.run("proposal", image)
-        return masks, emb
-
-    def clip_image(self, crops: Any) -> Any:
-        return self.run("clip_image", crops)[0]
-
-    def clip_text(self, tokens: Any) -> Any:
-        return self.run("clip_text", tokens)[0]
-
-    def clip_dense(self, image: Any) -> Any:
-        return self.run("clip_dense", image)[0]

@@ -1,6 +1,6 @@
 """The ``torch`` backend: the PyTorch model from ``train/`` runs the graphs (the reference).
 
-torch, ``train`` and ``export.dense_clip`` are imported here, when the backend is created — never
+torch, ``train`` and ``export.graphs`` are imported here, when the backend is created — never
 when ``sdk`` is imported. The checkpoint is ``manifest["checkpoint"]["path"]`` (relative paths are
 taken from the bundle directory) unless ``checkpoint=`` is given; a recorded sha256 is verified
 before the file is loaded.
@@ -11,10 +11,11 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Optional, Tuple, Union
+from typing import Any, List, Optional, Union
 
 import numpy as np
 
+from ..arrays import ArrayOps, CupyArrays, host
 from ..bundle import REEXPORT, Bundle
 from ..bundle_format import sha256_file
 from ..errors import BackendError, BundleError
@@ -45,6 +46,12 @@ def checkpoint_path(bundle: Bundle, checkpoint: Optional[Union[str, os.PathLike]
 
 
 class TorchBackend(Backend):
+    """The exporter's graph modules (``export.graphs``) run by PyTorch.
+
+    On a CUDA device with CuPy installed, the graph calls take and return CuPy device arrays
+    (exchanged with torch through DLPack, no copy), so the pipeline stays on the GPU; otherwise numpy.
+    """
+
     name = "torch"
 
     def __init__(self, bundle: Bundle, device: str = "auto",
@@ -52,6 +59,7 @@ class TorchBackend(Backend):
         try:
             import torch
 
+            from export.graphs import ClipImageGraph, ClipTextGraph, ProposalGraph
             from train.checkpoint import load_model
         except ImportError as e:
             raise BackendError(f"backend='torch' needs torch and the train package ({e}); "
@@ -66,38 +74,43 @@ class TorchBackend(Backend):
         log.info("torch backend: loading %s on %s", path, device)
         self.model, _ = load_model(path, device)
         self.bundle = bundle
-        self._dense = None
+        self._graphs = {"proposal": ProposalGraph(self.model), "clip_image": ClipImageGraph(self.model),
+                        "clip_text": ClipTextGraph(self.model)}
+        self._arrays = self._device_arrays()
         self._lock = threading.Lock()
 
-    def _run(self, fn, x: np.ndarray, dtype=None):
-        torch = self._torch
-        with torch.inference_mode():
-            t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
-            out = fn(t.to(dtype) if dtype is not None else t)
-        if isinstance(out, tuple):
-            return tuple(np.ascontiguousarray(o.float().cpu().numpy()) for o in out)
-        return np.ascontiguousarray(out.float().cpu().numpy())
+    def _device_arrays(self) -> ArrayOps:
+        if not self.device.startswith("cuda"):
+            return host()
+        try:
+            return CupyArrays(self._torch.device(self.device).index or 0)
+        except BackendError as e:
+            log.info("torch backend: host arrays between the graphs (%s)", e)
+            return host()
 
-    def proposal(self, image: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        def fn(x):
-            out = self.model.proposals(self.model.normalize(x))
-            return out["pred_masks"], out["segment_embeddings"]
+    @property
+    def arrays(self) -> ArrayOps:
+        return self._arrays
 
-        return self._run(fn, image.astype(np.float32, copy=False))
-
-    def clip_image(self, crops: np.ndarray) -> np.ndarray:
-        return self._run(self.model.encode_crops, crops.astype(np.float32, copy=False))
-
-    def clip_text(self, tokens: np.ndarray) -> np.ndarray:
-        from train.model.clip import encode_text
-
-        return self._run(lambda t: encode_text(self.model.clip, t), tokens, self._torch.int32)
-
-    def clip_dense(self, image: np.ndarray) -> np.ndarray:
+    def _module(self, graph: str):
         with self._lock:
-            if self._dense is None:
+            if graph == "clip_dense" and graph not in self._graphs:
                 from export.dense_clip import DenseClipGraph
 
-                size = self.bundle.inference.get("dense_size") or image.shape[-2:]
-                self._dense = DenseClipGraph(self.model.clip, size).to(self.device).eval()
-        return self._run(self._dense, image.astype(np.float32, copy=False))
+                size = self.bundle.settings.dense_size
+                self._graphs[graph] = DenseClipGraph(self.model.clip, size).to(self.device).eval()
+            return self._graphs[graph]
+
+    def run(self, graph: str, x: Any) -> List[Any]:
+        torch = self._torch
+        dtype = torch.int32 if graph == "clip_text" else torch.float32
+        with torch.inference_mode():
+            if isinstance(x, np.ndarray):
+                t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
+            else:  # a device array of self.arrays
+                t = torch.from_dlpack(x)
+            out = self._module(graph)(t.to(dtype))
+        outs = out if isinstance(out, tuple) else (out,)
+        if self._arrays.name == "numpy":
+            return [np.ascontiguousarray(o.float().cpu().numpy()) for o in outs]
+        return [self._arrays.xp.from_dlpack(o.float().contiguous()) for o in outs]

@@ -2,9 +2,10 @@
 
 This is the *faithful* reference: every step is written the way the official
 ``MaskFormer.forward`` (ZegFormer) computes it, quirks included. The compiled kernels
-(``cpp_ext``) and the SDK are tested against these functions; the benchmarks use them as
-the official-style baseline (full-resolution masked images per query + torchvision
-``roi_align``).
+(``cpp_ext``) are tested against these functions; the benchmarks use them as the official-style
+baseline (full-resolution masked images per query + torchvision ``roi_align``). ``ensemble`` and
+``pad_to_multiple`` are the torch twins of ``sdk.scores.ensemble`` and
+``sdk.preprocess.pad_to_multiple`` (tested against them).
 """
 from __future__ import annotations
 
@@ -13,16 +14,16 @@ from typing import Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-ENSEMBLE_LAMBDA = 2.0 / 3.0
+from sdk.constants import ENSEMBLE_LAMBDA
+from sdk.preprocess import padded_size
 
 
 def pad_to_multiple(images: torch.Tensor, divisor: int) -> torch.Tensor:
-    """Pad ``[B,C,H,W]`` bottom/right with zeros to a multiple of ``divisor`` (detectron2 ImageList)."""
-    if divisor <= 1:
-        return images
+    """Pad ``[B,C,H,W]`` bottom/right with zeros to a multiple of ``divisor`` (size rule: ``sdk.preprocess``)."""
     h, w = images.shape[-2:]
-    ph = (h + divisor - 1) // divisor * divisor
-    pw = (w + divisor - 1) // divisor * divisor
+    ph, pw = padded_size(int(h), int(w), divisor)
+    if (ph, pw) == (h, w):
+        return images
     return F.pad(images, (0, pw - w, 0, ph - h), value=0.0)
 
 

@@ -1,35 +1,19 @@
 """Text embeddings of class names with prompt ensembles, as the official ``zeroshot_classifier``.
 
-For each class every template is formatted with the name (a name ``"a, b"`` is split into
-synonyms, giving a template-major list), tokenised, encoded, L2-normalised, averaged, and the
-mean is L2-normalised again.
+The prompts come from ``sdk.prompts.expand_prompts`` (the one definition of the rule); the
+pooling here is the torch twin of ``sdk.prompts.pool_class_embeddings`` (kept on the model's
+device; tested against it): L2-normalise each prompt embedding, average per class, normalise.
 """
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import Sequence
 
 import torch
 from torch import nn
 
+from sdk.prompts import expand_prompts
+
 from .clip import encode_text
-
-SYNONYM_SEPARATOR = ", "
-
-
-def expand_prompts(names: Sequence[str], templates: Sequence[str]) -> Tuple[List[str], List[int]]:
-    """All prompts and, for each, the index of the class it belongs to."""
-    if len(names) == 0:
-        raise ValueError("the vocabulary is empty: give at least one class name")
-    prompts, owner = [], []
-    for i, name in enumerate(names):
-        if not isinstance(name, str) or not name.strip():
-            raise ValueError(f"class name #{i} is empty or not a string: {name!r}")
-        splits = name.split(SYNONYM_SEPARATOR) if SYNONYM_SEPARATOR in name else [name]
-        texts = [t.format(s) for t in templates for s in splits]
-        prompts += texts
-        owner += [i] * len(texts)
-    return prompts, owner
-
 
 def tokenize(prompts: Sequence[str], context_length: int = 77) -> torch.Tensor:
     """open_clip's CLIP BPE tokenizer (the same ids as the official ``clip.tokenize``)."""
@@ -39,7 +23,7 @@ def tokenize(prompts: Sequence[str], context_length: int = 77) -> torch.Tensor:
 
 
 def pool_class_embeddings(raw: torch.Tensor, owner: Sequence[int], num_classes: int) -> torch.Tensor:
-    """Normalise each prompt embedding, average per class, normalise the mean → ``[K,D]``."""
+    """Normalise each prompt embedding, average per class, normalise the mean → ``[K,D]`` (torch twin)."""
     raw = raw / raw.norm(dim=-1, keepdim=True)
     owner_t = torch.as_tensor(owner)
     out = []
