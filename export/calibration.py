@@ -130,7 +130,7 @@ def graph_inputs(bundle_dir: Path, manifest: Dict[str, Any], cal: CalibrationSet
         inputs["proposal"].append(prep.model_input)
         masks = proposal.run(None, {proposal.get_inputs()[0].name: prep.model_input})[0]
         pick = np.sort(rng.choice(masks.shape[1], min(cal.crops_per_image, masks.shape[1]), replace=False))
-        image = clip_input(prep, pre["clip_pixel_mean"], pre["clip_pixel_std"], div)
+        image = clip_input(prep.model_input, prep.resized, pre["clip_pixel_mean"], pre["clip_pixel_std"])
         crops = np.asarray(kernels.masked_crops(image, np.ascontiguousarray(masks[:, pick]), crop)[0])[0]
         for i in range(0, crops.shape[0], 8):
             inputs["clip_image"].append(np.ascontiguousarray(crops[i:i + 8], dtype=np.float32))

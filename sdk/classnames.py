@@ -71,14 +71,16 @@ def parse_class_json(text: str, source: str = "<json>") -> List[str]:
     if isinstance(data, dict):
         data = data.get("names") or data.get("classes") or []
     if not isinstance(data, list):
-        raise VocabularyError(f"{source}: expected a list of class names or {{\"names\": [...]}}")
+        raise VocabularyError(f"{source} holds a JSON {type(data).__name__}, not a list of class names "
+                              "(write [\"cat\", \"dog\"] or {\"names\": [...]})")
     entries = []
     for i, item in enumerate(data):
         name = item.get("name") if isinstance(item, dict) else item
         if not isinstance(name, str):
             raise VocabularyError(f"{source}: entry #{i} is {type(name).__name__} {name!r}, not a string")
-        if normalise_name(name):
-            entries.append((normalise_name(name), f"entry #{i}"))
+        if not normalise_name(name):
+            raise VocabularyError(f"{source}: entry #{i} is an empty class name")
+        entries.append((normalise_name(name), f"entry #{i}"))
     return _unique(entries, source)
 
 

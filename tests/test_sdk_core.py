@@ -40,7 +40,7 @@ def test_class_file_errors(tmp_path, text, pattern):
     with pytest.raises(VocabularyError, match=pattern):
         read_class_file(path)
     (tmp_path / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
-    with pytest.raises(VocabularyError, match="cannot read class file"):
+    with pytest.raises(VocabularyError, match="latin1.txt is not UTF-8 text"):
         read_class_file(tmp_path / "latin1.txt")
 
 
