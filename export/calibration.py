@@ -118,7 +118,6 @@ def graph_inputs(bundle_dir: Path, manifest: Dict[str, Any], cal: CalibrationSet
 
     pre, inf = manifest["preprocess"], manifest["inference"]
     crop = int(inf.get("crop_size", 224))
-    div = int(inf.get("size_divisibility", 32))
     dense = inf.get("dense_size") or [crop, crop]
     rng = np.random.default_rng(cal.seed)
     opts = ort.SessionOptions()

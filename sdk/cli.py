@@ -127,9 +127,8 @@ def segment_images(seg, paths: Sequence[Path], out: Path, alpha: float, progress
     from tqdm import tqdm
 
     from .errors import ImageError
-    from .outputs import plan_outputs, write_atomic, write_json
+    from .outputs import plan_outputs, write_image_outputs
     from .preprocess import load_image
-    from .visualize import overlay, save_label_map, save_rgb
 
     failures = 0
     for path, stem in tqdm(list(zip(paths, plan_outputs(paths, out))), desc="segment", unit="img",
@@ -141,12 +140,7 @@ def segment_images(seg, paths: Sequence[Path], out: Path, alpha: float, progress
             log.error("%s", " ".join(str(e).split()))
             failures += 1
             continue
-        n = len(result.class_names)
-        write_atomic(out / f"{stem}.png", lambda tmp: save_label_map(tmp, result.label_map, n))
-        write_atomic(out / f"{stem}_overlay.png", lambda tmp: save_rgb(tmp, overlay(image, result, alpha)))
-        write_json(out / f"{stem}.json", {"image": str(path), "label_map": f"{stem}.png",
-                                          "overlay": f"{stem}_overlay.png", "class_names": list(result.class_names),
-                                          **result.to_dict()})
+        write_image_outputs(out, stem, str(path), image, result, alpha)
     print(f"segmented {len(paths) - failures} of {len(paths)} images into {out}"
           + (f"; {failures} could not be read (see above)" if failures else ""), file=sys.stderr)
     return failures

@@ -18,8 +18,7 @@ import json
 import logging
 import os
 from pathlib import Path
-import tempfile
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set
+from typing import Any, Dict, List, Optional, Sequence, Set
 
 import numpy as np
 
@@ -96,23 +95,6 @@ def plan_outputs(paths: Sequence[Path], out: Path) -> List[str]:
     return stems
 
 
-def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a hidden temporary file beside ``path`` (same suffix), then rename it."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def write_json(path: Path, record: Dict) -> None:
-    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False),
-                                                  encoding="utf-8"))
-
-
 def video_output(out: Path, name: str, source: Optional[Path]) -> Path:
     """``<out>/<name>_overlay.mp4``, suffixed when that is the input video itself."""
     path = out / f"{name}_overlay.mp4"
@@ -138,7 +120,8 @@ def is_complete(out: Path, stem: str) -> bool:
 
 def image_record(image_path: str, stem: str, result: SegmentationResult) -> Dict[str, Any]:
     """The ``<stem>.json`` content: the CLI's record, each segment with its ``bbox`` and ``rle``."""
-    record = {"image": image_path, "label_map": f"{stem}.png", "class_names": list(result.class_names),
+    record = {"image": image_path, "label_map": f"{stem}.png", "overlay": f"{stem}_overlay.png",
+              "class_names": list(result.class_names),
               **result.to_dict()}
     extra = {s["index"]: s for s in segments_to_rle(result)}
     record["segments"] = [{**s, "bbox": extra[s["index"]]["bbox"], "rle": extra[s["index"]]["rle"]}

@@ -30,6 +30,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 
 from .. import cuda as cudalayer
+from ..arrays import ArrayOps, CupyArrays, host
 from ..bundle import Bundle
 from ..errors import BackendError, EngineMismatchWarning
 from . import Backend
@@ -191,6 +192,7 @@ class _Engine:
 
 class TensorRTBackend(Backend):
     name = "tensorrt"
+    _arrays: Optional[ArrayOps] = None
 
     def __init__(self, bundle: Bundle, device_index: int = 0, threads: Optional[int] = None,
                  precision: Optional[str] = None, allocator: Optional[Callable] = None):
@@ -238,6 +240,18 @@ class TensorRTBackend(Backend):
                 kind = "cuda" if cuda_provider_available() else "cpu"
                 self._fallback_backend = OnnxRuntimeBackend(self.bundle, kind, self.dev.index, self._threads)
             return self._fallback_backend
+
+    @property
+    def arrays(self) -> ArrayOps:
+        """CuPy device arrays between the graphs when CuPy is installed (the pipeline stays on the GPU),
+        else host arrays (each graph call then copies in and out)."""
+        if self._arrays is None:
+            try:
+                self._arrays = CupyArrays(self.dev.index)
+            except BackendError as e:
+                log.info("TensorRT backend: host arrays between the graphs (%s)", e)
+                self._arrays = host()
+        return self._arrays
 
     def close(self) -> None:
         """Free every context, stream and buffer (also done when the backend is collected)."""
