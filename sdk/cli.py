@@ -21,7 +21,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 from .errors import SegmenterError
 
@@ -55,29 +55,44 @@ def alpha_arg(text: str) -> float:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
+def add_segmenter_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of every command that makes a :class:`~sdk.Segmenter` (segment, label, serve)."""
     from .backends import backend_names
     from .modes import MODES
 
+    parser.add_argument("--bundle", required=True, type=Path, help="model bundle directory")
+    parser.add_argument("--vocab", help="built-in vocabulary NAME, a FILE of names, or 'a;b;c'")
+    parser.add_argument("--mode", choices=MODES, default="cropmask")
+    parser.add_argument("--backend", default="auto", choices=backend_names(),
+                        help="auto picks TensorRT, then ONNX Runtime CUDA, then ONNX Runtime CPU")
+    parser.add_argument("--precision", default="fp32", metavar="TIER",
+                        help="fp32 (faithful, default), bf16 (openvino), int8, fp16 (GPU), auto (fastest tier "
+                             "whose agreement measured at export meets the bar), or per graph "
+                             "'clip_image=int8,proposal=fp32'")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--min-size", type=min_size_arg, default="bundle", metavar="N|none",
+                        help="shortest side after resizing (default: the bundle's); 'none' keeps the size")
+    parser.add_argument("--prune-threshold", type=float, default=0.02, help="for --mode pruned")
+
+
+def segmenter_kwargs(args: argparse.Namespace, **overrides: Any) -> Dict[str, Any]:
+    """``Segmenter`` keyword arguments from :func:`add_segmenter_arguments`' options (plus ``--threads``)."""
+    kwargs = {"bundle_dir": str(args.bundle), "backend": args.backend, "device": args.device, "mode": args.mode,
+              "min_size": args.min_size, "prune_threshold": args.prune_threshold, "vocabulary": args.vocab,
+              "precision": args.precision, "threads": getattr(args, "threads", None)}
+    kwargs.update(overrides)
+    return kwargs
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sdk", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     seg = sub.add_parser("segment", help="segment images, a video or a webcam stream")
     seg.add_argument("inputs", nargs="*", type=Path, help="image files and/or directories of images")
-    seg.add_argument("--bundle", required=True, type=Path, help="model bundle directory")
     seg.add_argument("--out", type=Path, help="output directory (required except with --webcam)")
-    seg.add_argument("--vocab", help="built-in vocabulary NAME, a FILE of names, or 'a;b;c'")
-    seg.add_argument("--mode", choices=MODES, default="cropmask")
-    seg.add_argument("--backend", default="auto", choices=backend_names(),
-                     help="auto picks TensorRT, then ONNX Runtime CUDA, then ONNX Runtime CPU")
-    seg.add_argument("--precision", default="fp32", metavar="TIER",
-                     help="fp32 (faithful, default), bf16 (openvino), int8, fp16 (GPU), auto (fastest tier whose "
-                          "agreement measured at export meets the bar), or per graph 'clip_image=int8,proposal=fp32'")
-    seg.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    seg.add_argument("--min-size", type=min_size_arg, default="bundle", metavar="N|none",
-                     help="shortest side after resizing (default: the bundle's); 'none' keeps the size")
+    add_segmenter_arguments(seg)
     seg.add_argument("--threads", type=int, help="backend intra-op threads")
-    seg.add_argument("--prune-threshold", type=float, default=0.02, help="for --mode pruned")
     seg.add_argument("--alpha", type=alpha_arg, default=0.5, help="overlay opacity in [0, 1] (default 0.5)")
     seg.add_argument("--recursive", action="store_true", help="search directories recursively")
     seg.add_argument("--video", type=Path, help="segment every frame of a video file")
@@ -114,9 +129,7 @@ def find_images(inputs: Sequence[Path], recursive: bool = False) -> List[Path]:
 def make_segmenter(args: argparse.Namespace):
     from .segmenter import Segmenter
 
-    return Segmenter(args.bundle, backend=args.backend, device=args.device, mode=args.mode,
-                     min_size=args.min_size, threads=args.threads, prune_threshold=args.prune_threshold,
-                     vocabulary=args.vocab, precision=args.precision)
+    return Segmenter(**segmenter_kwargs(args))
 
 
 def segment_images(seg, paths: Sequence[Path], out: Path, alpha: float, progress: bool) -> int:

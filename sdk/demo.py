@@ -39,6 +39,7 @@ IMAGE_HINT = "upload a JPEG, PNG, WebP, BMP or TIFF image"
 # ---------------------------------------------------------------------------- command line
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The ``demo`` subcommand's options."""
+    from .backends import backend_names
     from .modes import MODES
 
     parser.add_argument("--bundle", required=True, type=Path, help="model bundle directory")
@@ -46,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1: this machine only)")
     parser.add_argument("--mode", choices=MODES, default="cropmask", help="mode selected at start")
-    parser.add_argument("--backend", default="auto", help="auto, onnxruntime, tensorrt, torch (default auto)")
+    parser.add_argument("--backend", default="auto", choices=backend_names(), help="default auto")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--threads", type=int, help="backend intra-op threads")
     parser.add_argument("--concurrency", type=int, default=1,

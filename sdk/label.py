@@ -24,7 +24,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .errors import SegmenterError
-from .outputs import LABEL_PNG_FORMATS, coco_image_entries, is_complete, read_record, write_image_outputs
+from .outputs import (LABEL_PNG_FORMATS, SUFFIXES, coco_image_entries, is_complete, read_record,
+                      write_image_outputs)
 
 log = logging.getLogger(__name__)
 COCO_FILE, CONFIG_FILE, CLASSES_FILE, ERRORS_FILE = "_annotations.coco.json", "_label_config.json", \
@@ -96,16 +97,17 @@ def _parquet_paths(source: Path, column: Optional[str]) -> List[str]:
 
 
 def make_items(pairs: Sequence[Tuple[str, str]]) -> List[Item]:
-    """Items with unique output stems (the CLI's rule, avoiding the dataset files' names)."""
-    from .cli import output_stems
-
-    stems, taken = [], set()
-    for stem in output_stems([Path(name) for _, name in pairs]):
-        base, n = stem, 0
-        while stem in RESERVED_STEMS or stem in taken:
+    """Items with unique output stems: ``<name>``, or ``<name>_N`` when its files would collide with
+    another image's (``x.png`` and ``x_overlay.png``, two ``x`` in subfolders) or the dataset files."""
+    stems: List[str] = []
+    taken = set()
+    for _, name in pairs:
+        base = Path(name).stem or "image"
+        stem, n = base, 0
+        while stem in RESERVED_STEMS or any(stem + suffix in taken for suffix in SUFFIXES):
             n += 1
             stem = f"{base}_{n}"
-        taken.add(stem)
+        taken.update(stem + suffix for suffix in SUFFIXES)
         stems.append(stem)
     return [Item(path, name, stem) for (path, name), stem in zip(pairs, stems)]
 
@@ -273,21 +275,13 @@ def _jsonable(options: Dict[str, Any]) -> Dict[str, Any]:
 # ---------------------------------------------------------------------------------------- CLI
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``label`` on the CLI's sub-parsers."""
-    from .modes import MODES
-    from .cli import min_size_arg
+    from .cli import add_segmenter_arguments
 
     p = sub.add_parser("label", help="label a folder / list / Parquet table of images on Ray (resumable)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", type=Path, help="a folder of images, a list file (one path a line) or a .parquet table")
-    p.add_argument("--bundle", required=True, type=Path, help="model bundle directory")
     p.add_argument("--out", required=True, type=Path, help="output directory (re-run to resume)")
-    p.add_argument("--vocab", help="built-in vocabulary NAME, a FILE of names, or 'a;b;c'")
-    p.add_argument("--mode", choices=MODES, default="cropmask")
-    p.add_argument("--backend", default="auto", help="Segmenter backend (default auto)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--min-size", type=min_size_arg, default="bundle", metavar="N|none",
-                   help="shortest side after resizing (default: the bundle's); 'none' keeps the size")
-    p.add_argument("--prune-threshold", type=float, default=0.02, help="for --mode pruned")
+    add_segmenter_arguments(p)
     p.add_argument("--ray", metavar="ADDRESS", help="an existing Ray cluster ('auto' or HOST:PORT); "
                    "default: start a local Ray on this machine")
     p.add_argument("--workers", type=int, help="Segmenter actors (default: as many as the CPUs/GPUs allow)")
@@ -312,9 +306,9 @@ def main(args: argparse.Namespace) -> int:
     if not items:
         raise SegmenterError(f"no images found in {args.input}")
     threads = max(1, int(round(args.cpus_per_worker)))
-    segmenter = {"bundle_dir": str(args.bundle.resolve()), "backend": args.backend, "device": args.device,
-                 "mode": args.mode, "min_size": args.min_size, "threads": threads,
-                 "prune_threshold": args.prune_threshold, "vocabulary": args.vocab}
+    from .cli import segmenter_kwargs
+
+    segmenter = segmenter_kwargs(args, bundle_dir=str(args.bundle.resolve()), threads=threads)
     settings = {k: segmenter[k] for k in ("bundle_dir", "mode", "min_size", "prune_threshold", "vocabulary")}
     settings["label_png"] = args.label_png
     summary = run_label(items, args.out, segmenter, ray_address=args.ray, workers=args.workers,

@@ -25,7 +25,6 @@ environment (see the README). Nothing here imports PyTriton or tritonclient at m
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 MODEL_NAME = "zegformer"
 INPUT_IMAGE, INPUT_VOCABULARY = "image", "vocabulary"
@@ -35,18 +34,11 @@ OUTPUTS = (OUTPUT_LABEL_MAP, OUTPUT_CLASS_NAMES, OUTPUT_SEGMENTS, OUTPUT_ERROR)
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``serve`` on the CLI's sub-parsers."""
-    from ..cli import min_size_arg
-    from ..modes import MODES
+    from ..cli import add_segmenter_arguments
 
     p = sub.add_parser("serve", help="serve a bundle on Triton (PyTriton): HTTP/gRPC, dynamic batching",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--bundle", required=True, type=Path, help="model bundle directory")
-    p.add_argument("--vocab", help="default vocabulary: built-in NAME, a FILE of names, or 'a;b;c'")
-    p.add_argument("--mode", choices=MODES, default="cropmask")
-    p.add_argument("--backend", default="auto", help="Segmenter backend (default auto)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--min-size", type=min_size_arg, default="bundle", metavar="N|none",
-                   help="shortest side after resizing (default: the bundle's); 'none' keeps the size")
+    add_segmenter_arguments(p)
     p.add_argument("--threads", type=int, help="backend threads per instance")
     p.add_argument("--instances", type=int, default=1, help="model instances (one Segmenter each; default 1)")
     p.add_argument("--max-batch-size", type=int, default=8, help="dynamic batcher's largest batch (default 8)")
@@ -66,8 +58,9 @@ def main(args: argparse.Namespace) -> int:
     """Run the server until SIGINT/SIGTERM."""
     from .server import ServerOptions, serve
 
-    segmenter = {"bundle_dir": str(args.bundle), "backend": args.backend, "device": args.device, "mode": args.mode,
-                 "min_size": args.min_size, "threads": args.threads, "vocabulary": args.vocab}
+    from ..cli import segmenter_kwargs
+
+    segmenter = segmenter_kwargs(args)
     options = ServerOptions(host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
                             metrics_port=args.metrics_port, instances=args.instances,
                             max_batch_size=args.max_batch_size, max_queue_delay_us=args.max_queue_delay_us,
