@@ -30,7 +30,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from .classes import prompt_templates
 from .config import ModelConfig
 from .config_io import load_config, model_config
-from .data.captions import CropSampler, positives
+from .data.captions import CAPTION_MIX, CropSampler, positives
 from .data.compositional import World, read_world
 from .model.clip import build_clip, encode_image
 from .model.text import class_text_embeddings, tokenize
@@ -59,6 +59,7 @@ class ClipTrainConfig:
     threads: int = 1              # torch threads; a busy 2-core CPU runs 1 thread + 1 data worker best
     workers: int = 1              # data processes rendering scenes, crops and captions
     eval_per_class: int = 40
+    caption_mix: Tuple[float, float, float, float] = CAPTION_MIX  # see train.data.captions.sample_caption
 
 
 def encode_text_short(clip: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
@@ -100,7 +101,8 @@ class CropBatches(torch.utils.data.IterableDataset):
 
     def __iter__(self):
         m = self.mcfg
-        sampler = CropSampler(self.world, m.crop_size, m.clip_pixel_mean, m.clip_pixel_std, seed=self.cfg.seed)
+        sampler = CropSampler(self.world, m.crop_size, m.clip_pixel_mean, m.clip_pixel_std, seed=self.cfg.seed,
+                              caption_mix=self.cfg.caption_mix)
         tokens = TokenCache(m.clip.context_length)
         torch.set_num_threads(1)
         while True:

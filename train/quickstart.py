@@ -233,6 +233,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"bundle: {bundle}   (python -m sdk segment IMAGE --bundle {bundle} --vocab \"lime wavy;red plain\" "
           f"--out results/)\npicture: {picture}\ntable: {a.out / 'gzss.json'}   "
           f"({time.perf_counter() - t0:.0f} s in this run)")
+    print(f"try it in a browser: pip install -e '.[demo]' && python -m sdk demo --bundle {bundle}   "
+          "(then open http://127.0.0.1:7860)")
     return 0
 
 

@@ -7,7 +7,9 @@ masks are — and **whole images** (scenes of one region only). Captions name th
 its attributes through a template: the official CLIP prompt templates plus plain ones, with the
 full phrase (``"lime wavy"``, or ``"wavy lime"``), one attribute alone (``"a lime region"``,
 ``"something wavy"``), or with the shape (``"a lime wavy star"``), so that each word is grounded on
-its own. Unseen colour × texture combinations never appear (scenes draw seen classes only).
+its own. Single-attribute captions are as frequent as full phrases (``CAPTION_MIX``): with 60 %
+full phrases the embeddings memorised seen pairs and held-out crops of unseen pairs were named
+among all classes 22 % of the time after 300 steps, 32 % with the balanced mix. Unseen colour × texture combinations never appear (scenes draw seen classes only).
 
 A caption is *true* of every crop whose attributes it names (``"something wavy"`` fits all wavy
 crops): :func:`positives` gives that matrix for a multi-positive contrastive loss.
@@ -45,16 +47,20 @@ def describe(colour: Optional[str], texture: Optional[str], shape: Optional[str]
     return " ".join(words)
 
 
-def sample_caption(region: Dict[str, object], rng: np.random.Generator, pool: Sequence[str]) -> Tuple[str, Attributes]:
-    """A caption of one region and the attributes it names."""
+CAPTION_MIX = (0.3, 0.3, 0.3, 0.1)  # P(colour+texture), P(colour alone), P(texture alone), P(all + shape)
+
+
+def sample_caption(region: Dict[str, object], rng: np.random.Generator, pool: Sequence[str],
+                   mix: Sequence[float] = CAPTION_MIX) -> Tuple[str, Attributes]:
+    """A caption of one region and the attributes it names (which ones: drawn with ``mix``)."""
     colour, texture = str(region["colour"]), str(region["texture"])
     shape = None if region["shape"] == "background" else str(region["shape"])
-    r = rng.random()
-    if r < 0.6:
+    r = rng.random() * sum(mix)
+    if r < mix[0]:
         att: Attributes = (colour, texture, None)
-    elif r < 0.75:
+    elif r < mix[0] + mix[1]:
         att = (colour, None, None)
-    elif r < 0.9:
+    elif r < mix[0] + mix[1] + mix[2]:
         att = (None, texture, None)
     else:
         att = (colour, texture, shape)
@@ -104,13 +110,13 @@ class CropSampler:
 
     def __init__(self, world: World, crop_size: int, mean: Sequence[float], std: Sequence[float],
                  seed: int = 0, image_size: int = 144, max_shapes: int = 3, whole_image: float = 0.15,
-                 classes: Optional[Sequence[int]] = None):
+                 classes: Optional[Sequence[int]] = None, caption_mix: Sequence[float] = CAPTION_MIX):
         self.world, self.crop_size, self.mean, self.std = world, crop_size, mean, std
         self.rng = np.random.default_rng([seed, 11])
         ids = [i for i, s in enumerate(world.seen) if s] if classes is None else list(classes)
         self.stream = ClassStream(ids, np.random.default_rng([seed, 12]))
         self.image_size, self.max_shapes, self.whole_image = image_size, max_shapes, whole_image
-        self.pool = templates()
+        self.pool, self.caption_mix = templates(), tuple(caption_mix)
 
     def regions(self, jitter: bool = True):
         """One scene's masked, CLIP-normalised crops ``[R,3,S,S]`` and region records."""
@@ -136,6 +142,6 @@ class CropSampler:
             regions += r
         crops_t = torch.cat(crops)[:size]
         regions = regions[:size]
-        captions, cap_att = zip(*(sample_caption(r, self.rng, self.pool) for r in regions))
+        captions, cap_att = zip(*(sample_caption(r, self.rng, self.pool, self.caption_mix) for r in regions))
         img_att = [(r["colour"], r["texture"], None if r["shape"] == "background" else r["shape"]) for r in regions]
         return crops_t, list(captions), img_att, list(cap_att)
