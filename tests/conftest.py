@@ -67,3 +67,17 @@ def fixture_bundle(fixture_checkpoint, tmp_path_factory) -> Path:
     export_bundle(fixture_checkpoint, root / "bundle",
                   ExportOptions(vocabs=[str(classes)], image_size=FIXTURE_TRACE, progress=False))
     return root / "bundle"
+
+
+@pytest.fixture(autouse=True)
+def _restore_sigchld():
+    """Put back this process's SIGCHLD handler after each test.
+
+    torch's DataLoader with worker processes installs one that inspects its workers; left behind after
+    the loader is gone, a later subprocess's exit ran it on freed state and crashed the test process.
+    """
+    import signal
+
+    before = signal.getsignal(signal.SIGCHLD)
+    yield
+    signal.signal(signal.SIGCHLD, before)
