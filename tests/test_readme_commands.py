@@ -30,6 +30,10 @@ SKIP = [  # (regex on the command, reason)
     (r"coco-stuff-r101\.yaml|/data/coco-stuff", "needs the COCO-Stuff dataset"),
     (r"^torchrun", "needs several GPUs"),
     (r"--tensorrt", "needs an NVIDIA GPU with TensorRT"),
+    (r"-m sdk demo", "starts a web server until stopped (tests/test_demo.py drives it in Chromium)"),
+    (r"-m sdk serve|\.venv-serve", "makes a venv / starts a server until stopped (tests/test_serve.py does both)"),
+    (r"--ray auto", "needs an existing Ray cluster (tests/test_label.py runs label on a local Ray)"),
+    (r"--precision bf16", "OpenVINO bf16 on the exported bundle: tests/test_precision.py runs every tier"),
 ]
 LONG = [r"train\.quickstart", r"train/train\.py --config configs/synthetic-tiny\.yaml"]
 RUN_LONG = os.environ.get("ZEGFORMER_README_LONG") == "1"
@@ -82,7 +86,7 @@ def sandbox(tmp_path_factory):
     for i in range(2):
         Image.fromarray(block_image(72, 96, seed=i)).save(root / "photos" / f"p{i}.jpg")
     Image.fromarray(block_image(60, 80, seed=7)).save(root / "street.jpg")
-    for name in ("configs", "train"):
+    for name in ("configs", "train", "benchmarks"):
         os.symlink(REPO / name, root / name)
     return root
 
