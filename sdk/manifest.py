@@ -22,7 +22,6 @@ from .errors import BundleError
 
 PathLike = Union[str, os.PathLike]
 REEXPORT = "re-export the bundle (python -m export --checkpoint MODEL.pth --out DIR)"
-REQUIRED_KEYS = ("model", "preprocess", "inference", "classes", "graphs", "files")
 
 
 class _Section:

@@ -11,7 +11,7 @@ import numbers
 import os
 import re
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, Optional, Union
 
 import numpy as np
 
@@ -370,23 +370,3 @@ def check_name_text(name: str, index: int, error: type) -> None:
     except UnicodeEncodeError as e:
         raise error(f"class name #{index} {name!r} is not valid Unicode text (a lone surrogate at "
                     f"character {e.start}); pass real characters") from e
-
-
-def names_from_json(data: Any, path: Union[str, os.PathLike], error: type) -> Sequence[Any]:
-    """The name list of a vocabulary JSON: a list of strings/``{"name": ...}``, or ``{"names": [...]}``."""
-    if isinstance(data, dict):
-        keys = [k for k in ("names", "classes") if k in data]
-        if not keys:
-            raise error(f"{path}: a vocabulary JSON object needs a \"names\" list; found keys {sorted(data)[:10]}")
-        data = data[keys[0]]
-    if not isinstance(data, list):
-        raise error(f"{path} holds a JSON {type(data).__name__}, not a list of class names "
-                    '(write ["cat", "dog"] or {"names": ["cat", "dog"]})')
-    out = []
-    for i, item in enumerate(data):
-        if isinstance(item, dict):
-            if not isinstance(item.get("name"), str):
-                raise error(f"{path}: entry #{i} is an object without a string \"name\"")
-            item = item["name"]
-        out.append(item)
-    return out
