@@ -11,8 +11,9 @@ The baseline is the faithful PyTorch inference written the way the official code
 eager float32; float16 CLIP on a GPU). Every figure is also given as a ratio against it, measured
 in the same run. Agreement is the label map of each configuration against the baseline's on the
 same image. Full-size runs use synthetic weights (the reference fixture's recipe): latency does
-not depend on weight values, but the pruned mode's savings and the agreement do — read those as
-indicative for trained models.
+not depend on weight values, but the pruned mode's savings and the agreement do. So every row also
+shows the accuracy of the same backend / precision / mode on the trained zero-shot testbed model
+(``benchmarks/accuracy.py``, from ``benchmarks/zeroshot.py --precisions ...``).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks import accuracy  # noqa: E402
 from benchmarks.common import (PeakRSS, label_agreement, summarize, synthetic_image,  # noqa: E402
                                time_calls, write_results)
 from benchmarks.setup_models import prepare_bundle  # noqa: E402
@@ -63,6 +65,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--out-dir", type=Path, help="results directory (default benchmarks/results)")
     p.add_argument("--json", type=Path, help="JSON path (default <out-dir>/latency[_quick].json)")
     p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--accuracy", type=Path, default=accuracy.DEFAULT,
+                   help="zero-shot results whose accuracy is shown beside each speed (default "
+                        "benchmarks/results/zeroshot.json, from benchmarks/zeroshot.py --precisions ...)")
     args = p.parse_args(argv)
     if args.quick:
         args.model, args.sizes, args.iters, args.warmup = "tiny", "64", 2, 1
@@ -198,10 +203,10 @@ def run_size(size: int, args, bundle: Path, checkpoint: Path, vocab) -> List[Dic
     return records
 
 
-def markdown(records: List[Dict[str, Any]], title: str) -> str:
+def markdown(records: List[Dict[str, Any]], title: str, acc: Dict = {}) -> str:
     stages = ["preprocess", "proposal", "classify", "prune", "crops", "clip", "pool", "ensemble", "semantic"]
     head = "| size | backend | mode | total ms | × baseline | " + " | ".join(stages) + \
-           " | peak RSS MB | agreement | mIoU | CLIP queries |"
+           f" | peak RSS MB | labels vs baseline (synthetic weights) | {accuracy.HEADER} | CLIP queries |"
     lines = [f"# {title}", "", head, "|" + "---|" * (head.count("|") - 1)]
     by_cfg: Dict[Tuple, Dict[str, Any]] = {}
     for r in records:
@@ -214,11 +219,11 @@ def markdown(records: List[Dict[str, Any]], title: str) -> str:
         cells = [f"{st[s]['median_ms']:.0f}" if s in st else "" for s in stages]
         speed = f"{t['speedup_vs_baseline']:.2f}" if "speedup_vs_baseline" in t else "1.00"
         agree = f"{100 * t['pixel_agreement']:.2f} %" if "pixel_agreement" in t else "(reference)"
-        miou = f"{t['miou']:.3f}" if "miou" in t else ""
         lines.append(f"| {size} | {backend} | {mode} | {t.get('median_ms', 0):.0f} | {speed} | "
-                     + " | ".join(cells) + f" | {t.get('peak_rss_mb', '')} | {agree} | {miou} | "
-                     f"{t.get('clip_queries', '')} |")
-    lines += ["", "Medians over the timed iterations, milliseconds; × baseline = baseline total / total."]
+                     + " | ".join(cells) + f" | {t.get('peak_rss_mb', '')} | {agree} | "
+                     f"{accuracy.cells(acc, backend, 'fp32', mode)} | {t.get('clip_queries', '')} |")
+    lines += ["", "Medians over the timed iterations, milliseconds; × baseline = baseline total / total.",
+              accuracy.note(acc)]
     return "\n".join(lines) + "\n"
 
 
@@ -265,6 +270,7 @@ def precision_axis(args, bundle: Path, checkpoint: Path, train_names, dim: int) 
         images = {str(s): (synthetic_image(int(s), int(s), seed=int(s)), vocabulary(args.classes, dim, train_names))
                   for s in args.sizes.split(",")}
     records, text = [], []
+    acc = accuracy.load(args.accuracy)
     for size, (image, vocab) in images.items():
         for mode in args.modes.split(","):
             runners = {}
@@ -281,10 +287,11 @@ def precision_axis(args, bundle: Path, checkpoint: Path, train_names, dim: int) 
                                       f"onnxruntime/{mode}/fp32")
             for name, row in rows.items():
                 records.append({"name": f"{name}/total/{size}", "size": size, "mode": mode, "stage": "total", **row})
-            text.append(pb.markdown(rows, f"{size} ({image.shape[0]}x{image.shape[1]}), mode {mode}, "
+            text.append(pb.markdown(rows, acc, mode, f"{size} ({image.shape[0]}x{image.shape[1]}), mode {mode}, "
                                           f"{len(vocab[0])} classes, threads={args.threads or 'default'}",
                                     f"{args.iters} interleaved rounds; × = median of per-round ratios; agreement = "
-                                    "label map of the first call vs faithful ONNX Runtime fp32."))
+                                    "label map of the first call vs faithful ONNX Runtime fp32 (synthetic weights). "
+                                    + accuracy.note(acc)))
     stem = "precision_fixture" if args.fixture else "precision"
     path = write_results(stem, records, "\n".join(text), args.out_dir, args.json)
     print(path.with_suffix(".md").read_text())
@@ -308,7 +315,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             records += run_size(size, args, bundle, checkpoint, vocab)
     stem = "latency_quick" if args.quick else "latency"
     title = f"Latency — {args.model}, {args.classes} classes, {args.device}, threads={args.threads or 'default'}"
-    path = write_results(stem, records, markdown(records, title), args.out_dir, args.json)
+    path = write_results(stem, records, markdown(records, title, accuracy.load(args.accuracy)), args.out_dir,
+                         args.json)
     if not args.no_plot:
         plot(records, path.with_suffix(".png"))
     print(path.with_suffix(".md").read_text())

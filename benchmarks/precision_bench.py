@@ -26,8 +26,10 @@ log = logging.getLogger("benchmarks.precision")
 FAITHFUL = ("onnxruntime", "fp32")
 
 
-def ensure_variants(bundle: Path, tiers: Sequence[str], calibration_images: Optional[int] = None) -> None:
-    """Add the int8/fp16 graphs a cached benchmark bundle lacks (in place; agreement measured here instead)."""
+def ensure_variants(bundle: Path, tiers: Sequence[str], calibration_images: Optional[int] = None,
+                    calibration: Optional[Path] = None, calibration_size: int = 320) -> None:
+    """Add the int8/fp16 graphs a cached benchmark bundle lacks (in place; agreement measured here instead).
+    int8 is calibrated on ``calibration`` (a folder of images; default scikit-image's photographs)."""
     from export.manifest import read_manifest
     from export.precision import PrecisionOptions, add_precisions
 
@@ -37,6 +39,7 @@ def ensure_variants(bundle: Path, tiers: Sequence[str], calibration_images: Opti
     if need:
         log.info("adding %s graphs to %s", sorted(need), bundle)
         add_precisions(bundle, manifest, PrecisionOptions(int8="int8" in need, fp16="fp16" in need, measure=False,
+                                                          calibration=calibration, calibration_size=calibration_size,
                                                           calibration_images=calibration_images))
 
 
@@ -92,9 +95,13 @@ def run_interleaved(runners: Dict[str, Callable], image: np.ndarray, iters: int,
     return out
 
 
-def markdown(rows: Dict[str, Dict[str, Any]], title: str, note: str) -> str:
+def markdown(rows: Dict[str, Dict[str, Any]], acc: Dict, mode: str, title: str, note: str) -> str:
+    """One table: speed, agreement with fp32 on this image, and the zero-shot model's accuracy
+    (``benchmarks/accuracy.py``) of the same backend / precision / mode."""
+    from benchmarks import accuracy
+
     head = ("| configuration | precision | total ms | × baseline | × fp32 | CLIP ms | proposal ms | "
-            "agreement with fp32 | mIoU vs fp32 |")
+            f"agreement with fp32 | mIoU vs fp32 | {accuracy.HEADER} |")
     lines = [f"# {title}", "", head, "|" + "---|" * (head.count("|") - 1)]
     for name, r in rows.items():
         st = r["stages_ms"]
@@ -103,6 +110,7 @@ def markdown(rows: Dict[str, Dict[str, Any]], title: str, note: str) -> str:
         lines.append(f"| {name} | {r['info'].get('precision', 'fp32')} | {r['median_ms']:.0f} | {base} | "
                      f"{r.get('speedup_vs_fp32', float('nan')):.2f} | {st.get('clip', 0):.0f} | "
                      f"{st.get('proposal', 0):.0f} | {'' if agree is None else f'{100 * agree:.2f} %'} | "
-                     f"{r.get('miou_vs_fp32', float('nan')):.4f} |")
+                     f"{r.get('miou_vs_fp32', float('nan')):.4f} | "
+                     f"{accuracy.cells(acc, name.split('/')[0], r['info'].get('precision', 'fp32'), mode)} |")
     lines += ["", note]
     return "\n".join(lines) + "\n"

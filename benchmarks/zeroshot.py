@@ -1,14 +1,19 @@
 """Zero-shot accuracy of every SDK mode and backend on a model that means something.
 
-    python benchmarks/zeroshot.py [--work DIR] [--clip-steps 600] [--iters 1200] [--docs]
+    python benchmarks/zeroshot.py [--work DIR] [--clip-steps 400] [--iters 3000] [--docs]
+    python benchmarks/zeroshot.py --precisions fp32,bf16,int8,fp16 --backends onnxruntime,openvino,torch
 
 Runs the quick start's steps (``train.quickstart``: compositional world → small CLIP trained from
 scratch → ZegFormer on the seen classes, CLIP frozen → bundle; resumable, cached in ``--work``),
 then evaluates the bundle through the SDK on the held-out images with the official GZSS protocol
 in each mode (``cropmask``, ``pruned``, ``maskpool``, ``proposal``) and backend (torch, ONNX
 Runtime): seen / unseen mIoU, hIoU, agreement of each mode's label maps with ``cropmask``, and the
-fraction of queries ``pruned`` sends to CLIP. Writes ``benchmarks/results/zeroshot.{json,md}``
-(``--docs`` also copies the example picture to ``docs/zeroshot_example.png``).
+fraction of queries ``pruned`` sends to CLIP. ``--precisions`` adds the precision tiers (int8/fp16
+graphs are added to the bundle, int8 calibrated on the world's training images): every agreement is
+with the faithful map (the first backend's fp32 ``cropmask``), so this is where the precision tiers'
+and fast modes' accuracy is measured on a model whose decisions are not noise. Writes
+``benchmarks/results/zeroshot.{json,md}`` (``--docs`` also copies the example picture to
+``docs/zeroshot_example.png``); ``benchmarks/latency.py`` shows these accuracies beside its speeds.
 """
 from __future__ import annotations
 
@@ -35,7 +40,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--val", type=int, default=60)
     p.add_argument("--clip-steps", type=int, default=400)
     p.add_argument("--iters", type=int, default=3000)
-    p.add_argument("--backends", default="torch,onnxruntime")
+    p.add_argument("--backends", default="torch,onnxruntime",
+                   help="comma list; the first one's fp32 cropmask is the faithful reference (default torch,onnxruntime)")
+    p.add_argument("--precisions", default="fp32", help="comma list of tiers: fp32,bf16,int8,fp16 (each backend "
+                   "runs the ones it supports on the CPU; default fp32)")
+    p.add_argument("--calibration-images", type=int, default=40,
+                   help="int8: training images of the world to calibrate on (default 40)")
     p.add_argument("--out-dir", type=Path, default=RESULTS, help="where zeroshot.{json,md} go")
     p.add_argument("--docs", action="store_true", help="copy the example picture to docs/zeroshot_example.png")
     return p.parse_args(argv)
@@ -53,8 +63,11 @@ def markdown(clip: Dict[str, Any], records: List[Dict[str, Any]], meta: Dict[str
     from train.quickstart import summary
 
     m = machine()
+    tiers = (f" --precisions {','.join(meta['precisions'])} --backends {','.join(meta['backends'])}"
+             if meta.get("precisions", ["fp32"]) != ["fp32"] else "")
     lines = ["# Zero-shot world: GZSS per SDK mode and backend", "",
-             f"`python benchmarks/zeroshot.py --clip-steps {meta['clip_steps']} --iters {meta['iters']}` — "
+             f"`python benchmarks/zeroshot.py --clip-steps {meta['clip_steps']} --iters {meta['iters']}"
+             f"{tiers}` — "
              f"{meta['classes']} classes ({meta['unseen']} unseen), {meta['val']} held-out images at their own size "
              f"(~144 px). CLIP: {clip['clip_config']['vision_layers']}-layer ViT width "
              f"{clip['clip_config']['vision_width']}, patch {clip['clip_config']['patch_size']} on "
@@ -65,6 +78,20 @@ def markdown(clip: Dict[str, Any], records: List[Dict[str, Any]], meta: Dict[str
              "shared with other jobs during the run (times are pessimistic).", "",
              summary(clip, records)]
     return "\n".join(lines)
+
+
+def evaluate_tiers(bundle: Path, data: Path, backends: List[str], precisions: List[str],
+                   calibration_images: int) -> List[Dict[str, Any]]:
+    """GZSS of every backend × precision × mode; int8/fp16 graphs added first (int8 calibrated on
+    the world's training images, at their own size)."""
+    from benchmarks.precision_bench import ensure_variants
+    from train.data import build_dataset
+    from train.zeroshot_eval import evaluate_bundle
+
+    ensure_variants(bundle, precisions, calibration_images, calibration=data / "train" / "images",
+                    calibration_size=144)
+    dataset = build_dataset("folder", str(data), "val")
+    return evaluate_bundle(bundle, dataset, backends=backends, precisions=precisions, progress=True)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -80,7 +107,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     clip = qs.step_clip(a.work, data, a.clip_steps, [])
     checkpoint = qs.step_zegformer(a.work, data, a.iters, [])
     bundle = qs.step_export(a.work, checkpoint)
-    records = qs.step_evaluate(a.work, bundle, data, [b for b in a.backends.split(",") if b], 0)
+    backends = [b for b in a.backends.split(",") if b]
+    precisions = [p for p in a.precisions.split(",") if p]
+    records = qs.step_evaluate(a.work, bundle, data, backends, 0)
+    if precisions != ["fp32"]:
+        records = evaluate_tiers(bundle, data, backends, precisions, a.calibration_images)
     picture = qs.step_picture(a.work, bundle, data, records)
     from train.data.compositional import read_world
 
@@ -88,7 +119,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     meta = {"clip_steps": clip["steps"], "iters": a.iters, "classes": len(world.class_names),
             "unseen": len(world.unseen_pairs), "val": a.val, "zegformer_seconds": train_seconds(a.work / "run"),
             "clip_seconds": clip["seconds"], "clip_zero_shot": clip["zero_shot"], "bundle": str(bundle),
-            "seconds_this_run": round(time.perf_counter() - t0, 1)}
+            "precisions": precisions, "backends": backends, "seconds_this_run": round(time.perf_counter() - t0, 1)}
     out = write_results("zeroshot", [{**r, "meta": meta} for r in records], markdown(clip, records, meta),
                         out_dir=a.out_dir)
     if a.docs:
