@@ -5,8 +5,10 @@ the Q/DQ pairs into its int8 kernels, and TensorRT 10/11 builds QDQ graphs as th
 quantisation is the only int8 path TensorRT 11 keeps). Hence TensorRT's constraints:
 symmetric int8 activations and weights (zero point 0), weights per output channel.
 
-Only the compute-heavy ops (``MatMul``, ``Conv``, ``Gemm``) are quantised; normalisations, softmax
-and the L2 normalisation stay float. ``DefaultTensorType`` is needed because ONNX shape inference
+Only the compute-heavy ops with a weight (``MatMul``, ``Conv``, ``Gemm`` whose one input is a
+constant) are quantised; normalisations, softmax, the L2 normalisation and the activation ×
+activation products of attention (``q·kᵀ``, ``softmax·v``: a few percent of the FLOPs, but their
+operands have the widest, input-dependent ranges) stay float. ``DefaultTensorType`` is needed because ONNX shape inference
 cannot type some of the exported graph's MatMul outputs (dynamic reshapes).
 """
 from __future__ import annotations
@@ -55,6 +57,18 @@ def _method(name: str):
             "entropy": CalibrationMethod.Entropy}[name]
 
 
+def activation_products(model) -> List[str]:
+    """Names of the MatMul nodes whose two inputs are both computed (no initializer or Constant)."""
+    consts = {i.name for i in model.graph.initializer}
+    consts |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    # weights reach a MatMul through a Transpose/Cast/DequantizeLinear of a constant at most
+    for n in model.graph.node:
+        if n.op_type in ("Transpose", "Cast", "Identity") and n.input and n.input[0] in consts:
+            consts.update(n.output)
+    return [n.name for n in model.graph.node
+            if n.op_type == "MatMul" and not any(i in consts for i in n.input)]
+
+
 def quantize_graph(src: Path, dst: Path, batches: List[np.ndarray], method: str = "minmax") -> Dict[str, Any]:
     """Write the QDQ int8 version of ``src`` to ``dst``, calibrated on ``batches``; returns its record."""
     import onnx
@@ -64,6 +78,7 @@ def quantize_graph(src: Path, dst: Path, batches: List[np.ndarray], method: str 
         raise ValueError(f"calibration method {method!r}: choose one of {METHODS}")
     model = onnx.load(str(src), load_external_data=False)
     input_name = model.graph.input[0].name
+    keep_float = activation_products(model)
     reader = type("Reader", (ListReader, CalibrationDataReader), {})(input_name, batches)
     extra = {"DefaultTensorType": onnx.TensorProto.FLOAT, "ActivationSymmetric": True, "WeightSymmetric": True}
     if method == "percentile":
@@ -78,7 +93,7 @@ def quantize_graph(src: Path, dst: Path, batches: List[np.ndarray], method: str 
             out = Path(tmp) / dst.name
             quantize_static(str(src), str(out), reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=list(OPS),
                             per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=_method(method), extra_options=extra)
+                            calibrate_method=_method(method), extra_options=extra, nodes_to_exclude=keep_float)
             os.replace(out, dst)
         finally:
             logging.getLogger().removeFilter(quiet)
@@ -87,4 +102,5 @@ def quantize_graph(src: Path, dst: Path, batches: List[np.ndarray], method: str 
     counts = {op: sum(n.op_type == op for n in q.graph.node) for op in ("QuantizeLinear", "DequantizeLinear")}
     log.info("int8 %s: %s, calibrated on %d batches (%s)", dst.name, counts, len(batches), method)
     return {"method": method, "batches": len(batches), "ops": list(OPS), "per_channel": True,
-            "symmetric": True, "format": "QDQ", **{k.lower(): v for k, v in counts.items()}}
+            "symmetric": True, "format": "QDQ", "float_activation_products": len(keep_float),
+            **{k.lower(): v for k, v in counts.items()}}

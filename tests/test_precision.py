@@ -154,6 +154,20 @@ def test_calibration_is_deterministic(qbundle, tmp_path):
     assert not all(np.array_equal(u, v) for u, v in zip(x, z))
 
 
+@pytest.mark.parametrize("graph, weights, products", [("clip_image", 7, 4), ("proposal", 20, 9)])
+def test_int8_quantises_weights_and_keeps_attention_products_float(qbundle, graph, weights, products):
+    """Every MatMul with a weight reads int8 (DequantizeLinear) operands; q·kᵀ, softmax·v and the
+    mask product (both operands computed) read float tensors. Counts: the tiny model's graphs."""
+    import onnx
+
+    m = onnx.load(str(qbundle / f"{graph}.int8.onnx"))
+    made_by = {o: n.op_type for n in m.graph.node for o in n.output}
+    matmuls = [[made_by.get(i) for i in n.input] for n in m.graph.node if n.op_type == "MatMul"]
+    assert sum(all(op == "DequantizeLinear" for op in ins) for ins in matmuls) == weights
+    assert sum(not any(op == "DequantizeLinear" for op in ins) for ins in matmuls) == products
+    assert len(matmuls) == weights + products
+
+
 def test_fp16_graphs_are_strongly_typed_and_load(qbundle):
     import onnx
 
