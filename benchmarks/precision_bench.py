@@ -35,7 +35,7 @@ def ensure_variants(bundle: Path, tiers: Sequence[str], calibration_images: Opti
 
     manifest = read_manifest(bundle)
     have = set((manifest["graphs"]["clip_image"].get("variants") or {}))
-    need = {t for t in tiers if t in ("int8", "fp16")} - have
+    need = {t.split("=")[-1] for t in tiers} & {"int8", "fp16"} - have  # "clip_image=int8" needs int8 too
     if need:
         log.info("adding %s graphs to %s", sorted(need), bundle)
         add_precisions(bundle, manifest, PrecisionOptions(int8="int8" in need, fp16="fp16" in need, measure=False,
@@ -54,14 +54,9 @@ def fixture_inputs(reference_dir: Path) -> Tuple[np.ndarray, Tuple[List[str], np
 
 def configurations(backends: Sequence[str], precisions: Sequence[str]) -> List[Tuple[str, str]]:
     """Faithful fp32 first, then every supported backend × precision pair."""
-    from sdk.precision import SUPPORTED
+    from sdk.precision import supported_pairs
 
-    out = [FAITHFUL]
-    for b in backends:
-        for p in precisions:
-            if (b, p) != FAITHFUL and p in SUPPORTED.get((b, "cpu"), ()):
-                out.append((b, p))
-    return out
+    return [FAITHFUL] + [pair for pair in supported_pairs(backends, precisions) if pair != FAITHFUL]
 
 
 def run_interleaved(runners: Dict[str, Callable], image: np.ndarray, iters: int, baseline: Optional[str],
@@ -95,6 +90,12 @@ def run_interleaved(runners: Dict[str, Callable], image: np.ndarray, iters: int,
     return out
 
 
+def _backend_and_spec(name: str) -> Tuple[str, str]:
+    """``"openvino/cropmask/clip_image=int8"`` → ``("openvino", "clip_image=int8")``; the baseline: fp32."""
+    parts = name.split("/")
+    return parts[0], parts[2] if len(parts) > 2 else "fp32"
+
+
 def markdown(rows: Dict[str, Dict[str, Any]], acc: Dict, mode: str, title: str, note: str) -> str:
     """One table: speed, agreement with fp32 on this image, and the zero-shot model's accuracy
     (``benchmarks/accuracy.py``) of the same backend / precision / mode."""
@@ -111,6 +112,6 @@ def markdown(rows: Dict[str, Dict[str, Any]], acc: Dict, mode: str, title: str, 
                      f"{r.get('speedup_vs_fp32', float('nan')):.2f} | {st.get('clip', 0):.0f} | "
                      f"{st.get('proposal', 0):.0f} | {'' if agree is None else f'{100 * agree:.2f} %'} | "
                      f"{r.get('miou_vs_fp32', float('nan')):.4f} | "
-                     f"{accuracy.cells(acc, name.split('/')[0], r['info'].get('precision', 'fp32'), mode)} |")
+                     f"{accuracy.cells(acc, *_backend_and_spec(name), mode)} |")
     lines += ["", note]
     return "\n".join(lines) + "\n"

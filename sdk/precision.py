@@ -180,3 +180,16 @@ def describe(bundle) -> Dict[str, Any]:
              for t in FILE_TIERS}
     return {"files": {t: g for t, g in tiers.items() if g},
             "agreement": (bundle.manifest.get("precision") or {}).get("agreement", {})}
+
+
+def supported_pairs(backends, specs, device: str = "cpu") -> list:
+    """``(backend, spec)`` for each backend × precision spec (a tier, or one ``graph=tier``) that the
+    backend runs on ``device``; what benchmarks iterate over."""
+    out = []
+    for b in backends:
+        for spec in specs:
+            parsed = parse(spec)
+            tiers = {parsed} if isinstance(parsed, str) else set(parsed.values())
+            if tiers <= set(SUPPORTED.get((b, device), ())) | ({"auto"} if parsed == "auto" else set()):
+                out.append((b, spec))
+    return out

@@ -43,6 +43,9 @@ def test_configurations_put_the_faithful_reference_first():
     assert configurations(["onnxruntime", "openvino", "torch"], ["fp32", "bf16", "int8"]) == [
         ("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"), ("openvino", "bf16"),
         ("openvino", "int8"), ("torch", "fp32")]
+    assert configurations(["onnxruntime", "openvino"], ["fp32", "clip_image=int8", "proposal=bf16"]) == [
+        ("onnxruntime", "fp32"), ("onnxruntime", "clip_image=int8"), ("openvino", "fp32"),
+        ("openvino", "clip_image=int8"), ("openvino", "proposal=bf16")]
     with pytest.raises(ValueError, match="fp32"):
         configurations(["openvino"], ["bf16"])
 

@@ -33,11 +33,12 @@ def map_agreement(a: np.ndarray, b: np.ndarray) -> Dict[str, float]:
 
 
 def configurations(backends: Sequence[str], precisions: Sequence[str]) -> List[Tuple[str, str]]:
-    """(backend, precision) pairs the SDK supports on the CPU; the first backend's fp32 comes first
+    """(backend, precision) pairs the SDK supports on the CPU (a precision is a tier or one ``graph=tier``);
+    the first backend's fp32 comes first
     (it is the faithful reference every agreement is measured against)."""
-    from sdk.precision import SUPPORTED
+    from sdk.precision import supported_pairs
 
-    pairs = [(b, p) for b in backends for p in precisions if p in SUPPORTED.get((b, "cpu"), ())]
+    pairs = supported_pairs(backends, precisions)
     if not pairs or pairs[0][1] != "fp32":
         raise ValueError(f"the first backend must run fp32 (the faithful reference); got {pairs[:1]}")
     return pairs
