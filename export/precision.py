@@ -71,17 +71,16 @@ def add_precisions(bundle_dir: Path, manifest: Dict[str, Any], opts: PrecisionOp
 
 
 def tiers_to_measure(opts: PrecisionOptions) -> List[tuple]:
-    """(backend, tier) pairs to compare with ONNX Runtime fp32 (OpenVINO only when installed)."""
-    pairs = [("onnxruntime", t) for t, on in (("int8", opts.int8), ("fp16", opts.fp16)) if on]
+    """(backend, precision) pairs to compare with ONNX Runtime fp32 (OpenVINO only when installed); a
+    precision is a tier or the per-graph ``clip_image=int8`` that ``auto`` may pick."""
+    int8 = ["int8", "clip_image=int8"] if opts.int8 else []  # the second: auto's int8-CLIP-only candidate
+    pairs = [("onnxruntime", t) for t in int8 + (["fp16"] if opts.fp16 else [])]
     try:
         import openvino  # noqa: F401
     except ImportError:
         log.info("agreement: OpenVINO not installed; its tiers are not measured")
         return pairs
-    pairs.append(("openvino", "bf16"))
-    if opts.int8:
-        pairs.append(("openvino", "int8"))
-    return pairs
+    return pairs + [("openvino", "bf16")] + [("openvino", t) for t in int8]
 
 
 def measure_agreement(bundle_dir: Path, cal: CalibrationSet, opts: PrecisionOptions) -> Dict[str, Any]:

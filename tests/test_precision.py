@@ -126,9 +126,17 @@ def test_auto_picks_fastest_tier_meeting_the_bar(qbundle):
     assert choose_auto(bundle, "onnxruntime", "cuda").label == "fp16"
     bundle.manifest["precision"]["agreement"]["int8"]["openvino"] = 0.5
     assert choose_auto(bundle, "openvino", "cpu").label == "bf16"
+    bundle.manifest["precision"]["agreement"]["clip_image=int8"] = {"openvino": AUTO_BAR, "onnxruntime": 0.98}
+    mixed = choose_auto(bundle, "openvino", "cpu")  # int8 CLIP only: between int8 and bf16
+    assert mixed.graphs == (("proposal", "fp32"), ("clip_image", "int8"), ("clip_dense", "fp32"))
+    assert choose_auto(bundle, "onnxruntime", "cpu").label == "fp32"
     seg = segmenter(qbundle, backend="onnxruntime", precision="auto")  # the exported measurement
-    measured = json.loads((qbundle / "manifest.json").read_text())["precision"]["agreement"]["int8"]["onnxruntime"]
-    assert seg.precision == ("int8" if measured >= AUTO_BAR else "fp32")
+    measured = json.loads((qbundle / "manifest.json").read_text())["precision"]["agreement"]
+    assert set(measured) >= {"int8", "clip_image=int8", "fp16", "bf16"}
+    expect = ("int8" if measured["int8"]["onnxruntime"] >= AUTO_BAR else
+              "proposal=fp32,clip_image=int8,clip_dense=fp32" if measured["clip_image=int8"]["onnxruntime"] >= AUTO_BAR
+              else "fp32")
+    assert seg.precision == expect
     assert seg(block_image()).info["precision"] == seg.precision
 
 
@@ -229,7 +237,7 @@ def test_sdk_and_export_work_without_openvino(qbundle, tmp_path):
             else:
                 raise AssertionError("no error without OpenVINO")
         from export.precision import PrecisionOptions, tiers_to_measure
-        assert tiers_to_measure(PrecisionOptions(int8=True)) == [("onnxruntime", "int8")]
+        assert tiers_to_measure(PrecisionOptions(int8=True)) == [("onnxruntime", "int8"), ("onnxruntime", "clip_image=int8")]
         print("OK")
     """)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
