@@ -161,7 +161,7 @@ def _onnxruntime(bundle: Bundle, kind: str, index: int, options: Dict[str, Any])
     from .onnxruntime import OnnxRuntimeBackend
 
     return OnnxRuntimeBackend(bundle, "cuda" if kind == "cuda" else "cpu", index,
-                              **_pick(options, "threads", "precision"))
+                              **_pick(options, "threads", "precision", "io_binding"))
 
 
 def _openvino(bundle: Bundle, kind: str, index: int, options: Dict[str, Any]) -> Backend:

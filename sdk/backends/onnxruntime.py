@@ -5,15 +5,20 @@ threads: ``InferenceSession.run`` is thread-safe. ``precision`` (``sdk.precision
 file: fp32, ``<graph>.int8.onnx`` (QDQ) or ``<graph>.fp16.onnx``; FP16 graphs are optimised at
 ``ORT_ENABLE_EXTENDED`` because ONNX Runtime's CPU provider segfaults creating an FP16 session at
 ``ORT_ENABLE_ALL`` (onnxruntime 1.32).
+
+On the CUDA provider with CuPy installed, graph inputs and outputs are CuPy device arrays bound
+through I/O binding (``sdk.backends.ort_binding``): the pipeline's data stays on the GPU between
+the graphs. Without CuPy it falls back to host arrays (logged).
 """
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
+from ..arrays import ArrayOps, CupyArrays, host
 from ..bundle import Bundle
 from ..errors import BackendError
 from ..validate import check_graph_io, graph_load_error
@@ -31,11 +36,17 @@ def cuda_provider_available() -> bool:
 
 
 class Graph:
-    """One ONNX Runtime session with its input name/dtype and output order (from the manifest)."""
+    """One ONNX Runtime session with its input name/dtype and output order (from the manifest).
+
+    ``arrays`` is where inputs and outputs live (numpy, or CuPy on the CUDA provider); ``bound`` runs
+    the session through I/O binding (``sdk.backends.ort_binding``) so device arrays never visit the
+    host. Without it, ``session.run`` (numpy in, numpy out).
+    """
 
     path = "the graph"  # the file, for error messages
 
-    def __init__(self, session, output_names: List[str]):
+    def __init__(self, session, output_names: List[str], arrays: Optional[ArrayOps] = None,
+                 bound: Optional[Callable[[Any], List[Any]]] = None):
         self.session = session
         inp = session.get_inputs()[0]
         self.input_name = inp.name
@@ -44,25 +55,27 @@ class Graph:
         self.fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
         available = [o.name for o in session.get_outputs()]
         self.outputs = [n for n in output_names if n in available] or available
+        self.arrays = arrays or host()
+        self.bound = bound
 
-    def run(self, x: np.ndarray) -> List[np.ndarray]:
-        x = np.ascontiguousarray(x, dtype=self.input_dtype)
+    def run(self, x: Any) -> List[Any]:
+        x = self.arrays.contiguous(x, self.input_dtype)
         if self.fixed_batch is None or x.shape[0] == self.fixed_batch:
             return self._run(x)
         parts = [self._run_padded(x[i:i + self.fixed_batch]) for i in range(0, x.shape[0], self.fixed_batch)]
-        return [np.concatenate(p, 0) for p in zip(*parts)]
+        return [self.arrays.xp.concatenate(p, 0) for p in zip(*parts)]
 
-    def _run_padded(self, x: np.ndarray) -> List[np.ndarray]:
-        n = x.shape[0]
+    def _run_padded(self, x: Any) -> List[Any]:
+        n, xp = x.shape[0], self.arrays.xp
         if n < self.fixed_batch:
-            x = np.concatenate([x, np.zeros((self.fixed_batch - n,) + x.shape[1:], x.dtype)], 0)
+            x = xp.concatenate([x, xp.zeros((self.fixed_batch - n,) + x.shape[1:], x.dtype)], 0)
         return [o[:n] for o in self._run(x)]
 
-    def _run(self, x: np.ndarray) -> List[np.ndarray]:
+    def _run(self, x: Any) -> List[Any]:
         try:
-            outs = self.session.run(self.outputs, {self.input_name: x})
+            outs = self.bound(x) if self.bound is not None else self.session.run(self.outputs, {self.input_name: x})
         except Exception as e:  # onnxruntime's own exception types (wrong shapes, out of memory, ...)
-            raise BackendError(f"ONNX Runtime failed running {self.path} on input {x.shape}: "
+            raise BackendError(f"ONNX Runtime failed running {self.path} on input {tuple(x.shape)}: "
                                f"{' '.join(str(e).split())[:300]}") from e
         return [o.astype(np.float32, copy=False) if o.dtype == np.float16 else o for o in outs]
 
@@ -71,7 +84,7 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
     def __init__(self, bundle: Bundle, device: str = "cpu", device_index: int = 0,
-                 threads: Optional[int] = None, precision=None):
+                 threads: Optional[int] = None, precision=None, io_binding: Optional[bool] = None):
         import onnxruntime as ort
 
         from ..precision import resolve
@@ -86,8 +99,15 @@ class OnnxRuntimeBackend(Backend):
                           [("CUDAExecutionProvider", {"device_id": device_index}), "CPUExecutionProvider"])
         self.threads = threads
         self.precision = resolve(bundle, self.name, "cpu" if device == "cpu" else "cuda", precision)
+        self._arrays = host() if device == "cpu" else _device_arrays(device_index)
+        # I/O binding: always with device arrays; on the CPU only when asked (host memory, same results)
+        self.io_binding = self._arrays.name != "numpy" or bool(io_binding)
         self._graphs: Dict[str, Graph] = {}
         self._lock = threading.Lock()
+
+    @property
+    def arrays(self) -> ArrayOps:
+        return self._arrays
 
     def _options(self, tier: str = "fp32"):
         opts = self._ort.SessionOptions()
@@ -113,10 +133,30 @@ class OnnxRuntimeBackend(Backend):
                 except Exception as e:  # onnxruntime raises its own, unexported exception types
                     raise graph_load_error(path, e) from e
                 check_graph_io(session, self.bundle.graph(name), path)
-                graph = Graph(session, list(self.bundle.graph(name).get("outputs", {})))
+                outputs = list(self.bundle.graph(name).get("outputs", {}))
+                graph = Graph(session, outputs, self._arrays)
+                graph.bound = self._bound_runner(session, graph.input_name, graph.outputs)
                 graph.path = path
                 self._graphs[name] = graph
         return graph
 
-    def run(self, graph: str, x: np.ndarray) -> List[np.ndarray]:
+    def _bound_runner(self, session, input_name: str, outputs: List[str]):
+        from .ort_binding import BoundRunner, cuda_runner, ortvalue_to_numpy
+
+        if not self.io_binding:
+            return None
+        if self._arrays.name == "numpy":
+            return BoundRunner(session, input_name, outputs, "cpu", 0, ortvalue_to_numpy)
+        return cuda_runner(session, input_name, outputs, self._arrays.device_index)
+
+    def run(self, graph: str, x: Any) -> List[Any]:
         return self.graph(graph).run(x)
+
+
+def _device_arrays(device_index: int) -> ArrayOps:
+    """CuPy arrays on the GPU when CuPy and the CUDA kernels are here, else host arrays (logged)."""
+    try:
+        return CupyArrays(device_index)
+    except BackendError as e:
+        log.info("onnxruntime backend: host arrays between the graphs (%s)", e)
+        return host()
