@@ -59,12 +59,15 @@ setup(
         "train": TORCH_REQUIRES,
         "export": TORCH_REQUIRES,
         "dev": TORCH_REQUIRES + ["pytest>=7", "matplotlib>=3.5", "psutil>=5"],
-        "gpu": ["onnxruntime-gpu>=1.16", "cupy-cuda12x"],  # cupy: the device arrays of sdk.arrays
+        # CUDA 12 wheels (onnxruntime-gpu's PyPI default; cupy: the device arrays of sdk.arrays)
+        "gpu": ["onnxruntime-gpu>=1.16", "cupy-cuda12x"],
         # TensorRT 10.13.3+ and 11.x metapackages pull the CUDA 13 wheels (tensorrt_cu13: driver >= 580);
-        # cuda-python 13 likewise. CUDA 12 drivers: the [tensorrt-cu12] extra. pycuda builds from source
-        # (needs the CUDA headers); it is the fallback binding, cuda-python the first choice.
-        "tensorrt": ["tensorrt>=10.13.3,<12", "cuda-python>=13,<14", "pycuda>=2022.1"],
-        "tensorrt-cu12": ["tensorrt-cu12>=10.0,<12", "cuda-python>=12.6,<13", "pycuda>=2022.1"],
+        # cuda-python 13 likewise (the binding NVIDIA's samples use). CUDA 12 drivers: [tensorrt-cu12].
+        "tensorrt": ["tensorrt>=10.13.3,<12", "cuda-python>=13,<14"],
+        "tensorrt-cu12": ["tensorrt-cu12>=10.0,<12", "cuda-python>=12.6,<13"],
+        # the fallback CUDA binding: built from source (needs the CUDA toolkit's headers and nvcc), so it is
+        # kept out of [tensorrt], which must install on a machine with only the driver
+        "pycuda": ["pycuda>=2022.1"],
         "demo": ["gradio>=6,<7"],  # python -m sdk demo (web page); pulls pillow<13
         "ray": ["ray[data]>=2.40", "pyarrow>=12"],
         "serve": ["nvidia-pytriton>=0.7", "tritonclient[http]>=2.40"],  # PyTriton pins numpy<2: own venv

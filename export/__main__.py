@@ -4,6 +4,7 @@ examples:
   python -m export --checkpoint model.pth --out bundles/zegformer
   python -m export --checkpoint model.pth --out b --vocab coco-stuff --vocab my_classes.txt --verify
   python -m export --checkpoint model.pth --out b --tensorrt --fp16 --workspace 8
+  python -m export --checkpoint model.pth --out b --tensorrt --int8 --trt-contexts 4   # 4 threads per engine
   python -m export --checkpoint model.pth --out b --int8 --fp16          # reduced-precision graphs too
   python -m export --checkpoint model.pth --out b --int8 --calibration my_photos/
 
@@ -63,10 +64,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "(fails beyond 1e-3 relative)")
     p.add_argument("--force", action="store_true", help="replace an existing bundle at --out")
     p.add_argument("--tensorrt", action="store_true",
-                   help="also build TensorRT engines (needs TensorRT 10, a CUDA binding and a GPU)")
+                   help="also build TensorRT engines, checked against ONNX Runtime (needs TensorRT 10 or 11, "
+                        "cuda-python or pycuda, and a GPU; pip install 'zegformer-sdk[tensorrt]')")
     p.add_argument("--fp16", action="store_true",
                    help="also write strongly typed FP16 graphs (<graph>.fp16.onnx; normalisations/softmax kept "
-                        "FP32); with --tensorrt, FP16 engines")
+                        "FP32); with --tensorrt, FP16 engines built from them")
+    p.add_argument("--trt-precision", choices=("fp32", "fp16", "int8"), metavar="P",
+                   help="precision of the TensorRT engines: fp32, fp16 or int8 (built from the --fp16/--int8 "
+                        "graphs; default: fp16 with --fp16, else int8 with --int8, else fp32)")
+    p.add_argument("--trt-contexts", type=int, default=1, metavar="N",
+                   help="how many threads may run one engine at once: N optimisation profiles per engine, "
+                        "one per execution context (default 1: calls on an engine take turns)")
     p.add_argument("--int8", action="store_true", help="also write QDQ int8 graphs (<graph>.int8.onnx), calibrated")
     p.add_argument("--calibration", type=Path, metavar="DIR",
                    help="int8 calibration images (default: scikit-image's sample photographs)")
@@ -104,14 +112,21 @@ def options_from_args(args: argparse.Namespace):
     return ExportOptions(vocabs=args.vocab, image_size=args.image_size, dense_size=args.dense_size,
                          opset=args.opset, verify=args.verify, force=args.force, tensorrt=args.tensorrt,
                          fp16=args.fp16, workspace_gb=args.workspace, profiles=profiles or None,
+                         trt_precision=args.trt_precision, trt_contexts=args.trt_contexts,
                          progress=not args.no_progress, precision=precision)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if (args.workspace is not None or args.profile) and not args.tensorrt:
-        parser.error("--workspace and --profile only apply with --tensorrt")
+    if (args.workspace is not None or args.profile or args.trt_precision or args.trt_contexts != 1) \
+            and not args.tensorrt:
+        parser.error("--workspace, --profile, --trt-precision and --trt-contexts only apply with --tensorrt")
+    if args.trt_contexts < 1:
+        parser.error(f"--trt-contexts must be at least 1, got {args.trt_contexts}")
+    if args.trt_precision in ("fp16", "int8") and not getattr(args, args.trt_precision):
+        parser.error(f"--trt-precision {args.trt_precision} builds from the {args.trt_precision} graphs: "
+                     f"add --{args.trt_precision}")
     if (args.calibration or args.calibration_images) and not args.int8:
         parser.error("--calibration and --calibration-images only apply with --int8")
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,

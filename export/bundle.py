@@ -37,6 +37,8 @@ class ExportOptions:
     fp16: bool = False
     workspace_gb: Optional[float] = None
     profiles: Optional[Dict[str, Any]] = None
+    trt_precision: Optional[str] = None  # engines' precision; default fp16 with fp16, else int8 with --int8, else fp32
+    trt_contexts: int = 1  # optimisation profiles per engine = contexts that may run at once
     progress: bool = True
     precision: Optional[Any] = None  # export.precision.PrecisionOptions: --int8 / --fp16 graphs
 
@@ -157,11 +159,20 @@ def check_profiles(model: ZegFormer, opts: ExportOptions) -> None:
     merge_profiles(default_profiles(facts), opts.profiles)
 
 
+def engine_precision(opts: ExportOptions) -> str:
+    """The TensorRT engines' precision: as asked, else fp16 with --fp16, int8 with --int8, else fp32."""
+    if opts.trt_precision:
+        return opts.trt_precision
+    p = opts.precision
+    return "fp16" if opts.fp16 else "int8" if p is not None and p.int8 else "fp32"
+
+
 def _build_engines(bundle: Path, opts: ExportOptions) -> Dict[str, Any]:
     from .tensorrt import TensorRTError, build_engines
 
     try:
-        build_engines(bundle, fp16=opts.fp16, workspace=opts.workspace_gb, profiles=opts.profiles)
+        build_engines(bundle, workspace=opts.workspace_gb, profiles=opts.profiles,
+                      precision=engine_precision(opts), num_profiles=opts.trt_contexts)
     except TensorRTError as e:
         raise ExportError(str(e)) from e
     return read_manifest(bundle)

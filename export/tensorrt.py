@@ -82,19 +82,15 @@ def network_flags(trt) -> int:
 def graph_source(manifest: Dict[str, Any], graph: str, precision: str) -> Optional[str]:
     """The bundle's ONNX file of ``graph`` in ``precision``, or ``None`` when the bundle has none.
 
-    fp32 is ``graphs[graph]["file"]``. Other precisions: ``graphs[graph]["precisions"][p]`` (a file
-    name or ``{"file": ...}``), else the convention ``<graph>.<p>.onnx`` when the manifest lists it.
+    fp32 is ``graphs[graph]["file"]``; fp16/int8 are the variants ``python -m export --fp16/--int8``
+    records in ``graphs[graph]["variants"][precision]["file"]`` (the rule ``sdk.precision.graph_path``
+    reads too).
     """
     entry = manifest["graphs"].get(graph) or {}
     if precision == "fp32":
         return entry.get("file")
-    listed = (entry.get("precisions") or {}).get(precision)
-    if isinstance(listed, dict):
-        listed = listed.get("file")
-    if listed:
-        return str(listed)
-    name = f"{graph}.{precision}.onnx"
-    return name if name in manifest.get("files", {}) else None
+    variant = (entry.get("variants") or {}).get(precision) or {}
+    return variant.get("file")
 
 
 def _parse(trt, logger, onnx_path: Path):

@@ -36,13 +36,21 @@ A bundle is a directory::
     vocabularies      {name: "vocab/<name>.npz"}
     tokenizer         {file: "bpe_simple_vocab_16e6.txt.gz", context_length: 77}
     graphs            {proposal|clip_image|clip_text|clip_dense: {file, inputs: {name: shape string},
-                       outputs: {name: shape string}}}
+                       outputs: {name: shape string}, precision: "fp32" (of ``file``),
+                       variants: {fp16|int8: {file: "<graph>.<tier>.onnx", precision, ...}}}}
+                      ``variants`` (``python -m export --fp16/--int8``): FP16 = strongly typed, norms in
+                      FP32 (with node counts); int8 = QDQ, with ``calibration`` {source, images, seed,
+                      method, format, ...}
+    precision         {agreement: {tier: {backend: label-map agreement with fp32}}, measured_on}
+                      (what ``precision="auto"`` reads; absent without reduced tiers)
     background        "background.npy"
     checkpoint        {path, sha256}  the source checkpoint (used by the ``torch`` backend)
     files             {relative path: sha256 hex}  every file of the bundle except manifest.json
     versions          {zegformer_sdk, torch, onnx, opset, open_clip}
     engines           {graph name: {file, tensorrt, cuda, gpu, compute_capability, precision,
-                       profiles, onnx_sha256}}  (absent or empty when no engine was built)
+                       num_profiles (contexts that may run at once), profiles {input: {min, opt, max}},
+                       onnx_file (the graph it was built from), onnx_sha256}}
+                      (absent or empty when no engine was built)
 """
 from __future__ import annotations
 

@@ -360,3 +360,27 @@ def test_build_engines_without_tensorrt_says_so(tiny):
         pass
     with pytest.raises(TensorRTUnavailable, match="TensorRT"):
         build_engines(tiny[1], fp16=True)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--trt-contexts", "2"], "only apply with --tensorrt"),
+    (["--tensorrt", "--trt-contexts", "0"], "at least 1"),
+    (["--tensorrt", "--trt-precision", "int8"], "add --int8"),
+])
+def test_tensorrt_options_are_checked_before_any_work(tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit) as e:
+        main(["--checkpoint", str(tmp_path / "absent.pth"), "--out", str(tmp_path / "b"), *extra])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("extra, precision, contexts", [
+    ([], "fp32", 1), (["--fp16"], "fp16", 1), (["--int8"], "int8", 1), (["--int8", "--fp16"], "fp16", 1),
+    (["--int8", "--fp16", "--trt-precision", "int8", "--trt-contexts", "4"], "int8", 4),
+])
+def test_engine_precision_and_contexts_from_the_command_line(extra, precision, contexts):
+    from export.__main__ import build_parser, options_from_args
+    from export.bundle import engine_precision
+
+    opts = options_from_args(build_parser().parse_args(["--checkpoint", "m.pth", "--out", "b", "--tensorrt", *extra]))
+    assert engine_precision(opts) == precision and opts.trt_contexts == contexts

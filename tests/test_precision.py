@@ -259,3 +259,13 @@ def test_cli_precision(qbundle, tmp_path):
                "--backend", "onnxruntime", "--precision", "int8", "--vocab", "sky;tree;road"])
     assert rc == 0
     assert json.loads((tmp_path / "o" / "a.json").read_text())["info"]["precision"] == "int8"
+
+
+def test_tensorrt_builds_from_the_variants_export_wrote(qbundle):
+    from export.tensorrt import graph_source
+
+    m = json.loads((qbundle / "manifest.json").read_text())
+    for name in ("proposal", "clip_image", "clip_dense"):
+        for tier in ("fp16", "int8"):
+            rel = graph_source(m, name, tier)
+            assert rel == f"{name}.{tier}.onnx" and (qbundle / rel).is_file()

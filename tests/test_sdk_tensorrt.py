@@ -53,6 +53,7 @@ def trt_env(tmp_path_factory, tmp_path, monkeypatch, request):
     manifest = json.loads((path / "manifest.json").read_text())
     shutil.copyfile(path / "clip_image.onnx", path / "clip_image.fp16.onnx")  # stands in for the FP16 export
     manifest["files"]["clip_image.fp16.onnx"] = sha256_file(path / "clip_image.fp16.onnx")
+    manifest["graphs"]["clip_image"]["variants"] = {"fp16": {"file": "clip_image.fp16.onnx", "precision": "fp16"}}
     (path / "manifest.json").write_text(json.dumps(manifest))
     cuda = FakePyCuda()
     trt, log = fake_tensorrt(cuda, version)
@@ -202,13 +203,13 @@ def test_tampered_engine_and_precision_mismatch(trt_env):
         Segmenter(path, backend="tensorrt", device="cuda", cache_dir=False)
 
 
-def test_graph_source_convention():
+def test_graph_source_reads_the_variants_the_exporter_records():
     from export.tensorrt import graph_source
 
     m = {"graphs": {"clip_image": {"file": "clip_image.onnx"},
-                    "proposal": {"file": "proposal.onnx", "precisions": {"fp16": {"file": "p16.onnx"}}}},
+                    "proposal": {"file": "proposal.onnx", "variants": {"fp16": {"file": "p16.onnx", "precision": "fp16"}}}},
          "files": {"clip_image.onnx": "x", "clip_image.fp16.onnx": "y"}}
     assert graph_source(m, "clip_image", "fp32") == "clip_image.onnx"
-    assert graph_source(m, "clip_image", "fp16") == "clip_image.fp16.onnx"
-    assert graph_source(m, "clip_image", "int8") is None
+    assert graph_source(m, "clip_image", "fp16") is None  # a file lying about is not a variant
     assert graph_source(m, "proposal", "fp16") == "p16.onnx"
+    assert graph_source(m, "proposal", "int8") is None
