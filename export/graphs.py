@@ -10,16 +10,20 @@ constraints (``H = 32·h``), emits ``Split`` nodes it cannot fold and took ~10×
 Simplification: ONNX Runtime's *basic* offline graph optimisation (constant folding, redundant
 node elimination, Conv+Mul/Add folding — standard ONNX ops only), then unused opset imports are
 dropped, the declared output shapes fixed and the model checked with ``onnx.checker``.
+
+The CLIP image graph's attention is traced through ``export.attention`` (one QKV MatMul, constant
+reshapes, one scale): the same numbers (≤ 1e-7) with 86 instead of 662 constants and no
+Shape/Gather/Concat per block, ~5 % faster on ONNX Runtime's CPU provider.
 """
 from __future__ import annotations
 
 import logging
 import tempfile
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Sequence, Tuple, Union
+from typing import Callable, ContextManager, Dict, Iterator, List, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -27,6 +31,7 @@ from torch import nn
 from train.model import ZegFormer
 from train.model.clip import encode_text
 
+from .attention import fusable_attention
 from .dense_clip import DenseClipGraph
 
 log = logging.getLogger(__name__)
@@ -79,6 +84,7 @@ class GraphSpec:
     inputs: Dict[str, List[Dim]]
     outputs: Dict[str, List[Dim]]
     dynamic: Dict[str, Dict[int, str]] = field(default_factory=dict)
+    trace_context: Callable[[], ContextManager] = nullcontext  # entered around the trace only
 
     @property
     def file(self) -> str:
@@ -108,7 +114,8 @@ def graph_specs(model: ZegFormer, image_size: Sequence[int], dense_size: Sequenc
                    "segment_embeddings": {0: "B"}}),
         GraphSpec("clip_image", ClipImageGraph(model), (torch.randn(2, 3, s, s, generator=gen),),
                   {"crops": ["N", 3, s, s]}, {"embeddings": ["N", d]},
-                  {"crops": {0: "N"}, "embeddings": {0: "N"}}),
+                  {"crops": {0: "N"}, "embeddings": {0: "N"}},
+                  trace_context=lambda: fusable_attention(model.clip.visual, s)),
         GraphSpec("clip_text", ClipTextGraph(model), (tokens,),
                   {"tokens": ["T", ctx]}, {"embeddings": ["T", d]},
                   {"tokens": {0: "T"}, "embeddings": {0: "T"}}),
@@ -137,7 +144,7 @@ def _tracing_mode() -> Iterator[None]:
 def trace_to_onnx(spec: GraphSpec, path: Path, opset: int) -> None:
     """Trace ``spec.module`` with the TorchScript exporter into ``path`` (unsimplified)."""
     spec.module.eval()  # export restores the training flag it finds: make that "eval"
-    with _tracing_mode():
+    with _tracing_mode(), spec.trace_context():
         torch.onnx.export(spec.module, spec.example, str(path), dynamo=False, opset_version=opset,
                           input_names=list(spec.inputs), output_names=list(spec.outputs),
                           dynamic_axes=spec.dynamic or None, do_constant_folding=True)

@@ -1,0 +1,71 @@
+"""CLIP attention written out for export in the form ONNX Runtime and OpenVINO recognise.
+
+``nn.MultiheadAttention`` traces to a packed in-projection split by Gather, the query and the key
+each scaled by ``hd**-0.25``, and reshapes computed from the dynamic batch (Shape/Gather/Concat).
+:class:`ExportAttention` computes the same function as one QKV MatMul, constant reshapes (the
+token count of a ViT is fixed by its input size), one scale on the query, Softmax and two
+MatMuls: the pattern the runtimes' attention fusions match. Weights are shared with the original
+module (nothing is copied), and :func:`fusable_attention` swaps it in only for the export.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Iterator, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+class ExportAttention(nn.Module):
+    """Self-attention of a batch-first ``nn.MultiheadAttention`` (no mask), for tracing."""
+
+    def __init__(self, mha: nn.MultiheadAttention, tokens: int):
+        super().__init__()
+        if not mha.batch_first or mha.in_proj_weight is None or mha.bias_k is not None:
+            raise ValueError("ExportAttention needs a batch-first MultiheadAttention with a packed in-projection")
+        self.mha, self.tokens = mha, int(tokens)
+        self.heads, self.head_dim = mha.num_heads, mha.embed_dim // mha.num_heads
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, need_weights: bool = False,
+                attn_mask: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, None]:
+        if attn_mask is not None:
+            raise ValueError("ExportAttention is for unmasked (image) attention")
+        d, h, hd, n = self.mha.embed_dim, self.heads, self.head_dim, self.tokens
+        qkv = F.linear(query, self.mha.in_proj_weight, self.mha.in_proj_bias)  # [B,n,3d]
+        qkv = qkv.reshape(-1, n, 3, h, hd).permute(2, 0, 3, 1, 4)  # [3,B,h,n,hd]
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        attn = torch.softmax((q * hd ** -0.5) @ k.transpose(-2, -1), dim=-1)
+        out = (attn @ v).transpose(1, 2).reshape(-1, n, d)
+        return F.linear(out, self.mha.out_proj.weight, self.mha.out_proj.bias), None
+
+
+def vision_blocks(visual: nn.Module) -> List[nn.Module]:
+    """The residual attention blocks of an open_clip ``VisionTransformer``."""
+    return list(visual.transformer.resblocks)
+
+
+@contextlib.contextmanager
+def fusable_attention(visual: nn.Module, image_size: int) -> Iterator[None]:
+    """Within the block, ``visual``'s attention modules are :class:`ExportAttention` (restored after);
+    a CLIP that is not an open_clip ViT with batch-first attention is exported as it is."""
+    try:
+        patch = visual.conv1.kernel_size[0]
+        blocks = vision_blocks(visual)
+        tokens = (image_size // patch) ** 2 + 1  # + the class token
+        swapped = [ExportAttention(b.attn, tokens) for b in blocks]
+    except (AttributeError, TypeError, ValueError) as e:
+        log.info("clip_image: attention exported as traced (%s)", e)
+        yield
+        return
+    originals = [b.attn for b in blocks]
+    try:
+        for b, attn in zip(blocks, swapped):
+            b.attn = attn
+        yield
+    finally:
+        for b, attn in zip(blocks, originals):
+            b.attn = attn
