@@ -18,6 +18,7 @@ shows the accuracy of the same backend / precision / mode on the trained zero-sh
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import sys
 import tempfile
@@ -124,12 +125,16 @@ def sdk_runner(bundle: Path, backend: str, mode: str, args, vocab, checkpoint: O
                     threads=args.threads, checkpoint=checkpoint, cache_dir=False, precision=precision)
     names, tf, tfc, _ = vocab
     seg.set_vocabulary(names, text_features=tf, text_features_clip=tfc)
+    return seg, mode_runner(seg, mode)
 
+
+def mode_runner(seg, mode: str):
+    """``image → (timings, label map, info)`` of ``seg`` in ``mode``."""
     def run(image: np.ndarray) -> Tuple[Dict[str, float], np.ndarray, Dict[str, Any]]:
-        result = seg(image)
+        result = seg(image, mode=mode)
         return dict(result.timings), result.label_map, dict(result.info)
 
-    return seg, run
+    return run
 
 
 def measure(name: Tuple[str, str], run, image: np.ndarray, args, reference: Optional[np.ndarray],
@@ -271,20 +276,25 @@ def precision_axis(args, bundle: Path, checkpoint: Path, train_names, dim: int) 
                   for s in args.sizes.split(",")}
     records, text = [], []
     acc = accuracy.load(args.accuracy)
+    stem = "precision_fixture" if args.fixture else "precision"
     for size, (image, vocab) in images.items():
+        # one Segmenter per configuration for every mode: a set per mode ran out of 24 GB with 8 configurations
+        segs = {}
+        for backend, tier in pb.configurations(args.backends.split(","), tiers):
+            try:
+                segs[(backend, tier)] = sdk_runner(bundle, backend, "cropmask", args, vocab, checkpoint, tier)[0]
+            except Exception as e:  # e.g. openvino absent: say so, keep going
+                log.warning("skipping %s/%s: %s", backend, tier, e)
         for mode in args.modes.split(","):
             runners = {}
             if not args.no_baseline and mode == "cropmask":
                 base = Baseline(checkpoint, args.device, args.threads, vocab)
                 runners[BASELINE] = lambda im, b=base: (*b(im), {"precision": "fp32 (torch)"})
-            for backend, tier in pb.configurations(args.backends.split(","), tiers):
-                try:
-                    runners[f"{backend}/{mode}/{tier}"] = sdk_runner(bundle, backend, mode, args, vocab, checkpoint,
-                                                                     tier)[1]
-                except Exception as e:  # e.g. openvino absent: say so, keep going
-                    log.warning("skipping %s/%s/%s: %s", backend, mode, tier, e)
+            runners.update({f"{b}/{mode}/{t}": mode_runner(seg, mode) for (b, t), seg in segs.items()})
             rows = pb.run_interleaved(runners, image, args.iters, BASELINE if BASELINE in runners else None,
                                       f"onnxruntime/{mode}/fp32")
+            runners = base = None
+            gc.collect()
             for name, row in rows.items():
                 records.append({"name": f"{name}/total/{size}", "size": size, "mode": mode, "stage": "total", **row})
             text.append(pb.markdown(rows, acc, mode, f"{size} ({image.shape[0]}x{image.shape[1]}), mode {mode}, "
@@ -292,8 +302,7 @@ def precision_axis(args, bundle: Path, checkpoint: Path, train_names, dim: int) 
                                     f"{args.iters} interleaved rounds; × = median of per-round ratios; agreement = "
                                     "label map of the first call vs faithful ONNX Runtime fp32 (synthetic weights). "
                                     + accuracy.note(acc)))
-    stem = "precision_fixture" if args.fixture else "precision"
-    path = write_results(stem, records, "\n".join(text), args.out_dir, args.json)
+            path = write_results(stem, records, "\n".join(text), args.out_dir, args.json)  # each mode as it ends
     print(path.with_suffix(".md").read_text())
     return 0
 
