@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import machine, write_results  # noqa: E402
 
 log = logging.getLogger("benchmarks.tuning")
-DEFAULT = (32, 0)  # the SDK's CPU default: batches of 32, threads=None (all cores)
+DEFAULT = (32, 0)  # the reference row: batches of 32 (the SDK's CPU default until this measurement), all cores
 
 
 def encoder(bundle: Path, backend: str, precision: str, threads: int) -> Callable[[np.ndarray], Any]:

@@ -38,7 +38,7 @@ class Segmenter:
         vocabulary: initial vocabulary (default: the bundle's default vocabulary).
         bgr: read 3/4-channel arrays as OpenCV BGR(A).
         threads: intra-op threads of the backend (default: the library's choice).
-        clip_batch: crops per CLIP image-encoder call (default 32 on the CPU, all queries on a GPU).
+        clip_batch: crops per CLIP image-encoder call (default 16 on the CPU, all queries on a GPU).
         prune_threshold: the ``pruned`` mode's threshold (see ``sdk.scores.prune``).
         cache_dir: text-embedding disk cache (default ``ZEGFORMER_CACHE`` or ``~/.cache/zegformer-sdk``;
             ``False`` disables it). ``text_batch``: prompts per text-graph call.
