@@ -4,7 +4,7 @@ The CLIP image encoder on ~100 crops is ~94 % of a faithful call on the CPU, so 
 (``Segmenter(clip_batch=)``) and intra-op threads (``threads=``) are what there is to tune. Every
 configuration runs the same crops through the SDK's backend (``backend.clip_image``, batched as the
 pipeline batches) once per round, in turn; each row reports the median time per crop and the median
-of its per-round ratio to the SDK's default (batch 32, all cores).
+of its per-round ratio to batches of 32 on all cores (the SDK's CPU default before this measurement).
 
     python benchmarks/tuning.py                                  # r101-vit16 synthetic bundle (cached)
     python benchmarks/tuning.py --batches 8,16,32,100 --threads 1,2 --backends onnxruntime,openvino
@@ -92,6 +92,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from benchmarks.precision_bench import ensure_variants
     from benchmarks.setup_models import prepare_bundle
+    from sdk.bundle import Bundle
     from sdk.precision import supported_pairs
 
     args.quick, args.checkpoint = False, None
@@ -103,15 +104,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         threads = sorted({int(t) for t in args.threads.split(",")} | {DEFAULT[1]})
         batches = sorted({int(b) for b in args.batches.split(",")} | {DEFAULT[0]})
         configs = [(b, pr, n, t) for b, pr in pairs for t in threads for n in batches]
-        from sdk.bundle import Bundle
-
         size = int(Bundle(bundle).model["crop_size"])
         crops = np.random.default_rng(0).standard_normal((args.crops, 3, size, size)).astype(np.float32)
         rows = run(bundle, configs, crops, args.rounds)
-    note = (f"{args.rounds} interleaved rounds on {machine().get('cpu', '?')} ({machine()['cpu_count']} cores); "
+    host = machine()
+    note = (f"{args.rounds} interleaved rounds on {host.get('cpu', '?')} ({host['cpu_count']} cores); "
             "medians. `python benchmarks/tuning.py` reproduces it.")
-    print(markdown(rows, args.crops, note))
-    write_results("tuning", rows, markdown(rows, args.crops, note), args.out_dir)
+    text = markdown(rows, args.crops, note)
+    print(text)
+    write_results("tuning", rows, text, args.out_dir)
     return 0
 
 

@@ -1,11 +1,12 @@
-"""CLIP attention written out for export in the form ONNX Runtime and OpenVINO recognise.
+"""CLIP attention written out for export as plain MatMul/Softmax, without per-block shape arithmetic.
 
 ``nn.MultiheadAttention`` traces to a packed in-projection split by Gather, the query and the key
 each scaled by ``hd**-0.25``, and reshapes computed from the dynamic batch (Shape/Gather/Concat).
 :class:`ExportAttention` computes the same function as one QKV MatMul, constant reshapes (the
 token count of a ViT is fixed by its input size), one scale on the query, Softmax and two
-MatMuls: the pattern the runtimes' attention fusions match. Weights are shared with the original
-module (nothing is copied), and :func:`fusable_attention` swaps it in only for the export.
+MatMuls. Measured: ~5 % faster on ONNX Runtime's CPU provider, unchanged on OpenVINO; ONNX
+Runtime's transformer optimizer fuses no Attention node from either form. Weights are shared with
+the original module (nothing is copied), and :func:`fusable_attention` swaps it in only for the export.
 """
 from __future__ import annotations
 

@@ -75,8 +75,8 @@ class Pipeline:
         self.stride = int(s.model.mask_stride)
         self.dense_size = s.dense_size
         self.clip_mean, self.clip_std = s.preprocess.clip_pixel_mean, s.preprocess.clip_pixel_std
-        # CPU: batches of 16 were 4-16 % faster than 32 and 100 for ViT-B/16 on ORT and OpenVINO, fp32 and int8
-        # (benchmarks/results/tuning.md); GPU: all queries at once (engines chunk to their profile)
+        # CPU: batches of 16 were 5-14 % faster than 32 for ViT-B/16 on ORT (fp32, int8) and OpenVINO int8, and
+        # within noise on OpenVINO fp32 (benchmarks/results/tuning.md); GPU: all queries at once (engines chunk)
         default_batch = CPU_CLIP_BATCH if backend.device == "cpu" else int(s.model.num_queries)
         self.clip_batch = max(1, int(clip_batch or default_batch))
         self.modes: Dict[str, Mode] = {name: make_mode(name, prune_threshold) for name in MODES}

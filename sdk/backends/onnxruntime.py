@@ -23,10 +23,9 @@ from ..bundle import Bundle
 from ..errors import BackendError
 from ..validate import check_graph_io, graph_load_error
 from . import Backend
+from .ort_binding import ORT_DTYPES, BoundRunner, cuda_runner, ortvalue_to_numpy
 
 log = logging.getLogger(__name__)
-ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int32)": np.int32,
-              "tensor(int64)": np.int64}
 
 
 def cuda_provider_available() -> bool:
@@ -45,8 +44,7 @@ class Graph:
 
     path = "the graph"  # the file, for error messages
 
-    def __init__(self, session, output_names: List[str], arrays: Optional[ArrayOps] = None,
-                 bound: Optional[Callable[[Any], List[Any]]] = None):
+    def __init__(self, session, output_names: List[str], arrays: Optional[ArrayOps] = None):
         self.session = session
         inp = session.get_inputs()[0]
         self.input_name = inp.name
@@ -56,7 +54,7 @@ class Graph:
         available = [o.name for o in session.get_outputs()]
         self.outputs = [n for n in output_names if n in available] or available
         self.arrays = arrays or host()
-        self.bound = bound
+        self.bound: Optional[Callable[[Any], List[Any]]] = None  # set by the backend when it binds
 
     def run(self, x: Any) -> List[Any]:
         x = self.arrays.contiguous(x, self.input_dtype)
@@ -141,8 +139,6 @@ class OnnxRuntimeBackend(Backend):
         return graph
 
     def _bound_runner(self, session, input_name: str, outputs: List[str]):
-        from .ort_binding import BoundRunner, cuda_runner, ortvalue_to_numpy
-
         if not self.io_binding:
             return None
         if self._arrays.name == "numpy":

@@ -19,6 +19,9 @@ from typing import Any, Callable, List, Sequence
 
 import numpy as np
 
+ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int32)": np.int32,
+              "tensor(int64)": np.int64}
+
 
 def buffer_pointer(x: Any) -> int:
     """The data pointer of a C-contiguous device (``__cuda_array_interface__``) or numpy array."""
@@ -42,11 +45,9 @@ def ortvalue_to_cupy(value: Any) -> Any:
 
 
 def _dtype(onnx_type: str) -> np.dtype:
-    names = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int32)": np.int32,
-             "tensor(int64)": np.int64}
-    if onnx_type not in names:
+    if onnx_type not in ORT_DTYPES:
         raise TypeError(f"unexpected ONNX Runtime output type {onnx_type}")
-    return np.dtype(names[onnx_type])
+    return np.dtype(ORT_DTYPES[onnx_type])
 
 
 class BoundRunner:
