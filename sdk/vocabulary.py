@@ -24,6 +24,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .bundle import REEXPORT, Bundle
+from .cache import cache_root
 from .classnames import validate_names
 from .errors import BundleError, VocabularyError
 from .prompts import expand_prompts, pool_class_embeddings
@@ -46,16 +47,6 @@ class Vocabulary:
 
     def __len__(self) -> int:
         return len(self.names)
-
-
-def cache_dir_from_env(option: Union[None, bool, str, os.PathLike] = None) -> Optional[Path]:
-    """The disk cache directory: the option, else ``ZEGFORMER_CACHE``, else ``~/.cache/zegformer-sdk``."""
-    if option is False:
-        return None
-    value = option if option not in (None, True) else os.environ.get("ZEGFORMER_CACHE")
-    if value is not None and str(value).strip().lower() in ("", "0", "off", "none", "false"):
-        return None
-    return Path(value).expanduser() if value else Path.home() / ".cache" / "zegformer-sdk"
 
 
 class EmbeddingCache:
@@ -139,7 +130,7 @@ class VocabularyStore:
         self.text_encoder = text_encoder
         self.text_batch = max(1, int(text_batch))
         self.reuse_builtin = reuse_builtin
-        self.cache = EmbeddingCache(cache_dir_from_env(cache_dir), memory_capacity)
+        self.cache = EmbeddingCache(cache_root(cache_dir), memory_capacity)
         self.cache.dim = bundle.model.get("embed_dim")
         self.seen_names = frozenset(bundle.seen_names)
         self.text_graph_runs = 0  # clip_text calls (a cache hit adds none)

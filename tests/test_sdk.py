@@ -184,7 +184,7 @@ def test_embedding_cache_memory_and_disk(bundle, tmp_path):
 
 
 def test_cache_directory_from_environment(monkeypatch, tmp_path):
-    from sdk.vocabulary import cache_dir_from_env
+    from sdk.cache import cache_root as cache_dir_from_env
 
     monkeypatch.setenv("ZEGFORMER_CACHE", str(tmp_path))
     assert cache_dir_from_env() == tmp_path
