@@ -4,7 +4,7 @@
 fp32 for speed:
 
 ========  ==========================================  ============================================
-tier      how                                          backends
+tier      how                                          backends (declared in their ``BackendSpec``)
 ========  ==========================================  ============================================
 ``fp32``  the bundle's graphs                          all
 ``bf16``  the fp32 graphs, bf16 inference precision    ``openvino`` (CPUs with AVX512_BF16 or AMX)
@@ -14,11 +14,23 @@ tier      how                                          backends
                                                        ``tensorrt``
 ========  ==========================================  ============================================
 
-A precision applies to the proposal, CLIP image and dense CLIP graphs; the text graph always runs
-in fp32 (it runs once per vocabulary, and its embeddings are cached). Per graph:
-``precision={"clip_image": "int8"}`` or ``"clip_image=int8,proposal=fp32"`` (unnamed graphs: fp32).
+The precision string (one parser, :func:`parse`; every malformed or conflicting form is an
+:class:`~sdk.errors.OptionError`):
 
-``auto`` takes the fastest candidate of the backend (:data:`FASTEST_FIRST`: the tiers, and
+* ``"int8"`` — a bare tier is the default of the *image* graphs (``proposal``, ``clip_image``,
+  ``clip_dense``). The text graph ``clip_text`` runs in fp32 unless it is named: it runs once per
+  vocabulary and its embeddings are cached, so a default tier never changes them silently;
+* ``"clip_image=int8,proposal=fp32"`` — per graph (graphs not named: fp32);
+* ``"int8,clip_image=fp32"`` — the bare tier as the default, then the named graphs override it
+  (the order of the items does not matter); ``"int8,clip_text=int8"`` runs all four graphs in int8;
+* ``{"clip_image": "int8"}`` — a mapping of graph → tier, like the per-graph string;
+* ``"auto"`` alone, or ``None`` (= ``"fp32"``).
+
+Refused: two bare tiers, a graph named twice with different tiers, ``auto`` with anything else,
+unknown graphs or tiers, empty items, values that are not strings, and a tier that the chosen
+backend does not run on that graph (its ``BackendSpec.tiers``) or that the bundle has no file for.
+
+``auto`` takes the fastest of the backend's candidates (``BackendSpec.auto_precision``: tiers, and
 ``clip_image=int8`` — int8 CLIP, fp32 proposal network) whose label-map agreement with fp32, measured
 at export (``python -m export ... --int8 --fp16``, stored in ``manifest["precision"]["agreement"]``),
 is at least :data:`AUTO_BAR`; without measurements it is fp32.
@@ -33,29 +45,25 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from .errors import BackendError, BundleError
+from .backends.base import GRAPHS
+from .errors import BackendError, BundleError, OptionError
+
+if TYPE_CHECKING:
+    from .backends.base import BackendSpec
 
 log = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
-TIERED_GRAPHS = ("proposal", "clip_image", "clip_dense")
+IMAGE_GRAPHS = ("proposal", "clip_image", "clip_dense")  # what a bare tier applies to
+TIERED_GRAPHS = IMAGE_GRAPHS  # (the name export/precision.py reads: the graphs it writes variants of)
 FILE_TIERS = ("fp16", "int8")  # tiers with graph files of their own; bf16 is a run-time setting
 AUTO_BAR = 0.99  # auto's floor on label-map agreement with fp32
-SUPPORTED = {("onnxruntime", "cpu"): ("fp32", "int8", "fp16"), ("onnxruntime", "cuda"): ("fp32", "fp16", "int8"),
-             ("openvino", "cpu"): ("fp32", "bf16", "int8"), ("tensorrt", "cuda"): ("fp32", "fp16", "int8"),
-             ("torch", "cpu"): ("fp32",), ("torch", "cuda"): ("fp32",)}
-# auto's candidates, fastest first. "clip_image=int8": only the CLIP image encoder in int8 — on the
-# zero-shot testbed it kept 99.8 % of the labels where int8 on every graph kept 95.7 % (the proposal
-# network is the sensitive one), and CLIP is most of the faithful mode's time.
-FASTEST_FIRST = {("onnxruntime", "cpu"): ("int8", "clip_image=int8", "fp32"),
-                 ("openvino", "cpu"): ("int8", "clip_image=int8", "bf16", "fp32"),
-                 ("onnxruntime", "cuda"): ("int8", "fp16", "fp32"), ("tensorrt", "cuda"): ("int8", "fp16", "fp32")}
 PrecisionSpec = Union[None, str, Mapping[str, str]]
 
 
-class PrecisionError(BackendError, ValueError):
-    """A precision that is unknown, unsupported by the backend, or missing from the bundle."""
+class PrecisionError(OptionError, BackendError):
+    """A precision that is malformed, unknown, unsupported by the backend, or missing from the bundle."""
 
 
 def variant_file(graph_file: str, tier: str) -> str:
@@ -64,9 +72,92 @@ def variant_file(graph_file: str, tier: str) -> str:
     return f"{stem}.{tier}.onnx"
 
 
+# ---------------------------------------------------------------- the one parser
+@dataclass(frozen=True)
+class PrecisionRequest:
+    """A parsed precision: the image graphs' default (a tier or ``"auto"``) and per-graph overrides."""
+
+    default: str = "fp32"
+    overrides: Tuple[Tuple[str, str], ...] = ()
+
+    def tiers(self) -> Tuple[str, ...]:
+        """The tiers the request names (``auto`` excluded)."""
+        named = ([] if self.default == "auto" else [self.default]) + [t for _, t in self.overrides]
+        return tuple(dict.fromkeys(named))
+
+    @property
+    def text(self) -> str:
+        """The canonical string (``"int8,clip_image=fp32"``), which parses back to this request."""
+        items = ([self.default] if self.default != "fp32" or not self.overrides else []) + \
+                [f"{g}={t}" for g, t in self.overrides]
+        return ",".join(items)
+
+
+def _tier(value: Any, where: str, spec: Any) -> str:
+    if not isinstance(value, str):
+        raise PrecisionError(f"precision{where} must be a string tier, got {value!r}; choose one of {PRECISIONS}")
+    tier = value.strip().lower()
+    if tier == "auto":
+        raise PrecisionError(f"precision {spec!r}: 'auto' cannot be combined with other items or given per graph; "
+                             "use 'auto' alone")
+    if tier not in PRECISIONS:
+        raise PrecisionError(f"unknown precision {value!r}{where}; choose one of {PRECISIONS} or 'auto'")
+    return tier
+
+
+def _items(spec: Union[str, Mapping[Any, Any]]) -> List[Tuple[Optional[str], Any]]:
+    """``(graph or None, tier)`` items of a string or a mapping, in order."""
+    if not isinstance(spec, str):
+        return [(k, v) for k, v in spec.items()]
+    items: List[Tuple[Optional[str], Any]] = []
+    for part in spec.split(","):
+        if not part.strip():
+            raise PrecisionError(f"precision {spec!r} has an empty item; write e.g. 'int8' or 'clip_image=int8,proposal=fp32'")
+        graph, eq, tier = part.partition("=")
+        items.append((graph, tier) if eq else (None, part))
+    return items
+
+
+def parse(spec: Any) -> PrecisionRequest:
+    """``None``, a tier, ``"auto"``, ``"[tier,]graph=tier,..."`` or a mapping → a :class:`PrecisionRequest`.
+
+    Every malformed or conflicting form raises :class:`PrecisionError` (an :class:`OptionError`).
+    """
+    if spec is None:
+        return PrecisionRequest()
+    if isinstance(spec, PrecisionRequest):
+        return spec
+    if not isinstance(spec, (str, Mapping)):
+        raise PrecisionError(f"precision={spec!r} is invalid: give a string such as 'int8' or "
+                             "'clip_image=int8', or a mapping {graph: tier}")
+    if isinstance(spec, str) and spec.strip().lower() == "auto":
+        return PrecisionRequest("auto")
+    if not (spec.strip() if isinstance(spec, str) else spec):
+        raise PrecisionError(f"precision {spec!r} is empty; give a tier such as 'fp32' or 'int8', or 'auto'")
+    default: Optional[str] = None
+    chosen: Dict[str, str] = {}
+    for graph, value in _items(spec):
+        if graph is None:
+            tier = _tier(value, "", spec)
+            if default not in (None, tier):
+                raise PrecisionError(f"precision {spec!r} names two default tiers ({default!r} and {tier!r}); "
+                                     "give one, then graph=tier overrides")
+            default = tier
+            continue
+        name = graph.strip().lower() if isinstance(graph, str) else graph
+        if name not in GRAPHS:
+            raise PrecisionError(f"precision for unknown graph {graph!r} in {spec!r}; the graphs are {GRAPHS}")
+        tier = _tier(value, f" for {name}", spec)
+        if chosen.get(name, tier) != tier:
+            raise PrecisionError(f"precision {spec!r} names {name} twice ({chosen[name]!r} and {tier!r}); name it once")
+        chosen[name] = tier
+    return PrecisionRequest(default or "fp32", tuple((g, chosen[g]) for g in GRAPHS if g in chosen))
+
+
+# ---------------------------------------------------------------- plans
 @dataclass(frozen=True)
 class PrecisionPlan:
-    """The precision of each tiered graph (and what the user asked for)."""
+    """The precision of each graph (and what the user asked for)."""
 
     graphs: Tuple[Tuple[str, str], ...]
     requested: str = "fp32"
@@ -76,46 +167,32 @@ class PrecisionPlan:
 
     @property
     def label(self) -> str:
-        """``"int8"`` when uniform, else ``"proposal=fp32,clip_image=int8,..."`` (recorded in ``info``)."""
-        tiers = {p for _, p in self.graphs}
-        return tiers.pop() if len(tiers) == 1 else ",".join(f"{g}={p}" for g, p in self.graphs)
+        """``"int8"`` when the image graphs are uniform, else ``"proposal=fp32,clip_image=int8,..."``;
+        ``",clip_text=<tier>"`` is added when the text graph is not fp32 (recorded in ``info``;
+        it parses back to this plan)."""
+        image = [(g, t) for g, t in self.graphs if g in IMAGE_GRAPHS]
+        tiers = {t for _, t in image}
+        text = tiers.pop() if len(tiers) == 1 else ",".join(f"{g}={t}" for g, t in image)
+        return text if self.of("clip_text") == "fp32" else f"{text},clip_text={self.of('clip_text')}"
 
     @property
     def uses(self) -> Tuple[str, ...]:
         return tuple(sorted({p for _, p in self.graphs}))
 
     @staticmethod
+    def of_request(request: PrecisionRequest, requested: Optional[str] = None) -> "PrecisionPlan":
+        """The plan of a (non-``auto``) request: the default on the image graphs, fp32 text, then the overrides."""
+        tiers = {g: (request.default if g in IMAGE_GRAPHS else "fp32") for g in GRAPHS}
+        tiers.update(request.overrides)
+        return PrecisionPlan(tuple((g, tiers[g]) for g in GRAPHS), requested or request.text)
+
+    @staticmethod
     def uniform(tier: str, requested: Optional[str] = None) -> "PrecisionPlan":
-        return PrecisionPlan(tuple((g, tier) for g in TIERED_GRAPHS), requested or tier)
+        """``tier`` on the image graphs, the text graph in fp32."""
+        return PrecisionPlan.of_request(PrecisionRequest(tier), requested or tier)
 
 
 FP32 = PrecisionPlan.uniform("fp32")
-
-
-def _check_tier(tier: str, where: str) -> str:
-    t = str(tier).strip().lower()
-    if t not in PRECISIONS:
-        raise PrecisionError(f"unknown precision {tier!r}{where}; choose one of {PRECISIONS} or 'auto'")
-    return t
-
-
-def parse(spec: PrecisionSpec) -> Union[str, Dict[str, str]]:
-    """``None``/``"fp32"``/``"auto"``/a tier, ``"graph=tier,..."`` or a mapping → a tier, ``"auto"`` or a dict."""
-    if spec is None:
-        return "fp32"
-    if isinstance(spec, str):
-        text = spec.strip().lower()
-        if "=" not in text:
-            return "auto" if text == "auto" else _check_tier(text, "")
-        spec = dict(part.split("=", 1) for part in text.split(",") if part.strip())
-    out = {}
-    for graph, tier in dict(spec).items():
-        graph = str(graph).strip()
-        if graph not in TIERED_GRAPHS:
-            raise PrecisionError(f"precision for unknown graph {graph!r}; per-graph precision applies to "
-                                 f"{TIERED_GRAPHS} (the text graph always runs in fp32)")
-        out[graph] = _check_tier(tier, f" for {graph}")
-    return out
 
 
 def agreement(bundle, tier: str, backend: str) -> Optional[float]:
@@ -127,58 +204,59 @@ def agreement(bundle, tier: str, backend: str) -> Optional[float]:
     return min(map(float, table.values())) if table else None
 
 
-def _plan(spec: PrecisionSpec, requested: str) -> PrecisionPlan:
-    """A tier, ``graph=tier,...`` or a mapping as a plan (unnamed graphs fp32)."""
-    parsed = parse(spec)
-    if isinstance(parsed, str):
-        return PrecisionPlan.uniform(parsed, requested)
-    return PrecisionPlan(tuple((g, parsed.get(g, "fp32")) for g in TIERED_GRAPHS), requested)
-
-
-def _has_files(bundle, plan: PrecisionPlan) -> bool:
-    return all(missing_files(bundle, tier, [g for g, p in plan.graphs if p == tier]) == [] for tier in plan.uses)
-
-
-def choose_auto(bundle, backend: str, device: str, bar: float = AUTO_BAR) -> PrecisionPlan:
-    """The fastest candidate (a tier, or ``clip_image=int8``) whose measured agreement is ≥ ``bar``
-    and whose files the bundle has."""
-    for spec in FASTEST_FIRST.get((backend, device), ("fp32",)):
-        if spec == "fp32":
-            break
-        measured = agreement(bundle, spec, backend)
-        plan = _plan(spec, "auto")
-        if measured is not None and measured >= bar and _has_files(bundle, plan):
-            log.info("precision auto: %s (agreement %.4f ≥ %.3f measured at export)", spec, measured, bar)
-            return plan
-        log.info("precision auto: not %s (agreement %s, bar %.3f)", spec, measured, bar)
-    return PrecisionPlan.uniform("fp32", "auto")
-
-
-def missing_files(bundle, tier: str, graphs=TIERED_GRAPHS) -> list:
-    """Tiered graphs of the bundle that lack a ``tier`` variant (none for fp32/bf16)."""
+def missing_files(bundle, tier: str, graphs: Sequence[str] = GRAPHS) -> List[str]:
+    """Graphs of the bundle (among ``graphs``) that lack a ``tier`` variant (none for fp32/bf16)."""
     if tier not in FILE_TIERS:
         return []
     return [g for g in graphs if bundle.has_graph(g) and tier not in (bundle.graph(g).get("variants") or {})]
 
 
-def resolve(bundle, backend: str, device: str, spec: PrecisionSpec) -> PrecisionPlan:
-    """The plan for ``spec`` on ``backend`` (``"onnxruntime"``, ...) and device kind (``"cpu"``/``"cuda"``);
-    an unsupported combination is a :class:`PrecisionError` that says what would work."""
-    parsed = parse(spec)
-    if parsed == "auto":
-        return choose_auto(bundle, backend, device)
-    plan = _plan(spec, parsed if isinstance(parsed, str) else str(spec))
-    allowed = SUPPORTED.get((backend, device), ("fp32",))
-    for tier in plan.uses:
-        if tier not in allowed:
-            hint = {"bf16": "backend='openvino' on the CPU", "fp16": "a GPU backend (tensorrt, onnxruntime on cuda)",
-                    "int8": "backend='onnxruntime' or 'openvino'"}.get(tier, "fp32")
-            raise PrecisionError(f"precision {tier!r} is not available on {backend} ({device}); it runs on "
-                                 f"{hint}. {backend} ({device}) runs {allowed}")
-        missing = missing_files(bundle, tier, [g for g, p in plan.graphs if p == tier])
-        if missing:
-            raise PrecisionError(f"{bundle.root} has no {tier} graphs for {missing}; re-export with "
-                                 f"`python -m export ... --{tier}` (it writes <graph>.{tier}.onnx)")
+def _missing(bundle, plan: PrecisionPlan) -> Dict[str, List[str]]:
+    found = {t: missing_files(bundle, t, [g for g, p in plan.graphs if p == t]) for t in plan.uses}
+    return {t: g for t, g in found.items() if g}
+
+
+def choose_auto(bundle, spec: "BackendSpec", device: str, bar: float = AUTO_BAR) -> PrecisionPlan:
+    """The fastest of ``spec``'s candidates on ``device`` whose measured agreement is ≥ ``bar``
+    and whose files the bundle has; fp32 when none qualifies."""
+    for candidate in spec.auto_precision.get(device, ()):
+        if candidate == "fp32":
+            break
+        measured = agreement(bundle, candidate, spec.name)
+        plan = PrecisionPlan.of_request(parse(candidate), "auto")
+        if measured is not None and measured >= bar and not _missing(bundle, plan):
+            log.info("precision auto: %s (agreement %.4f ≥ %.3f measured at export)", candidate, measured, bar)
+            return plan
+        log.info("precision auto: not %s (agreement %s, bar %.3f)", candidate, measured, bar)
+    return PrecisionPlan.uniform("fp32", "auto")
+
+
+def _runs_on(tier: str) -> str:
+    """Which backends (and devices) offer ``tier``, from the registered specs (for error messages)."""
+    from .backends import REGISTRY
+
+    where = [f"{s.name} ({'/'.join(s.devices)})" for s in REGISTRY.values() if s.offers(tier)]
+    return ", ".join(where) or "no registered backend"
+
+
+def resolve(bundle, backend: Union[str, "BackendSpec"], device: str, spec: Any) -> PrecisionPlan:
+    """The plan for ``spec`` on ``backend`` (a name or its spec) and device kind (``"cpu"``/``"cuda"``);
+    a malformed, unsupported or missing precision is a :class:`PrecisionError` that says what would work."""
+    from .backends import spec_of
+
+    backend_spec = spec_of(backend) if isinstance(backend, str) else backend
+    request = parse(spec)
+    if request.default == "auto":
+        return choose_auto(bundle, backend_spec, device)
+    plan = PrecisionPlan.of_request(request)
+    for graph, tier in plan.graphs:
+        offered = backend_spec.tiers_of(graph)
+        if tier not in offered:
+            raise PrecisionError(f"precision {tier!r} for {graph} is not available on {backend_spec.name} ({device}), "
+                                 f"which runs {graph} at {offered}; {tier} runs on {_runs_on(tier)}")
+    for tier, graphs in _missing(bundle, plan).items():
+        raise PrecisionError(f"{bundle.root} has no {tier} graphs for {graphs}; re-export with "
+                             f"`python -m export ... --{tier}` (it writes <graph>.{tier}.onnx)")
     return plan
 
 
@@ -192,22 +270,22 @@ def graph_path(bundle, name: str, tier: str) -> Path:
     return bundle.file(variant["file"])
 
 
-def describe(bundle) -> Dict[str, Any]:
-    """What the bundle offers: tiers with files, and the agreement measured at export."""
-    tiers = {t: [g for g in TIERED_GRAPHS if bundle.has_graph(g) and t in (bundle.graph(g).get("variants") or {})]
-             for t in FILE_TIERS}
-    return {"files": {t: g for t, g in tiers.items() if g},
-            "agreement": (bundle.manifest.get("precision") or {}).get("agreement", {})}
+def supported_pairs(backends: Sequence[str], specs: Sequence[Any], device: str = "cpu") -> List[Tuple[str, Any]]:
+    """``(backend, spec)`` for each backend × precision spec that the backend runs on ``device``
+    (read from the registered specs); what benchmarks iterate over."""
+    from .backends import spec_of
 
-
-def supported_pairs(backends, specs, device: str = "cpu") -> list:
-    """``(backend, spec)`` for each backend × precision spec (a tier, or one ``graph=tier``) that the
-    backend runs on ``device``; what benchmarks iterate over."""
     out = []
     for b in backends:
+        backend_spec = spec_of(b)
         for spec in specs:
-            parsed = parse(spec)
-            tiers = {parsed} if isinstance(parsed, str) else set(parsed.values())
-            if tiers <= set(SUPPORTED.get((b, device), ())) | ({"auto"} if parsed == "auto" else set()):
+            request = parse(spec)
+            if device not in backend_spec.devices:
+                continue
+            if request.default == "auto":
+                out.append((b, spec))
+                continue
+            plan = PrecisionPlan.of_request(request)
+            if all(t in backend_spec.tiers_of(g) for g, t in plan.graphs):
                 out.append((b, spec))
     return out

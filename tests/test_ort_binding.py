@@ -6,6 +6,8 @@ must give exactly ``session.run``'s numbers.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -48,8 +50,9 @@ def test_buffer_pointer_reads_numpy_and_cuda_array_interface():
 def test_segmenter_through_io_binding_matches_session_run(bundle, mode, monkeypatch):
     from sdk import Segmenter
 
-    monkeypatch.setitem(REGISTRY, "ort-bound",
-                        lambda b, kind, index, options: OnnxRuntimeBackend(b, "cpu", io_binding=True))
+    monkeypatch.setitem(REGISTRY, "ort-bound", replace(
+        REGISTRY["onnxruntime"], name="ort-bound",
+        factory=lambda b, device, plan, options: OnnxRuntimeBackend(b, "cpu", precision=plan, io_binding=True)))
     features = random_text_features(len(NAMES), 32)
     outs = []
     for backend in ("onnxruntime", "ort-bound"):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from sdk.arrays import ArrayOps, host
-from sdk.backends import REGISTRY, Backend
+from sdk.backends import REGISTRY, Backend, BackendSpec
 from tests.sdk_helpers import NAMES, block_image, random_text_features, tiny_bundle
 
 
@@ -161,11 +161,12 @@ class FakeDeviceBackend(Backend):
     name = "fake-device"
     device = "fake:0"
 
-    def __init__(self, bundle):
+    def __init__(self, bundle, plan):
         from sdk.backends.onnxruntime import OnnxRuntimeBackend
 
         self._arrays = FakeDeviceArrays()
-        self._ort = OnnxRuntimeBackend(bundle, "cpu")
+        self._ort = OnnxRuntimeBackend(bundle, "cpu", precision=plan)
+        self.precision = plan
 
     @property
     def arrays(self):
@@ -185,7 +186,8 @@ def bundle(tmp_path_factory):
 def segmenters(bundle, monkeypatch):
     from sdk import Segmenter
 
-    monkeypatch.setitem(REGISTRY, "fake-device", lambda b, kind, index, options: FakeDeviceBackend(b))
+    monkeypatch.setitem(REGISTRY, "fake-device", BackendSpec(
+        "fake-device", lambda b, device, plan, options: FakeDeviceBackend(b, plan), devices=("cpu",)))
     features = random_text_features(len(NAMES), 32)
     made = []
     for backend in ("onnxruntime", "fake-device"):

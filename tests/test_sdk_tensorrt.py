@@ -23,8 +23,8 @@ from tests.trt_standins import FakeDeviceArray, FakePyCuda, fake_tensorrt, insta
 
 pytest.importorskip("torch")  # the bundle is exported with torch
 ROOT = Path(__file__).resolve().parents[1]
-TRT_CODE = ["sdk/backends/tensorrt.py", "export/tensorrt.py", "export/trt_profiles.py", "sdk/cuda/__init__.py",
-            "sdk/cuda/base.py", "sdk/cuda/cuda_python.py", "sdk/cuda/pycuda_binding.py"]
+TRT_CODE = ["sdk/backends/tensorrt.py", "sdk/backends/trt_engine.py", "export/tensorrt.py", "export/trt_profiles.py",
+            "sdk/cuda/__init__.py", "sdk/cuda/base.py", "sdk/cuda/cuda_python.py", "sdk/cuda/pycuda_binding.py"]
 # What TensorRT 11 removed (weak typing, implicit quantization) and must not appear in our code.
 REMOVED = [r"BuilderFlag\.(FP16|INT8|BF16|FP8|INT4|FP4|DIRECT_IO)\b", r"OBEY_PRECISION_CONSTRAINTS",
            r"PREFER_PRECISION_CONSTRAINTS", r"\blayer\.precision\b", r"\.set_output_type\(",
@@ -98,14 +98,18 @@ def test_tensorrt_backend_matches_onnxruntime(trt_env):
     from sdk import Segmenter
 
     path, cuda, log = trt_env
+    fp16 = json.loads((path / "manifest.json").read_text())["engines"]["clip_image"]["precision"] == "fp16"
+    precision = "clip_image=fp16" if fp16 else "fp32"  # what the engines were built in
     features = random_text_features(len(NAMES), 32)
     segs = {}
     for backend in ("auto", "onnxruntime"):
-        seg = Segmenter(path, backend=backend, device="auto", min_size=None, cache_dir=False)
+        seg = Segmenter(path, backend=backend, device="auto", min_size=None, cache_dir=False, precision=precision)
         seg.set_vocabulary(NAMES, text_features=features[0], text_features_clip=features[1])
         segs[seg.backend.name] = seg
     trt_seg, ort_seg = segs["tensorrt"], segs["onnxruntime"]
     assert sorted(trt_seg.backend._engines) == ["clip_dense", "clip_image", "proposal"]
+    assert trt_seg.backend.precision.of("clip_image") == ("fp16" if fp16 else "fp32")
+    assert trt_seg.backend._fallback().precision is trt_seg.backend.precision  # the fallback runs the same plan
     log.executed.clear()
     image = block_image()
     for mode in ("cropmask", "maskpool"):
@@ -190,17 +194,66 @@ def test_device_arrays_in_and_out_without_host_copies(trt_env):
 
 @pytest.mark.parametrize("trt_env", [(V10, "fp32", 1)], indirect=True, ids=["trt10"])
 def test_tampered_engine_and_precision_mismatch(trt_env):
-    from sdk import BundleError, EngineMismatchWarning, Segmenter
+    from sdk import BundleError, EngineMismatchWarning, OptionError, Segmenter
+    from sdk.backends import create_backend
     from sdk.backends.tensorrt import TensorRTBackend
     from sdk.bundle import Bundle
 
     path = trt_env[0]
     with pytest.warns(EngineMismatchWarning, match="built in fp32, fp16 was asked for"):
-        backend = TensorRTBackend(Bundle(path), precision="fp16")
-    assert backend._engines == {}
+        backend = create_backend(Bundle(path), "tensorrt", "cuda", {"precision": "clip_image=fp16"})
+    assert sorted(backend._engines) == ["clip_dense", "proposal"]  # clip_image: ONNX Runtime, in fp16
+    assert backend.precision.of("clip_image") == backend._fallback().precision.of("clip_image") == "fp16"
+    with pytest.raises(OptionError, match="PrecisionPlan"):
+        TensorRTBackend(Bundle(path), precision="fp16")  # a plan comes from create_backend, not a string
     (path / "clip_image.engine").write_text("proposal")
     with pytest.raises(BundleError, match="clip_image.engine"):
         Segmenter(path, backend="tensorrt", device="cuda", cache_dir=False)
+
+
+@pytest.mark.parametrize("trt_env", [(V11, "fp32", 1)], indirect=True, ids=["trt11"])
+def test_unaligned_device_addresses_are_staged(trt_env, monkeypatch):
+    """TensorRT refuses addresses that are not 256-byte aligned: an unaligned input and unaligned output
+    chunks go through aligned buffers (device copies); without that the stand-in refuses them, and the
+    refusal is a BackendError naming the tensor."""
+    from sdk import BackendError
+    from sdk.backends.tensorrt import TensorRTBackend
+    from sdk.bundle import Bundle
+
+    path, cuda, log = trt_env
+    backend = TensorRTBackend(Bundle(path))
+    crops = np.random.default_rng(2).standard_normal((6, 3, 32, 32)).astype(np.float32)
+    want = backend._fallback().graph("clip_image").run(crops)[0]
+    backend._engines["clip_image"].max_shape = (3, 3, 32, 32)  # chunks of 3: output rows at 3*32*4 = 384 bytes
+    x = FakeDeviceArray(cuda, crops, offset=4)  # a view 4 bytes into its allocation
+    out = backend.clip_image(x)
+    np.testing.assert_allclose(out.copy_to_host(), want, atol=1e-5)
+    assert log.refused == []
+    monkeypatch.setattr("sdk.backends.tensorrt.ALIGNMENT", 1)  # as if the backend did not check
+    with pytest.raises(BackendError, match="'crops' of 'clip_image'.*aligned"):
+        backend.clip_image(x)
+    assert log.refused and log.refused[0][0] == "crops"
+    del out
+    backend.close()
+
+
+@pytest.mark.parametrize("trt_env", [(V10, "fp32", 1)], indirect=True, ids=["trt10"])
+def test_engine_with_bf16_io_falls_back_to_onnxruntime(trt_env):
+    """``trt.nptype`` raises for BF16/FP8: such an engine is not used (a warning), its graph runs on ONNX Runtime."""
+    import sys
+
+    from sdk import EngineMismatchWarning
+    from sdk.backends.tensorrt import TensorRTBackend
+    from sdk.bundle import Bundle
+
+    path, cuda, log = trt_env
+    log.tensor_dtypes["embeddings"] = sys.modules["tensorrt"].DataType.BF16  # clip_image's output
+    with pytest.warns(EngineMismatchWarning, match="'embeddings' is DataType.BF16"):
+        backend = TensorRTBackend(Bundle(path))
+    assert sorted(backend._engines) == ["clip_dense", "proposal"]
+    crops = np.random.default_rng(3).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    np.testing.assert_array_equal(backend.clip_image(crops), backend._fallback().graph("clip_image").run(crops)[0])
+    backend.close()
 
 
 def test_graph_source_reads_the_variants_the_exporter_records():

@@ -3,7 +3,9 @@
 Device memory is host bytes behind fake addresses; an "engine" is a JSON plan naming an ONNX file and its profile shapes,
 run with ONNX Runtime on the bytes at the addresses bound with ``set_tensor_address``. They also
 record what real drivers would punish: context pushes/pops per thread, unfreed allocations, two
-contexts of one engine running on the same optimisation profile at once.
+contexts of one engine running on the same optimisation profile at once. As the real API does,
+``set_tensor_address`` returns False for an unknown tensor or an address that is not 256-byte
+aligned, and ``nptype`` raises TypeError for BF16/FP8 (``log.tensor_dtypes`` gives a tensor such a type).
 """
 from __future__ import annotations
 
@@ -136,18 +138,19 @@ class FakePyCuda:
 class FakeDeviceArray:
     """A producer's device array: ``__cuda_array_interface__`` only; converting it to numpy fails."""
 
-    def __init__(self, cuda: FakePyCuda, host: np.ndarray, stream=None):
+    def __init__(self, cuda: FakePyCuda, host: np.ndarray, stream=None, offset: int = 0):
+        """``offset``: bytes between the allocation and the data (a view that is not 256-byte aligned)."""
         cuda.push()
         try:
-            self.alloc = cuda.mem_alloc(host.nbytes)
-            cuda.write(int(self.alloc), host)
+            self.alloc = cuda.mem_alloc(host.nbytes + offset)
+            cuda.write(int(self.alloc) + offset, host)
         finally:
             cuda.pop()
-        self.shape, self.dtype, self.stream = host.shape, host.dtype, stream
+        self.shape, self.dtype, self.stream, self.offset = host.shape, host.dtype, stream, offset
 
     @property
     def __cuda_array_interface__(self):
-        return {"shape": self.shape, "typestr": self.dtype.str, "data": (int(self.alloc), False),
+        return {"shape": self.shape, "typestr": self.dtype.str, "data": (int(self.alloc) + self.offset, False),
                 "version": 3, "strides": None, "stream": self.stream}
 
     def __array__(self, *a, **k):
@@ -163,7 +166,13 @@ def fake_tensorrt(cuda: FakePyCuda, version: str = "10.16.1.11"):
     major = int(version.split(".")[0])
     trt.TensorIOMode = types.SimpleNamespace(INPUT="in", OUTPUT="out")
     trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level=2: None})
-    trt.nptype = lambda dtype: dtype
+    trt.DataType = types.SimpleNamespace(BF16="DataType.BF16", FP8="DataType.FP8")
+
+    def nptype(dtype):
+        if dtype in (trt.DataType.BF16, trt.DataType.FP8):
+            raise TypeError("Could not resolve TensorRT datatype to an equivalent numpy datatype.")
+        return dtype
+    trt.nptype = nptype
     trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE=0)
     flags = {"TF32": 6}
     if major < 11:
@@ -171,7 +180,7 @@ def fake_tensorrt(cuda: FakePyCuda, version: str = "10.16.1.11"):
         trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=0)
     trt.BuilderFlag = types.SimpleNamespace(**flags)
     log = types.SimpleNamespace(networks=[], executed=[], contexts=[], running=Counter(), max_running=0,
-                                lock=threading.Lock())
+                                lock=threading.Lock(), tensor_dtypes={}, refused=[])
 
     class Network:
         def __init__(self, flags):
@@ -252,7 +261,11 @@ def fake_tensorrt(cuda: FakePyCuda, version: str = "10.16.1.11"):
             return self.shapes[name]
 
         def set_tensor_address(self, name, address):
+            if name not in self.engine.names or int(address) % 256:
+                log.refused.append((name, int(address)))
+                return False
             self.addresses[name] = int(address)
+            return True
 
         def execute_async_v3(self, stream_handle):
             cuda.require_context()
@@ -291,7 +304,7 @@ def fake_tensorrt(cuda: FakePyCuda, version: str = "10.16.1.11"):
             return "in" if name in self.inputs else "out"
 
         def get_tensor_dtype(self, name):
-            return self.dtypes.get(name, np.float32)
+            return log.tensor_dtypes.get(name, self.dtypes.get(name, np.float32))
 
         def get_tensor_profile_shape(self, name, profile):
             assert 0 <= profile < self.num_optimization_profiles

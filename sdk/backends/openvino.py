@@ -8,24 +8,26 @@
   int8 kernels (VNNI/AMX).
 
 Compiled models are cached on disk under ``<cache>/openvino/<graph sha256[:16]>-<precision>-<cpu>``
-(the cache key is the graph's hash, the precision and the CPU), so a second start skips compilation.
+(the cache key is the graph's hash, the precision and the CPU), so a second start skips compilation;
+the cache root is ``sdk.cache``'s (``cache_dir=False`` or ``ZEGFORMER_CACHE=off`` turn it off).
+Each graph's inputs and outputs are checked against the manifest before it runs, as ONNX Runtime's are.
 Each thread gets its own infer request (a compiled model is shared, requests are not thread-safe).
 """
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import platform
 import threading
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from ..bundle import Bundle
+from ..cache import CacheOption, cache_dir as cache_folder
 from ..errors import BackendError
-from . import Backend
+from .base import Backend, BackendSpec, Device, as_plan, check_io, every_graph
 
 log = logging.getLogger(__name__)
 HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the QDQ graph; the rest of it stays f32
@@ -47,8 +49,20 @@ def cpu_key(core) -> str:
     return hashlib.sha256(f"{name}|{caps}|{platform.machine()}".encode()).hexdigest()[:12]
 
 
-def default_cache_root() -> Path:
-    return Path(os.environ.get("ZEGFORMER_CACHE", Path.home() / ".cache" / "zegformer-sdk"))
+def port_io(ports: Any, declared: Any = ()) -> List[tuple]:
+    """``(name, rank, dtype)`` of a model's ports (for ``check_io``; rank -1: dynamic). A port may have
+    several names: the one the manifest declares is reported."""
+    out = []
+    for p in ports:
+        shape = p.get_partial_shape()
+        rank = shape.rank.get_length() if shape.rank.is_static else -1
+        try:
+            dtype = np.dtype(p.get_element_type().to_dtype()).name
+        except Exception:  # an element type numpy has no name for (e.g. bf16)
+            dtype = str(p.get_element_type())
+        name = next((n for n in declared if n in p.get_names()), p.get_any_name())
+        out.append((name, rank, dtype))
+    return out
 
 
 class OvGraph:
@@ -60,7 +74,7 @@ class OvGraph:
         available = {n for o in compiled.outputs for n in o.get_names()}
         names = [n for n in output_names if n in available] or [o.get_any_name() for o in compiled.outputs]
         self.outputs = [compiled.output(n) for n in names]
-        self.dtype = np.int32 if "i32" in str(self.input.get_element_type()) else np.float32
+        self.dtype = np.dtype(self.input.get_element_type().to_dtype())  # checked against the manifest
         self._local = threading.local()
 
     def run(self, x: np.ndarray) -> List[np.ndarray]:
@@ -75,21 +89,22 @@ class OpenVinoBackend(Backend):
     name = "openvino"
     device = "cpu"
 
-    def __init__(self, bundle: Bundle, threads: Optional[int] = None, precision: Any = "fp32",
-                 cache_dir: Union[None, bool, str, os.PathLike] = None):
+    def __init__(self, bundle: Bundle, threads: Optional[int] = None, precision: Any = None,
+                 cache_dir: CacheOption = None):
+        """``precision``: a :class:`~sdk.precision.PrecisionPlan` (``None``: fp32); ``create_backend`` resolves it.
+        ``cache_dir``: the cache root (``sdk.cache``; ``False``: no compiled-model cache)."""
         ov = require_openvino()
-        from ..precision import resolve
 
         self.bundle = bundle
         self.core = ov.Core()
         self.threads = threads
-        self.precision = resolve(bundle, self.name, "cpu", precision)
+        self.precision = as_plan(precision)
         if "bf16" in self.precision.uses and "BF16" not in self.capabilities:
             from ..precision import PrecisionError
 
             raise PrecisionError(f"precision 'bf16' needs a CPU with bf16 support (AVX512_BF16 or AMX); "
                                  f"OpenVINO reports {self.capabilities} here. Use precision='int8' or 'fp32'")
-        self.cache_root = None if cache_dir is False else Path(cache_dir or default_cache_root()) / "openvino"
+        self.cache_root = cache_folder("openvino", cache_dir)
         self._cpu = cpu_key(self.core)
         self._graphs: Dict[str, OvGraph] = {}
         self._lock = threading.Lock()
@@ -137,19 +152,31 @@ class OpenVinoBackend(Backend):
                     compiled = self.core.compile_model(str(path), "CPU", self._config(tier, cache))
                 except Exception as e:  # OpenVINO raises its own RuntimeError subclasses
                     raise BackendError(f"OpenVINO cannot compile {path} ({tier}): {e}") from e
-                graph = OvGraph(compiled, list(self.bundle.graph(name).get("outputs", {})))
+                entry = self.bundle.graph(name)
+                check_io(name, entry, path, port_io(compiled.inputs, entry.get("inputs") or {}),
+                         port_io(compiled.outputs, entry.get("outputs") or {}))
+                graph = OvGraph(compiled, list(entry.get("outputs", {})))
                 self._graphs[name] = graph
         return graph
 
-    def proposal(self, image: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        masks, emb = self.graph("proposal").run(image)
-        return masks, emb
+    def run(self, graph: str, x: Any) -> List[Any]:
+        return self.graph(graph).run(x)
 
-    def clip_image(self, crops: np.ndarray) -> np.ndarray:
-        return self.graph("clip_image").run(crops)[0]
 
-    def clip_text(self, tokens: np.ndarray) -> np.ndarray:
-        return self.graph("clip_text").run(tokens)[0]
+def _available(bundle: Bundle, device: Device, plan) -> Optional[str]:
+    try:
+        require_openvino()
+    except BackendError as e:
+        return str(e)
+    return None
 
-    def clip_dense(self, image: np.ndarray) -> np.ndarray:
-        return self.graph("clip_dense").run(image)[0]
+
+def _create(bundle: Bundle, device: Device, plan, options: Dict[str, Any]) -> Backend:
+    return OpenVinoBackend(bundle, precision=plan, **options)
+
+
+# bf16 is OpenVINO's inference-precision hint, so it applies to any graph; int8 needs the graph's QDQ variant.
+SPEC = BackendSpec(name="openvino", factory=_create, aliases=("ov",), devices=("cpu",),
+                   tiers=every_graph("fp32", "bf16", "int8"), rank={"cpu": 10}, available=_available,
+                   auto_precision={"cpu": ("int8", "clip_image=int8", "bf16", "fp32")},
+                   options=("threads", "cache_dir"))

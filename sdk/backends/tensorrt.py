@@ -2,15 +2,20 @@
 
 Device memory, streams and the device itself come from :mod:`sdk.cuda` (cuda-python or pycuda).
 An engine is used only when it was built by this TensorRT version for this GPU's compute
-capability from the bundle's current ONNX file (and, when ``precision`` is given, in that
-precision); otherwise an :class:`EngineMismatchWarning` is issued and that graph runs through
-ONNX Runtime (``Segmenter.build_engines()`` rebuilds the engines).
+capability from the bundle's current ONNX file in the precision the plan gives that graph (the plan
+comes from ``create_backend``); otherwise an :class:`EngineMismatchWarning` is issued and that graph
+runs through ONNX Runtime with the same plan (``Segmenter.build_engines()`` rebuilds the engines).
+An engine whose I/O tensors numpy cannot hold (BF16, FP8: ``trt.nptype`` raises, as NVIDIA's
+``common_runtime.py`` guards) is not used either.
 
 Arrays: numpy in → numpy out (staged through per-context device buffers); a device array in
 (anything with ``__cuda_array_interface__``: CuPy, torch, :class:`sdk.cuda.DeviceArray`) → device
-arrays out, bound with ``set_tensor_address`` — no host copy. Device outputs are CuPy arrays when
-CuPy is installed (its memory pool), else :class:`sdk.cuda.DeviceArray`; they are complete when
-returned.
+arrays out, bound with ``set_tensor_address`` (its result is checked) — no host copy. TensorRT wants
+device addresses aligned to 256 bytes: an input that is not (a foreign view, or a batch chunk's offset)
+is first copied on the device into an aligned buffer, and an output chunk at an unaligned offset is
+written to an aligned buffer and copied into place (device to device, on the same stream). Device
+outputs are CuPy arrays when CuPy is installed (its memory pool), else :class:`sdk.cuda.DeviceArray`;
+they are complete when returned.
 
 Concurrency: an engine built with N optimisation profiles runs at most N execution contexts at
 once, context *i* on profile *i* (TensorRT requires a separate profile per concurrently running
@@ -23,9 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 import warnings
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -33,10 +36,10 @@ from .. import cuda as cudalayer
 from ..arrays import ArrayOps, CupyArrays, host
 from ..bundle import Bundle
 from ..errors import BackendError, EngineMismatchWarning
-from . import Backend
+from .base import Backend, BackendSpec, Device, as_plan, every_graph
+from .trt_engine import ALIGNMENT, REBUILD, UnusableEngine, Engine, Slot
 
 log = logging.getLogger(__name__)
-REBUILD = "call Segmenter.build_engines() (or python -m export ... --tensorrt) on this machine"
 
 
 def _import_tensorrt():
@@ -83,8 +86,9 @@ def engine_mismatch(entry: Dict[str, Any], bundle: Bundle, graph: str, trt_versi
     return None
 
 
-def tensorrt_unusable_reason(bundle: Bundle, index: int = 0, precision: Optional[str] = None) -> Optional[str]:
-    """``None`` when TensorRT can run every engine of the bundle here, else why not (warns on mismatch)."""
+def tensorrt_unusable_reason(bundle: Bundle, index: int = 0, plan: Any = None) -> Optional[str]:
+    """``None`` when TensorRT can run every engine of the bundle here in ``plan``'s precision (a
+    :class:`~sdk.precision.PrecisionPlan`; ``None``: fp32), else why not (warns on mismatch)."""
     if not bundle.engines:
         return "the bundle has no TensorRT engines"
     try:
@@ -92,7 +96,8 @@ def tensorrt_unusable_reason(bundle: Bundle, index: int = 0, precision: Optional
         cc = _open_gpu(index).info().compute_capability
     except BackendError as e:
         return str(e)
-    reasons = {g: engine_mismatch(e, bundle, g, trt.__version__, cc, precision) for g, e in bundle.engines.items()}
+    plan = as_plan(plan)
+    reasons = {g: engine_mismatch(e, bundle, g, trt.__version__, cc, plan.of(g)) for g, e in bundle.engines.items()}
     bad = {g: r for g, r in reasons.items() if r}
     for g, r in bad.items():
         warnings.warn(f"TensorRT engine for {g!r} is not usable: {r}; using ONNX instead — {REBUILD}",
@@ -109,102 +114,23 @@ def default_allocator() -> Callable[[Tuple[int, ...], Any], Any]:
     return cupy.empty
 
 
-@dataclass
-class _Slot:
-    """One execution context on its own optimisation profile, with its stream and staging buffers."""
-    context: Any
-    profile: int
-    stream: int
-    staging: Dict[str, cudalayer.DeviceBuffer] = field(default_factory=dict)
-
-
-class _Engine:
-    """A deserialised engine, its I/O description and a pool of at most ``num_profiles`` slots."""
-
-    def __init__(self, trt, graph: str, engine, output_order: List[str], dev: cudalayer.Binding):
-        self.graph, self.engine, self.dev = graph, engine, dev
-        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        if len(inputs) != 1:
-            raise BackendError(f"expected one input tensor per engine, found {inputs}; {REBUILD}")
-        self.input = inputs[0]
-        self.outputs = sorted((n for n in names if n not in inputs),
-                              key=lambda n: output_order.index(n) if n in output_order else len(output_order))
-        self.dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
-        self.num_profiles = max(1, int(getattr(engine, "num_optimization_profiles", 1)))
-        lo, _, hi = engine.get_tensor_profile_shape(self.input, 0)
-        self.min_shape, self.max_shape = tuple(lo), tuple(hi)
-        self._free: List[_Slot] = []
-        self._slots: List[_Slot] = []
-        self._cond = threading.Condition()
-
-    def fits(self, shape: Tuple[int, ...]) -> bool:
-        dims = zip(shape[1:], self.min_shape[1:], self.max_shape[1:])
-        return len(shape) == len(self.max_shape) and all(lo <= s <= hi for s, lo, hi in dims)
-
-    def _new_slot(self, profile: int) -> _Slot:
-        stream = self.dev.stream()
-        context = self.engine.create_execution_context()
-        if context is None:
-            self.dev.destroy_stream(stream)
-            raise BackendError(f"TensorRT could not create an execution context for {self.graph!r} (GPU memory?)")
-        if profile:
-            context.set_optimization_profile_async(profile, stream)
-            self.dev.synchronize(stream)
-        return _Slot(context, profile, stream)
-
-    @contextmanager
-    def slot(self) -> Iterator[_Slot]:
-        """Check out a free context (creating it while fewer than ``num_profiles`` exist), else wait."""
-        with self._cond:
-            while not self._free and len(self._slots) >= self.num_profiles:
-                self._cond.wait()
-            if self._free:
-                slot = self._free.pop()
-            else:
-                slot = self._new_slot(len(self._slots))
-                self._slots.append(slot)
-        try:
-            yield slot
-        finally:
-            with self._cond:
-                self._free.append(slot)
-                self._cond.notify()
-
-    def staging(self, slot: _Slot, name: str, nbytes: int) -> int:
-        buf = slot.staging.get(name)
-        if buf is None or buf.nbytes < nbytes:
-            if buf is not None:
-                buf.free()
-            buf = slot.staging[name] = cudalayer.DeviceBuffer(self.dev, max(nbytes, 1))
-        return buf.ptr
-
-    def close(self) -> None:
-        with self._cond:
-            slots, self._slots, self._free = self._slots, [], []
-        for s in slots:
-            for buf in s.staging.values():
-                buf.free()
-            s.context = None
-            self.dev.destroy_stream(s.stream)
-        self.engine = None
-
-
 class TensorRTBackend(Backend):
     name = "tensorrt"
     _arrays: Optional[ArrayOps] = None
 
     def __init__(self, bundle: Bundle, device_index: int = 0, threads: Optional[int] = None,
-                 precision: Optional[str] = None, allocator: Optional[Callable] = None):
+                 precision: Any = None, allocator: Optional[Callable] = None):
+        """``precision``: a :class:`~sdk.precision.PrecisionPlan` (``None``: fp32); ``create_backend``
+        resolves it. Each engine must have been built in its graph's precision."""
         self._trt = _import_tensorrt()
-        self.bundle, self.precision = bundle, precision
+        self.bundle, self.precision = bundle, as_plan(precision)
         self.dev = _open_gpu(device_index)
         info = self.dev.info()
         self.gpu, self.cc = info.gpu, info.compute_capability
         self.device = f"cuda:{device_index}"
         self._allocator = allocator if allocator is not None else default_allocator()
         self._logger = self._trt.Logger(self._trt.Logger.WARNING)
-        self._engines: Dict[str, _Engine] = {}
+        self._engines: Dict[str, Engine] = {}
         self._threads = threads
         self._fallback_backend = None
         self._lock = threading.Lock()
@@ -217,7 +143,8 @@ class TensorRTBackend(Backend):
     # ------------------------------------------------------------------ loading
     def _load_engines(self) -> None:
         for graph, entry in self.bundle.engines.items():
-            reason = engine_mismatch(entry, self.bundle, graph, self._trt.__version__, self.cc, self.precision)
+            reason = engine_mismatch(entry, self.bundle, graph, self._trt.__version__, self.cc,
+                                     self.precision.of(graph))
             if reason:
                 warnings.warn(f"TensorRT engine for {graph!r} is not usable: {reason}; running it with "
                               f"ONNX Runtime — {REBUILD}", EngineMismatchWarning, stacklevel=4)
@@ -229,16 +156,22 @@ class TensorRTBackend(Backend):
                               f"— {REBUILD}", EngineMismatchWarning, stacklevel=4)
                 continue
             order = list(self.bundle.graph(graph).get("outputs", {}))  # the manifest's output order
-            self._engines[graph] = _Engine(self._trt, graph, engine, order, self.dev)
+            try:
+                self._engines[graph] = Engine(self._trt, graph, engine, order, self.dev)
+            except UnusableEngine as e:
+                warnings.warn(f"TensorRT engine for {graph!r} is not usable: {e}; running it with ONNX Runtime",
+                              EngineMismatchWarning, stacklevel=4)
 
     def _fallback(self):
-        """ONNX Runtime (CUDA when available) for graphs without a usable engine."""
+        """ONNX Runtime (CUDA when available) for graphs without a usable engine, built by its spec's
+        factory with this backend's precision plan."""
         with self._lock:
             if self._fallback_backend is None:
-                from .onnxruntime import OnnxRuntimeBackend, cuda_provider_available
+                from .onnxruntime import SPEC, cuda_provider_available
 
                 kind = "cuda" if cuda_provider_available() else "cpu"
-                self._fallback_backend = OnnxRuntimeBackend(self.bundle, kind, self.dev.index, self._threads)
+                self._fallback_backend = SPEC.factory(self.bundle, Device(kind, self.dev.index), self.precision,
+                                                      SPEC.pick({"threads": self._threads}))
             return self._fallback_backend
 
     @property
@@ -268,21 +201,22 @@ class TensorRTBackend(Backend):
             log.debug("TensorRT backend not closed: %s", e)
 
     # ------------------------------------------------------------------ running
-    def _execute(self, eng: _Engine, slot: _Slot, in_ptr: int, out_ptrs: Dict[str, int]) -> None:
+    def _execute(self, eng: Engine, slot: Slot, in_ptr: int, out_ptrs: Dict[str, int]) -> None:
         """Enqueue one run on the slot's stream (the input shape is already set by :meth:`_out_shapes`)."""
         ctx = slot.context
-        ctx.set_tensor_address(eng.input, int(in_ptr))
-        for name in eng.outputs:
-            ctx.set_tensor_address(name, int(out_ptrs[name]))
+        for name, ptr in [(eng.input, in_ptr)] + [(n, out_ptrs[n]) for n in eng.outputs]:
+            if not ctx.set_tensor_address(name, int(ptr)):
+                raise BackendError(f"TensorRT refused the device address 0x{int(ptr):x} of tensor {name!r} of "
+                                   f"{eng.graph!r} (unknown name, or not {ALIGNMENT}-byte aligned)")
         if not ctx.execute_async_v3(slot.stream):
             raise BackendError(f"TensorRT execution of {eng.graph!r} failed (see the TensorRT log)")
 
-    def _out_shapes(self, eng: _Engine, slot: _Slot, shape: Tuple[int, ...]) -> Dict[str, Tuple[int, ...]]:
+    def _out_shapes(self, eng: Engine, slot: Slot, shape: Tuple[int, ...]) -> Dict[str, Tuple[int, ...]]:
         if not slot.context.set_input_shape(eng.input, tuple(shape)):
             raise BackendError(f"TensorRT rejected input shape {shape} for {eng.graph!r}")
         return {n: tuple(slot.context.get_tensor_shape(n)) for n in eng.outputs}
 
-    def _run_host(self, eng: _Engine, x: np.ndarray) -> List[np.ndarray]:
+    def _run_host(self, eng: Engine, x: np.ndarray) -> List[np.ndarray]:
         x = np.ascontiguousarray(x, dtype=eng.dtypes[eng.input])
         step = max(1, int(eng.max_shape[0]))
         parts = []
@@ -306,7 +240,7 @@ class TensorRTBackend(Backend):
             return self._allocator(shape, dtype)
         return cudalayer.DeviceArray.empty(self.dev, shape, dtype)
 
-    def _run_device(self, eng: _Engine, x: Any) -> List[Any]:
+    def _run_device(self, eng: Engine, x: Any) -> List[Any]:
         src = cudalayer.foreign_array(x)
         want = eng.dtypes[eng.input]
         if src.dtype != want or not src.contiguous:
@@ -323,11 +257,25 @@ class TensorRTBackend(Backend):
                 shapes = self._out_shapes(eng, slot, shape)
                 if not outs:
                     outs = {n: self._empty((src.shape[0],) + s[1:], eng.dtypes[n]) for n, s in shapes.items()}
-                ptrs = {n: cudalayer.foreign_array(a).ptr + i * eng.dtypes[n].itemsize *
-                        int(np.prod(shapes[n][1:], dtype=np.int64)) for n, a in outs.items()}
-                self._execute(eng, slot, src.ptr + i * row, ptrs)
+                sizes = {n: eng.dtypes[n].itemsize * int(np.prod(s, dtype=np.int64)) for n, s in shapes.items()}
+                targets = {n: cudalayer.foreign_array(a).ptr + i * (sizes[n] // max(1, shapes[n][0]))
+                           for n, a in outs.items()}
+                in_ptr = self._aligned_input(eng, slot, src.ptr + i * row, shape[0] * row)
+                ptrs = {n: p if p % ALIGNMENT == 0 else eng.staging(slot, n, sizes[n]) for n, p in targets.items()}
+                self._execute(eng, slot, in_ptr, ptrs)
+                for n, p in ptrs.items():
+                    if p != targets[n]:  # an unaligned chunk of the output: copied into place on the stream
+                        self.dev.dtod(targets[n], p, sizes[n], slot.stream)
             self.dev.synchronize(slot.stream)
         return [self._as_float32(outs[n]) for n in eng.outputs]
+
+    def _aligned_input(self, eng: Engine, slot: Slot, ptr: int, nbytes: int) -> int:
+        """``ptr`` when TensorRT can take it, else an aligned staging copy of its ``nbytes`` (on the device)."""
+        if ptr % ALIGNMENT == 0:
+            return ptr
+        staged = eng.staging(slot, eng.input, nbytes)
+        self.dev.dtod(staged, ptr, nbytes, slot.stream)
+        return staged
 
     def _cast(self, x: Any, dtype: np.dtype) -> Any:
         try:
@@ -380,3 +328,17 @@ class TensorRTBackend(Backend):
             self.dev.synchronize(0)
         return out
 
+
+
+def _available(bundle: Bundle, device: Device, plan) -> Optional[str]:
+    return tensorrt_unusable_reason(bundle, device.index, plan)
+
+
+def _create(bundle: Bundle, device: Device, plan, options: Dict[str, Any]) -> Backend:
+    return TensorRTBackend(bundle, device.index, precision=plan, **options)
+
+
+# fp16/int8 run the engines built from <graph>.<tier>.onnx; a graph without an engine runs on ONNX Runtime.
+SPEC = BackendSpec(name="tensorrt", factory=_create, aliases=("trt",), devices=("cuda",),
+                   tiers=every_graph("fp32", "fp16", "int8"), rank={"cuda": 20}, available=_available,
+                   auto_precision={"cuda": ("int8", "fp16", "fp32")}, options=("threads",))

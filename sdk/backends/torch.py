@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any, List, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 
@@ -19,7 +19,7 @@ from ..arrays import ArrayOps, CupyArrays, host
 from ..bundle import REEXPORT, Bundle
 from ..bundle_format import sha256_file
 from ..errors import BackendError, BundleError
-from . import Backend
+from .base import Backend, BackendSpec, Device, as_plan
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,10 @@ class TorchBackend(Backend):
     name = "torch"
 
     def __init__(self, bundle: Bundle, device: str = "auto",
-                 checkpoint: Optional[Union[str, os.PathLike]] = None, threads: Optional[int] = None):
+                 checkpoint: Optional[Union[str, os.PathLike]] = None, threads: Optional[int] = None,
+                 precision: Any = None):
+        """``precision``: a :class:`~sdk.precision.PrecisionPlan` (fp32 only: the reference)."""
+        self.precision = as_plan(precision)
         try:
             import torch
 
@@ -114,3 +117,22 @@ class TorchBackend(Backend):
         if self._arrays.name == "numpy":
             return [np.ascontiguousarray(o.float().cpu().numpy()) for o in outs]
         return [self._arrays.xp.from_dlpack(o.float().contiguous()) for o in outs]
+
+
+def _available(bundle: Bundle, device: Device, plan) -> Optional[str]:
+    try:
+        import torch
+    except ImportError as e:
+        return f"torch is not installed ({e}): pip install 'zegformer-sdk[train]'"
+    if device.kind == "cuda" and not torch.cuda.is_available():
+        return "torch sees no CUDA GPU"
+    return None
+
+
+def _create(bundle: Bundle, device: Device, plan, options: Dict[str, Any]) -> Backend:
+    return TorchBackend(bundle, str(device), precision=plan, **options)
+
+
+# The reference: fp32 only, and never picked by backend="auto" (no rank).
+SPEC = BackendSpec(name="torch", factory=_create, aliases=("pytorch",), devices=("cuda", "cpu"),
+                   available=_available, options=("checkpoint", "threads"))
