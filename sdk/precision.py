@@ -112,7 +112,8 @@ def _items(spec: Union[str, Mapping[Any, Any]]) -> List[Tuple[Optional[str], Any
     items: List[Tuple[Optional[str], Any]] = []
     for part in spec.split(","):
         if not part.strip():
-            raise PrecisionError(f"precision {spec!r} has an empty item; write e.g. 'int8' or 'clip_image=int8,proposal=fp32'")
+            raise PrecisionError(f"precision {spec!r} has an empty item; write e.g. 'int8' or "
+                                 "'clip_image=int8,proposal=fp32'")
         graph, eq, tier = part.partition("=")
         items.append((graph, tier) if eq else (None, part))
     return items
@@ -216,9 +217,12 @@ def _missing(bundle, plan: PrecisionPlan) -> Dict[str, List[str]]:
     return {t: g for t, g in found.items() if g}
 
 
-def choose_auto(bundle, spec: "BackendSpec", device: str, bar: float = AUTO_BAR) -> PrecisionPlan:
-    """The fastest of ``spec``'s candidates on ``device`` whose measured agreement is ≥ ``bar``
+def choose_auto(bundle, backend: Union[str, "BackendSpec"], device: str, bar: float = AUTO_BAR) -> PrecisionPlan:
+    """The fastest of the backend's candidates on ``device`` whose measured agreement is ≥ ``bar``
     and whose files the bundle has; fp32 when none qualifies."""
+    from .backends import spec_of
+
+    spec = spec_of(backend) if isinstance(backend, str) else backend
     for candidate in spec.auto_precision.get(device, ()):
         if candidate == "fp32":
             break

@@ -98,7 +98,9 @@ def test_unsupported_combinations_are_typed_errors(qbundle, tmp_path):
     with pytest.raises(PrecisionError, match="unknown precision"):
         segmenter(qbundle, backend="onnxruntime", precision="int4")
     with pytest.raises(PrecisionError, match="unknown graph"):
-        segmenter(qbundle, backend="onnxruntime", precision={"clip_text": "int8"})
+        segmenter(qbundle, backend="onnxruntime", precision={"clip_txt": "int8"})
+    with pytest.raises(PrecisionError, match=r"no int8 graphs for \['clip_text'\].*--int8"):
+        segmenter(qbundle, backend="onnxruntime", precision={"clip_text": "int8"})  # a graph without that variant
     assert issubclass(PrecisionError, BackendError)
     plain = export_bundle(tiny_checkpoint(tmp_path / "t.pth"), tmp_path / "plain")
     with pytest.raises(PrecisionError, match="--int8"):
@@ -128,7 +130,7 @@ def test_auto_picks_fastest_tier_meeting_the_bar(qbundle):
     assert choose_auto(bundle, "openvino", "cpu").label == "bf16"
     bundle.manifest["precision"]["agreement"]["clip_image=int8"] = {"openvino": AUTO_BAR, "onnxruntime": 0.98}
     mixed = choose_auto(bundle, "openvino", "cpu")  # int8 CLIP only: between int8 and bf16
-    assert mixed.graphs == (("proposal", "fp32"), ("clip_image", "int8"), ("clip_dense", "fp32"))
+    assert mixed.graphs == (("proposal", "fp32"), ("clip_image", "int8"), ("clip_text", "fp32"), ("clip_dense", "fp32"))
     assert choose_auto(bundle, "onnxruntime", "cpu").label == "fp32"
     seg = segmenter(qbundle, backend="onnxruntime", precision="auto")  # the exported measurement
     measured = json.loads((qbundle / "manifest.json").read_text())["precision"]["agreement"]
@@ -179,6 +181,7 @@ def test_int8_quantises_weights_and_keeps_attention_products_float(qbundle, grap
 def test_fp16_graphs_are_strongly_typed_and_load(qbundle):
     import onnx
 
+    from sdk.backends import create_backend
     from sdk.backends.onnxruntime import OnnxRuntimeBackend
     from sdk.bundle import Bundle
 
@@ -194,7 +197,7 @@ def test_fp16_graphs_are_strongly_typed_and_load(qbundle):
     assert by_op["MatMul"] == {f16} and by_op["Conv"] == {f16}
     assert by_op["LayerNormalization"] == {f32} and by_op["Softmax"] == {f32} and by_op["ReduceL2"] == {f32}
     # ONNX Runtime's CPU provider segfaults creating FP16 sessions at ORT_ENABLE_ALL: the backend must not
-    backend = OnnxRuntimeBackend(Bundle(qbundle), "cpu", precision="fp16")
+    backend = create_backend(Bundle(qbundle), "onnxruntime", "cpu", {"precision": "fp16"})
     crops = np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32)
     ref = OnnxRuntimeBackend(Bundle(qbundle), "cpu").clip_image(crops)
     got = backend.clip_image(crops)
@@ -203,18 +206,18 @@ def test_fp16_graphs_are_strongly_typed_and_load(qbundle):
 
 def test_openvino_compiled_models_are_cached(qbundle, tmp_path):
     pytest.importorskip("openvino", reason="OpenVINO is optional: pip install 'zegformer-sdk[openvino]'")
-    from sdk.backends.openvino import OpenVinoBackend
+    from sdk.backends import create_backend
     from sdk.bundle import Bundle
 
     bundle = Bundle(qbundle)
-    first = OpenVinoBackend(bundle, precision="int8", cache_dir=tmp_path)
+    first = create_backend(bundle, "openvino", "cpu", {"precision": "int8", "cache_dir": tmp_path})
     crops = np.random.default_rng(1).standard_normal((2, 3, 32, 32)).astype(np.float32)
     out = first.clip_image(crops)
     cache = first.cache_dir_for("clip_image", "int8")
     sha = bundle.manifest["files"]["clip_image.int8.onnx"]
     assert cache.parent == tmp_path / "openvino" and cache.name.startswith(f"{sha[:16]}-int8-")
     assert any(cache.iterdir()), "no compiled blob was written"
-    second = OpenVinoBackend(Bundle(qbundle), precision="int8", cache_dir=tmp_path)
+    second = create_backend(Bundle(qbundle), "openvino", "cpu", {"precision": "int8", "cache_dir": tmp_path})
     np.testing.assert_array_equal(second.clip_image(crops), out)
     assert second.cache_dir_for("clip_image", "fp32") != cache
 

@@ -68,6 +68,8 @@ def port_io(ports: Any, declared: Any = ()) -> List[tuple]:
 class OvGraph:
     """One compiled model: thread-local infer requests, outputs in the manifest's order, float32 out."""
 
+    path = "the graph"  # the file it was compiled from (diagnostics)
+
     def __init__(self, compiled, output_names: List[str]):
         self.compiled = compiled
         self.input = compiled.inputs[0]
@@ -156,6 +158,7 @@ class OpenVinoBackend(Backend):
                 check_io(name, entry, path, port_io(compiled.inputs, entry.get("inputs") or {}),
                          port_io(compiled.outputs, entry.get("outputs") or {}))
                 graph = OvGraph(compiled, list(entry.get("outputs", {})))
+                graph.path = path
                 self._graphs[name] = graph
         return graph
 
