@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 CacheOption = Union[None, bool, str, os.PathLike]
 ENV = "ZEGFORMER_CACHE"
@@ -20,7 +20,7 @@ def cache_root(option: CacheOption = None) -> Optional[Path]:
     """The root of the disk caches for ``option`` (``None``/``True``: the environment), or ``None`` when off."""
     if option is False:
         return None
-    value = option if option not in (None, True) else os.environ.get(ENV)
+    value: Any = option if option not in (None, True) else os.environ.get(ENV)
     if value is None:
         return Path.home() / ".cache" / "zegformer-sdk"
     if str(value).strip().lower() in OFF:

@@ -134,7 +134,8 @@ def as_plan(precision: Any) -> "PrecisionPlan":
         return FP32
     if not isinstance(precision, PrecisionPlan):
         raise OptionError(f"a backend takes a PrecisionPlan, not {precision!r}: use "
-                          f"create_backend(bundle, name, device, {{'precision': {precision!r}}}) or sdk.precision.resolve")
+                          f"create_backend(bundle, name, device, {{'precision': {precision!r}}}) "
+                          "or sdk.precision.resolve")
     return precision
 
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable, Dict, List, Optional
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Union, cast
 
 import numpy as np
 
@@ -48,7 +49,7 @@ class Graph:
     host. Without it, ``session.run`` (numpy in, numpy out).
     """
 
-    path = "the graph"  # the file, for error messages
+    path: Union[str, Path] = "the graph"  # the file, for error messages
 
     def __init__(self, session, output_names: List[str], arrays: Optional[ArrayOps] = None):
         self.session = session
@@ -149,7 +150,7 @@ class OnnxRuntimeBackend(Backend):
             return None
         if self._arrays.name == "numpy":
             return BoundRunner(session, input_name, outputs, "cpu", 0, ortvalue_to_numpy)
-        return cuda_runner(session, input_name, outputs, self._arrays.device_index)
+        return cuda_runner(session, input_name, outputs, cast(CupyArrays, self._arrays).device_index)
 
     def run(self, graph: str, x: Any) -> List[Any]:
         return self.graph(graph).run(x)

@@ -20,7 +20,7 @@ import logging
 import platform
 import threading
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -68,7 +68,7 @@ def port_io(ports: Any, declared: Any = ()) -> List[tuple]:
 class OvGraph:
     """One compiled model: thread-local infer requests, outputs in the manifest's order, float32 out."""
 
-    path = "the graph"  # the file it was compiled from (diagnostics)
+    path: Union[str, Path] = "the graph"  # the file it was compiled from (diagnostics)
 
     def __init__(self, compiled, output_names: List[str]):
         self.compiled = compiled

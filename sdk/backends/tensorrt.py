@@ -105,7 +105,7 @@ def tensorrt_unusable_reason(bundle: Bundle, index: int = 0, plan: Any = None) -
     return f"engines not usable here: {sorted(bad)}" if bad else None
 
 
-def default_allocator() -> Callable[[Tuple[int, ...], Any], Any]:
+def default_allocator() -> Optional[Callable[[Tuple[int, ...], Any], Any]]:
     """``cupy.empty`` when CuPy is installed (the device pipeline's arrays), else ``None`` (DeviceArray)."""
     try:
         import cupy
