@@ -127,10 +127,11 @@ class OpenVinoBackend(Backend):
         """``<cache>/openvino/<graph sha256[:16]>-<tier>-<cpu>`` (None when caching is off)."""
         if self.cache_root is None:
             return None
-        from ..precision import FILE_TIERS, variant_file
+        from ..precision import FILE_TIERS
 
         entry = self.bundle.graph(name)
-        rel = variant_file(entry["file"], tier) if tier in FILE_TIERS else entry["file"]
+        variant = (entry.get("variants") or {}).get(tier) if tier in FILE_TIERS else None
+        rel = variant["file"] if variant else entry["file"]  # the file it compiles, as the manifest names it
         sha = self.bundle.manifest["files"].get(rel, "unknown")
         return self.cache_root / f"{sha[:16]}-{tier}-{self._cpu}"
 
