@@ -66,7 +66,7 @@ def create_backend(bundle: Bundle, backend: str = "auto", device: str = "auto",
     ``OptionError`` before any work), resolved once for the chosen backend and device, and the
     plan is passed to its factory; an unsupported combination raises ``PrecisionError``.
     """
-    from ..precision import parse
+    from ..precision import parse, resolve
 
     options = dict(options or {})
     request = parse(options.get("precision"))
@@ -76,25 +76,23 @@ def create_backend(bundle: Bundle, backend: str = "auto", device: str = "auto",
         return _auto(bundle, kind, index, request, options)
     spec = spec_of(name)
     if kind == "auto":
-        kind = _first_device(bundle, spec, index, request)
+        kind = _first_device(bundle, spec, index)
     if kind not in spec.devices:
         where = " or ".join(DEVICE_WORDS.get(d, d) for d in spec.devices)
         raise BackendError(f"backend {spec.name!r} runs on {where}, not on {kind}; use device="
                            f"{'cpu' if 'cpu' in spec.devices else 'cuda'!r} or another backend")
-    return _build(bundle, spec, Device(kind, index), request, options)
+    return _build(bundle, spec, Device(kind, index), resolve(bundle, spec, kind, request), options)
 
 
-def _build(bundle: Bundle, spec: BackendSpec, device: Device, request: Any, options: Dict[str, Any]) -> Backend:
-    from ..precision import resolve
-
-    plan = resolve(bundle, spec, device.kind, request)
+def _build(bundle: Bundle, spec: BackendSpec, device: Device, plan: Any, options: Dict[str, Any]) -> Backend:
+    """The factory's backend, which must keep the plan it was given."""
     backend = spec.factory(bundle, device, plan, spec.pick(options))
     if getattr(backend, "precision", None) != plan:
         raise BackendError(f"backend {spec.name!r} did not keep the precision plan it was given ({plan.label})")
     return backend
 
 
-def _first_device(bundle: Bundle, spec: BackendSpec, index: int, request: Any) -> str:
+def _first_device(bundle: Bundle, spec: BackendSpec, index: int) -> str:
     """``device="auto"`` with a named backend: its first device that is usable here (else its first)."""
     if len(spec.devices) == 1:
         return spec.devices[0]
@@ -127,10 +125,11 @@ def _auto(bundle: Bundle, kind: str, index: int, request: Any, options: Dict[str
         if unoffered:
             reasons.append(f"{spec.name} ({k}) does not run {unoffered}")
             continue
-        reason = spec.available(bundle, device, resolve(bundle, spec, k, request))
+        plan = resolve(bundle, spec, k, request)
+        reason = spec.available(bundle, device, plan)
         if reason is None:
             log.info("backend: %s on %s", spec.name, device)
-            return _build(bundle, spec, device, request, options)
+            return _build(bundle, spec, device, plan, options)
         reasons.append(f"{spec.name} ({k}): {reason}")
         log.info("backend: not %s on %s: %s", spec.name, k, reason)
     wanted = f" with precision {request.text!r}" if request.tiers() not in ((), ("fp32",)) else ""
