@@ -1,23 +1,26 @@
 """One prepared image through a backend and a mode, to the label map: the SDK's one code path.
 
-Stages: proposal graph → segment logits → the mode's class scores (:mod:`sdk.modes`) →
-``semantic_inference`` (compiled kernel) → per-class segment scores. Every stage works on the
-backend's array module (:mod:`sdk.arrays`): numpy on the CPU, device arrays on a GPU backend,
-where only the label map, ``probs`` when asked and the small per-class scores are downloaded.
+Two phases. :meth:`Pipeline.encode` (no vocabulary): proposal graph → the mode's CLIP graph →
+:class:`~sdk.features.ImageFeatures`. :meth:`Pipeline.classify` (no image graph): segment logits →
+the mode's class scores (:mod:`sdk.modes`) → ``semantic_inference`` (compiled kernel) → per-class
+segment scores. :meth:`Pipeline.run` is the two in a row. Every stage works on the backend's
+array module (:mod:`sdk.arrays`): numpy on the CPU, device arrays on a GPU backend, where only the
+label map, ``probs`` when asked and the small per-class scores are downloaded.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Union
 
 import numpy as np
 
 from .backends import Backend
 from .bundle import Bundle
-from .modes import MODES, Mode, make_mode
+from .errors import BundleError
+from .features import ImageFeatures, bundle_identity
+from .modes import MODES, Mode, QueryScores, make_mode
 from .preprocess import Prepared
-from .scores import segment_logits, sigmoid
+from .scores import segment_logits
 from .timer import Timer
 from .vocabulary import Vocabulary
 
@@ -32,30 +35,6 @@ class Output:
     info: Dict[str, Any]
 
 
-class Proposals:
-    """The proposal graph's outputs for one image, with the vocabulary, on the pipeline's arrays."""
-
-    def __init__(self, prep: Prepared, model_input: Any, masks: Any, pred_logits: Any, text_clip: Any,
-                 seen: np.ndarray, stride: int, xp: Any):
-        self.prep, self.model_input, self.masks, self.pred_logits = prep, model_input, masks, pred_logits
-        self.text_clip, self.seen, self.xp = text_clip, seen, xp
-        h, w = prep.resized
-        self.grid: Tuple[int, int] = (math.ceil(h / stride), math.ceil(w / stride))  # mask cells of the image
-        self._sigmoid = None
-
-    def mask_sigmoid(self) -> Any:
-        """``sigmoid(mask logits)`` ``[Q,h,w]`` on the whole mask grid (computed once)."""
-        if self._sigmoid is None:
-            self._sigmoid = sigmoid(self.masks[0], self.xp)
-        return self._sigmoid
-
-    def unpadded_sigmoid(self) -> Any:
-        """``[Q, hm·wm]``: the mask sigmoid over the cells that cover the unpadded image."""
-        hm, wm = self.grid
-        sig = self.mask_sigmoid()
-        return sig[:, :hm, :wm].reshape(sig.shape[0], -1)
-
-
 class Pipeline:
     """Runs one prepared image through a backend in a mode (stateless apart from constants)."""
 
@@ -66,6 +45,7 @@ class Pipeline:
         self.arrays = backend.arrays
         self.arrays.kernels  # noqa: B018 - fail now, with how to build them, when the kernels are missing
         self.xp = self.arrays.xp
+        self.bundle_id = bundle_identity(bundle.manifest)
         self.background = self.arrays.upload(bundle.background())
         self.segment_scale = float(s.model.segment_logit_scale)
         self.clip_scale = float(s.model.clip_logit_scale)
@@ -73,6 +53,7 @@ class Pipeline:
         self.calibrate = float(s.inference.gzero_calibrate)
         self.crop_size = s.crop_size
         self.stride = int(s.model.mask_stride)
+        self.num_queries, self.embed_dim = int(s.model.num_queries), int(s.model.embed_dim)
         self.dense_size = s.dense_size
         self.clip_mean, self.clip_std = s.preprocess.clip_pixel_mean, s.preprocess.clip_pixel_std
         # CPU: batches of 16 were 5-14 % faster than 32 for ViT-B/16 on ORT (fp32, int8) and OpenVINO int8, and
@@ -81,34 +62,79 @@ class Pipeline:
         self.clip_batch = max(1, int(clip_batch or default_batch))
         self.modes: Dict[str, Mode] = {name: make_mode(name, prune_threshold) for name in MODES}
 
-    def run(self, prep: Prepared, vocab: Vocabulary, mode: Union[str, Mode], return_probs: bool,
-            timer: Timer) -> Output:
-        xp, arrays = self.xp, self.arrays
-        strategy = self.modes[mode] if isinstance(mode, str) else mode
+    def _mode(self, mode: Union[str, Mode]) -> Mode:
+        return self.modes[mode] if isinstance(mode, str) else mode
+
+    # ------------------------------------------------------------------ phase 1: the image
+    def encode(self, prep: Prepared, mode: Union[str, Mode], timer: Timer, precision: str = "fp32",
+               vocab: Optional[Vocabulary] = None) -> ImageFeatures:
+        """The image graphs of ``mode`` → :class:`ImageFeatures` (on the backend's arrays).
+
+        ``vocab`` matters only to a mode that selects queries (``pruned``): given, only the queries
+        that vocabulary needs go through CLIP; ``None``: all of them.
+        """
+        strategy = self._mode(mode)
         with timer("proposal"):
-            model_input = arrays.upload(prep.model_input)
+            model_input = self.arrays.upload(prep.model_input)
             masks, emb = self.backend.proposal(model_input)
+        f = ImageFeatures(mode=strategy.name, masks=masks, embeddings=emb[0], clip=None, clip_queries=None,
+                          original=prep.original, resized=prep.resized, padded=prep.padded,
+                          bundle_id=self.bundle_id, precision=precision, arrays=self.arrays)
+        selected = None
+        if vocab is not None and strategy.selects:
+            selected = strategy.select(self, self.query_scores(f, vocab, timer), timer)
+        strategy.encode(self, f, prep, model_input, timer, selected)
+        return f
+
+    # ------------------------------------------------------------------ phase 2: the vocabulary
+    def query_scores(self, f: ImageFeatures, vocab: Vocabulary, timer: Timer) -> QueryScores:
+        """Segment logits of ``f``'s queries against ``vocab`` (the ``classify`` stage)."""
+        arrays = self.arrays
         with timer("classify"):
-            pred_logits = segment_logits(emb[0], arrays.upload(vocab.text_features), self.background,
-                                         self.segment_scale, xp)
-        p = Proposals(prep, model_input, masks, pred_logits, arrays.upload(vocab.text_features_clip),
-                      vocab.seen, self.stride, xp)
-        mask_cls, mode_info = strategy.class_scores(self, p, timer)
-        info: Dict[str, Any] = {"queries": int(pred_logits.shape[0]), **mode_info}
+            pred_logits = segment_logits(f.embeddings, arrays.upload(vocab.text_features), self.background,
+                                         self.segment_scale, self.xp)
+        return QueryScores(f, vocab, pred_logits, arrays.upload(vocab.text_features_clip), self.stride, self.xp)
+
+    def classify(self, f: ImageFeatures, vocab: Vocabulary, mode: Union[str, Mode], return_probs: bool,
+                 timer: Timer) -> Output:
+        """Features and a vocabulary → the label map (no image graph runs)."""
+        self.check_features(f)
+        arrays = self.arrays
+        q = self.query_scores(f, vocab, timer)
+        mask_cls, mode_info = self._mode(mode).class_scores(self, q, timer)
+        info: Dict[str, Any] = {"queries": int(q.pred_logits.shape[0]), **mode_info}
         with timer("semantic"):
             labels, probs = arrays.semantic_inference(
-                masks, arrays.contiguous(mask_cls[None], np.float32), image_size=prep.resized,
-                out_size=prep.original, padded_size=prep.padded, calibrate_mask=vocab.seen,
+                f.masks, arrays.contiguous(mask_cls[None], np.float32), image_size=f.resized,
+                out_size=f.original, padded_size=f.padded, calibrate_mask=vocab.seen,
                 calibrate=self.calibrate, return_scores=return_probs)
         with timer("segments"):
             labels = arrays.contiguous(labels[0], np.int32)
             probs = None if probs is None else probs[0]
-            scores = self._segment_scores(labels, probs, p, mask_cls)
+            scores = self._segment_scores(labels, probs, q, mask_cls)
             out = Output(arrays.download(labels), None if probs is None else arrays.download(probs),
                          arrays.download(scores), info)
         return out
 
-    def _segment_scores(self, labels: Any, probs: Optional[Any], p: Proposals, mask_cls: Any) -> Any:
+    def run(self, prep: Prepared, vocab: Vocabulary, mode: Union[str, Mode], return_probs: bool,
+            timer: Timer, precision: str = "fp32") -> Output:
+        """:meth:`encode` then :meth:`classify` (the ``pruned`` mode encodes for ``vocab``)."""
+        features = self.encode(prep, mode, timer, precision, vocab)
+        return self.classify(features, vocab, mode, return_probs, timer)
+
+    def check_features(self, f: ImageFeatures) -> None:
+        """Refuse features whose shapes this bundle cannot have made (another bundle, a doctored file)."""
+        f.check(self.bundle_id)
+        if f.mode not in self.modes:
+            raise BundleError(f"features of unknown mode {f.mode!r} (this SDK has {MODES}); encode the image again")
+        grid = tuple(-(-n // self.stride) for n in f.padded)
+        shape = (1, self.num_queries, *grid)
+        if tuple(f.masks.shape) != shape or tuple(f.embeddings.shape) != (self.num_queries, self.embed_dim):
+            raise BundleError(f"features of shapes masks {tuple(f.masks.shape)}, embeddings "
+                              f"{tuple(f.embeddings.shape)} do not fit this bundle (masks {shape}, embeddings "
+                              f"{(self.num_queries, self.embed_dim)}); encode the image again")
+
+    def _segment_scores(self, labels: Any, probs: Optional[Any], q: QueryScores, mask_cls: Any) -> Any:
         """Mean calibrated score of each class over its pixels (exact with probs, else on the mask grid)."""
         xp = self.xp
         k = mask_cls.shape[1]
@@ -119,13 +145,13 @@ class Pipeline:
             present = xp.flatnonzero(areas)
             rank = xp.zeros(k, dtype=np.int64)
             rank[present] = xp.arange(present.size)
-            sig = p.mask_sigmoid()
-            q, gh, gw = sig.shape
-            grid = (mask_cls[:, present].T @ sig.reshape(q, -1)).reshape(present.size, gh, gw)
-            resized = p.prep.resized
+            sig = q.mask_sigmoid()
+            nq, gh, gw = sig.shape
+            grid = (mask_cls[:, present].T @ sig.reshape(nq, -1)).reshape(present.size, gh, gw)
+            resized = q.features.resized
             iy = xp.asarray(self._grid_index(labels.shape[0], resized[0], gh))
             ix = xp.asarray(self._grid_index(labels.shape[1], resized[1], gw))
-            values = grid[rank[labels], iy[:, None], ix[None, :]] - self.calibrate * xp.asarray(p.seen)[labels]
+            values = grid[rank[labels], iy[:, None], ix[None, :]] - self.calibrate * xp.asarray(q.seen)[labels]
         sums = xp.bincount(labels.ravel(), weights=values.ravel().astype(np.float64), minlength=k)
         return (sums / xp.maximum(areas, 1)).astype(np.float32)
 

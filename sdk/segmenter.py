@@ -10,9 +10,10 @@ import numpy as np
 
 from .backends import Backend, create_backend
 from .bundle import REEXPORT, Bundle
-from .errors import BackendError, BundleError, SegmenterError, VocabularyError
+from .errors import BackendError, BundleError, OptionError, SegmenterError, VocabularyError
 from .classnames import read_class_file, split_names, validate_names
-from .modes import MODES
+from .features import ImageFeatures
+from .modes import MODES, make_mode
 from .pipeline import Pipeline
 from .preprocess import ImageLike, prepare, to_rgb_uint8
 from .result import SegmentationResult, build_segments
@@ -159,38 +160,99 @@ class Segmenter:
         return validate_names(vocabulary)
 
     # ------------------------------------------------------------------ inference
-    def __call__(self, image: ImageLike, vocabulary: VocabularySpec = None, return_probs: bool = False,
-                 mode: Optional[str] = None, bgr: Optional[bool] = None) -> SegmentationResult:
+    def __call__(self, image: Union[ImageLike, ImageFeatures], vocabulary: VocabularySpec = None,
+                 return_probs: bool = False, mode: Optional[str] = None,
+                 bgr: Optional[bool] = None) -> SegmentationResult:
         """Segment one image → :class:`SegmentationResult` (label map at the input's size).
 
         ``image``: a path, or an ``H×W×3`` uint8 RGB array; gray (``H×W``, ``H×W×1``) is replicated,
         RGBA loses its alpha, uint16 is scaled ``>> 8``, float in [0, 1] by 255; ``bgr=True`` reads
-        OpenCV BGR(A) arrays. ``vocabulary``: for this call only (see :meth:`set_vocabulary`).
-        ``return_probs``: add the ``C×H×W`` calibrated class scores. ``mode``: override the mode.
+        OpenCV BGR(A) arrays; or :class:`ImageFeatures` (then this is :meth:`classify`).
+        ``vocabulary``: for this call only (see :meth:`set_vocabulary`). ``return_probs``: add the
+        ``C×H×W`` calibrated class scores. ``mode``: override the mode.
+
+        Exactly :meth:`encode` then :meth:`classify` (in the ``pruned`` mode the encoding is for this
+        vocabulary: only the queries it selects go through CLIP).
         """
+        if isinstance(image, ImageFeatures):
+            return self.classify(image, vocabulary, return_probs, mode)
         timer = Timer()
         mode = self._check_mode(mode or self.mode)
         with timer("total"):
             with timer("vocabulary"):
                 vocab = self.resolve_vocabulary(vocabulary)
-            with timer("preprocess"):
-                rgb = to_rgb_uint8(image, self.bgr if bgr is None else bgr)
-                prep = prepare(rgb, self.min_size, self.max_size, self.divisor,
-                               self.bundle.settings.preprocess.pixel_mean)
-            out = self._pipeline.run(prep, vocab, mode, return_probs, timer)
-            segments = build_segments(out.labels, vocab.names, vocab.seen, out.segment_scores)
-        info = {"mode": mode, "backend": self._backend.name, "device": self._backend.device,
-                "precision": self.precision,
-                "vocabulary": vocab.source, "resized": list(prep.resized), "padded": list(prep.padded), **out.info}
-        return SegmentationResult(out.labels, vocab.names, segments, out.probs, timer.ms, info)
+            features = self._encode(image, mode, bgr, vocab, timer)
+            return self._classify(features, vocab, return_probs, timer)
 
     segment = __call__
 
+    def encode(self, image: ImageLike, mode: Optional[str] = None, bgr: Optional[bool] = None,
+               vocabulary: VocabularySpec = None) -> ImageFeatures:
+        """Run the image graphs once → :class:`ImageFeatures` for :meth:`classify` with any vocabulary.
+
+        The features stay on the backend's device until ``features.save(path)``. ``vocabulary``
+        matters only in the ``pruned`` mode: ``None`` (default) sends every query's crop through
+        CLIP, so that any vocabulary classifies exactly as ``seg(image, vocabulary)`` would; a
+        vocabulary sends only the queries it selects (cheaper, exact for that vocabulary only).
+        """
+        timer = Timer()
+        mode = self._check_mode(mode or self.mode)
+        with timer("total"):
+            vocab = None if vocabulary is None else self.resolve_vocabulary(vocabulary)
+            features = self._encode(image, mode, bgr, vocab, timer)
+        features.timings = timer.ms
+        return features
+
+    def classify(self, features: ImageFeatures, vocabulary: VocabularySpec = None, return_probs: bool = False,
+                 mode: Optional[str] = None) -> SegmentationResult:
+        """The result for ``features`` (from :meth:`encode` or :meth:`load_features`) and a vocabulary.
+
+        Runs no image graph; equal to ``seg(image, vocabulary)`` (label map bit for bit). Features of
+        another bundle are a :class:`BundleError`; a ``mode`` other than the features' an :class:`OptionError`.
+        """
+        if not isinstance(features, ImageFeatures):
+            raise OptionError(f"classify takes ImageFeatures (from encode or load_features), not "
+                              f"{type(features).__name__}")
+        features.check(self._pipeline.bundle_id, mode)
+        features = features.to(self._backend.arrays)
+        timer = Timer()
+        with timer("total"):
+            with timer("vocabulary"):
+                vocab = self.resolve_vocabulary(vocabulary)
+            return self._classify(features, vocab, return_probs, timer)
+
+    def load_features(self, path: Union[str, os.PathLike]) -> ImageFeatures:
+        """:meth:`ImageFeatures.load` checked against this bundle, on this backend's arrays."""
+        return ImageFeatures.load(path, bundle_id=self._pipeline.bundle_id, arrays=self._backend.arrays)
+
+    def _encode(self, image: ImageLike, mode: str, bgr: Optional[bool], vocab: Optional[Vocabulary],
+                timer: Timer) -> ImageFeatures:
+        with timer("preprocess"):
+            rgb = to_rgb_uint8(image, self.bgr if bgr is None else bgr)
+            prep = prepare(rgb, self.min_size, self.max_size, self.divisor,
+                           self.bundle.settings.preprocess.pixel_mean)
+        features = self._pipeline.encode(prep, mode, timer, self.precision, vocab)
+        if isinstance(image, (str, os.PathLike)):
+            features.source, features.name = os.fspath(image), os.path.basename(image)
+        return features
+
+    def _classify(self, features: ImageFeatures, vocab: Vocabulary, return_probs: bool,
+                  timer: Timer) -> SegmentationResult:
+        out = self._pipeline.classify(features, vocab, features.mode, return_probs, timer)
+        segments = build_segments(out.labels, vocab.names, vocab.seen, out.segment_scores)
+        info = {"mode": features.mode, "backend": self._backend.name, "device": self._backend.device,
+                "precision": features.precision, "vocabulary": vocab.source, "resized": list(features.resized),
+                "padded": list(features.padded), **out.info}
+        return SegmentationResult(out.labels, vocab.names, segments, out.probs, timer.ms, info)
+
     def _check_mode(self, mode: str) -> str:
+        """``mode`` when known and the bundle has the graphs it declares (:attr:`sdk.modes.Mode.graphs`)."""
         if mode not in MODES:
             raise SegmenterError(f"unknown mode {mode!r}; choose one of {MODES}")
-        if mode == "maskpool" and not self.bundle.has_graph("clip_dense"):
-            raise BundleError(f"mode 'maskpool' needs clip_dense.onnx, which {self.bundle.root} lacks; {REEXPORT}")
+        missing = [g for g in make_mode(mode).graphs if not self.bundle.manifest["graphs"].get(g)]  # files: Bundle.file
+        if missing:
+            raise BundleError(f"mode {mode!r} needs {', '.join(g + '.onnx' for g in missing)}, which "
+                              f"{self.bundle.root} lacks; {REEXPORT}")
         return mode
 
     # ------------------------------------------------------------------ engines
