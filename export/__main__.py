@@ -77,10 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "one per execution context (default 1: calls on an engine take turns)")
     p.add_argument("--int8", action="store_true", help="also write QDQ int8 graphs (<graph>.int8.onnx), calibrated")
     p.add_argument("--calibration", type=Path, metavar="DIR",
-                   help="int8 calibration images (default: scikit-image's sample photographs)")
-    p.add_argument("--calibration-images", type=int, metavar="N", help="use at most N calibration images")
+                   help="int8 calibration images (default: scikit-image's sample photographs); every image used is "
+                        "decoded first, and one that does not decode stops the export, named (never skipped)")
+    p.add_argument("--calibration-images", type=int, metavar="N", help="use at most N calibration images (N >= 1)")
     p.add_argument("--calibration-size", type=int, default=320, metavar="N",
-                   help="shortest side of the calibration and agreement images (default 320)")
+                   help="shortest side of the calibration and agreement images, >= 32 (default 320)")
     p.add_argument("--calibration-method", default="minmax", choices=("minmax", "percentile", "entropy"),
                    help="int8 activation range estimator (default minmax)")
     p.add_argument("--no-agreement", action="store_true",
@@ -133,7 +134,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         from .bundle import export_bundle
+        from .calibration import check_calibration, check_options
 
+        check_options(args.calibration_images, args.calibration_size)
+        if args.int8 or (args.fp16 and not args.no_agreement):  # images decoded before any export work
+            check_calibration(args.calibration, args.calibration_images, args.calibration_size)
         manifest = export_bundle(args.checkpoint, args.out, options_from_args(args))
     except ExportError as e:
         print(f"error: {e.one_line()}", file=sys.stderr)

@@ -4,6 +4,11 @@ The default set is the photographs that ship *inside* the scikit-image wheel (``
 no download — the fetcher is never called); ``--calibration DIR`` uses the user's images instead.
 Everything here is deterministic: sorted files, a fixed seed for the crops drawn, no threads racing.
 
+Bad calibration input is refused before any export work (``check_calibration``): a folder image that
+does not decode stops the export with one line naming the file — it is not skipped, because a
+silently smaller calibration set would change the int8 scales without anyone knowing. Remove or fix
+the file, or point ``--calibration`` at a folder without it.
+
 The graphs are calibrated on what they see in the SDK: the proposal graph on resized, mean-padded
 images; the CLIP image graph on the *masked crops* the SDK makes from the FP32 proposal graph's own
 masks (``sdk.kernels.masked_crops``); the dense CLIP graph on the whole image at its fixed size.
@@ -60,10 +65,39 @@ def list_images(folder: Path) -> List[Path]:
     return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+MIN_CALIBRATION_SIZE = 32  # one stride of the proposal network's coarsest feature map
+
+
+def check_options(limit: Optional[int], min_size: int) -> None:
+    """``--calibration-images`` and ``--calibration-size`` as numbers the exporter can use."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ExportError(f"--calibration-images {limit!r}: must be a whole number of images, at least 1")
+    if isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < MIN_CALIBRATION_SIZE:
+        raise ExportError(f"--calibration-size {min_size!r}: must be a whole number of pixels, at least "
+                          f"{MIN_CALIBRATION_SIZE} (default 320)")
+
+
+def check_calibration(folder: Optional[Path] = None, limit: Optional[int] = None,
+                      min_size: int = 320) -> CalibrationSet:
+    """Validate the calibration options and decode every image that will be used, before any export
+    work; an unreadable image is an :class:`ExportError` naming it (see the module docstring)."""
+    from sdk.errors import ImageError
+
+    cal = calibration_set(folder, limit, min_size=min_size)
+    for path in dict.fromkeys(cal.calibration + cal.verification):
+        try:
+            read_rgb(path)
+        except ImageError as e:
+            raise ExportError(f"--calibration: {' '.join(str(e).split())}; remove or replace that file "
+                              "(calibration images are never skipped silently)") from e
+    return cal
+
+
 def calibration_set(folder: Optional[Path] = None, limit: Optional[int] = None, seed: int = DEFAULT_SEED,
                     min_size: int = 320) -> CalibrationSet:
     """The user's ``folder`` (every 5th image held out for verification when there are ≥ 5), or the
     scikit-image photographs (``pip install scikit-image``)."""
+    check_options(limit, min_size)
     if folder is not None:
         folder = Path(folder)
         if not folder.is_dir():
@@ -87,7 +121,7 @@ def calibration_set(folder: Optional[Path] = None, limit: Optional[int] = None, 
         import skimage
 
         source = f"scikit-image {skimage.__version__} sample photographs"
-    if limit:
+    if limit is not None:
         cal = cal[:limit]
     return CalibrationSet(source, cal, verify, seed, min_size)
 
