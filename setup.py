@@ -59,8 +59,10 @@ setup(
         "train": TORCH_REQUIRES,
         "export": TORCH_REQUIRES,
         "dev": TORCH_REQUIRES + ["pytest>=7", "matplotlib>=3.5", "psutil>=5"],
-        # CUDA 12 wheels (onnxruntime-gpu's PyPI default; cupy: the device arrays of sdk.arrays)
-        "gpu": ["onnxruntime-gpu>=1.16", "cupy-cuda12x"],
+        # CUDA 13 wheels, as PyPI ships them today: onnxruntime-gpu >= 1.27 needs CUDA 13 (its [cuda,cudnn]
+        # extras pull nvidia-cuda-runtime 13 / cudnn-cu13), cupy-cuda13x (>= 13.6) the device arrays of
+        # sdk.arrays. CUDA 12 drivers: pip install "onnxruntime-gpu[cuda,cudnn]<1.27" cupy-cuda12x
+        "gpu": ["onnxruntime-gpu[cuda,cudnn]>=1.27", "cupy-cuda13x>=13.6"],
         # TensorRT 10.13.3+ and 11.x metapackages pull the CUDA 13 wheels (tensorrt_cu13: driver >= 580);
         # cuda-python 13 likewise (the binding NVIDIA's samples use). CUDA 12 drivers: [tensorrt-cu12].
         "tensorrt": ["tensorrt>=10.13.3,<12", "cuda-python>=13,<14"],

@@ -3,7 +3,8 @@
 ``python benchmarks/gpu_workers.py bundle --work DIR`` writes the fixture bundle and the inputs;
 ``... pipeline --work DIR --backend B --device D --bundle DIR --tag T`` runs the public SDK on the
 inputs and writes ``T.json`` (timings, info, host↔device bytes) and ``T.npz`` (label maps);
-``... engines --work DIR`` copies the bundle and builds its TensorRT engines.
+``... engines --work DIR`` copies the bundle and builds its TensorRT engines;
+``... cuda_layer --work DIR`` exercises ``sdk.cuda`` (cuda-python) against the real driver.
 """
 from __future__ import annotations
 
@@ -28,8 +29,8 @@ REFERENCE = Path(os.environ.get("ZEGFORMER_REFERENCE", ROOT.parent / "shared" / 
 def make_bundle(work: Path) -> Dict[str, Any]:
     """The conformance fixture bundle (official recipe weights → convert → export), as the tests make it;
     without ``shared/reference``, the tests' tiny model. Also the two input images and text features."""
-    import cv2
     import torch
+    from PIL import Image
 
     from export.bundle import ExportOptions, export_bundle
 
@@ -57,7 +58,7 @@ def make_bundle(work: Path) -> Dict[str, Any]:
     classes = tmp / "one_class.txt"
     classes.write_text("sports ball\n")
     export_bundle(ours, bundle, ExportOptions(vocabs=[str(classes)], image_size=trace, progress=False, force=True))
-    big = cv2.resize(np.ascontiguousarray(image), (640, 640), interpolation=cv2.INTER_LINEAR)
+    big = np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((640, 640), Image.BILINEAR))
     extra = {} if official_labels is None else {"official_fixture": official_labels}
     np.savez(work / "inputs.npz", fixture=image, img640=big, text_features=tf, text_features_clip=tfc, **extra)
     (work / "names.json").write_text(json.dumps(list(names)))
@@ -101,7 +102,7 @@ def run_pipeline(work: Path, backend: str, device: str, bundle: str, tag: str, r
     for key in ("fixture", "img640"):
         image = inputs[key]
         first = seg(image)  # warm-up (engines, kernels, cuDNN autotuning)
-        runs = [seg(image) for _ in range(repeats)]
+        runs = [seg(image) for _ in range(repeats)] or [first]  # repeats 0: the labels (CPU reference) only
         stages = sorted({s for r in runs for s in r.timings})
         entry: Dict[str, Any] = {"size": list(image.shape[:2]), "info": first.info,
                                  "stages_ms": {s: statistics.median(r.timings.get(s, 0.0) for r in runs)
@@ -130,9 +131,38 @@ def build_engines(work: Path, bundle: str) -> Dict[str, Any]:
             "engines": {g: {k: e.get(k) for k in ("file", "precision", "tensorrt", "gpu")} for g, e in engines.items()}}
 
 
+def cuda_layer() -> Dict[str, Any]:
+    """``sdk.cuda`` through cuda-python on the real driver: a round trip of 16 MiB through device memory on
+    a stream, a device-to-device copy, and a torch tensor read through ``foreign_array`` (zero copy)."""
+    import torch
+
+    from sdk.cuda import DeviceArray, foreign_array, open_device
+
+    dev = open_device(0, binding="cuda-python")
+    host = np.random.default_rng(0).standard_normal((1024, 4096)).astype(np.float32)
+    with dev.activate():
+        stream = dev.stream()
+        t0 = time.perf_counter()
+        arr = DeviceArray.from_host(dev, host, stream)
+        h2d = time.perf_counter() - t0
+        twin = DeviceArray.empty(dev, host.shape, host.dtype)
+        dev.dtod(twin.ptr, arr.ptr, arr.nbytes, stream)
+        dev.synchronize(stream)
+        back = twin.copy_to_host(stream)
+        dev.destroy_stream(stream)
+    if not np.array_equal(back, host):
+        raise AssertionError("device round trip changed the data")
+    t = torch.arange(12, dtype=torch.float32, device="cuda").reshape(3, 4)
+    view = foreign_array(t)
+    if view.ptr != t.data_ptr() or tuple(view.shape) != (3, 4):
+        raise AssertionError(f"foreign_array({t.shape}) read {view.ptr:#x} {view.shape}")
+    return {"binding": dev.describe(), "h2d_GBps": round(host.nbytes / h2d / 1e9, 2), "round_trip": "equal",
+            "foreign_array": "zero-copy view of a torch tensor"}
+
+
 def main(argv: Optional[list] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("step", choices=("bundle", "pipeline", "engines"))
+    p.add_argument("step", choices=("bundle", "pipeline", "engines", "cuda_layer"))
     p.add_argument("--work", type=Path, required=True)
     p.add_argument("--backend", default="onnxruntime")
     p.add_argument("--device", default="cpu")
@@ -143,6 +173,8 @@ def main(argv: Optional[list] = None) -> int:
     a.work.mkdir(parents=True, exist_ok=True)
     if a.step == "bundle":
         result = make_bundle(a.work)
+    elif a.step == "cuda_layer":
+        result = cuda_layer()
     elif a.step == "engines":
         result = build_engines(a.work, a.bundle)
     else:

@@ -155,6 +155,13 @@ def _random_inputs(graph: str, session, shapes: Shapes, vocab_size: int, seed: i
     return feeds
 
 
+def _bind(context, name: str, ptr: int, engine_path: Path) -> None:
+    """``set_tensor_address``, whose ``False`` (unknown name, misaligned or null pointer) must not pass silently."""
+    if context.set_tensor_address(name, ptr) is False:  # TensorRT returns a bool
+        raise TensorRTError(f"TensorRT refused the device address {ptr:#x} for tensor {name} of {engine_path.name} "
+                            "(unknown tensor, or not 256-byte aligned)")
+
+
 def run_engine(trt, dev, engine_path: Path, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
     """Run a serialised engine once on host arrays (name-based I/O), through the SDK's CUDA layer."""
     from sdk.cuda import DeviceArray
@@ -175,13 +182,13 @@ def run_engine(trt, dev, engine_path: Path, feeds: Dict[str, np.ndarray]) -> Dic
                 if not context.set_input_shape(name, tuple(arr.shape)):
                     raise TensorRTError(f"{engine_path.name} rejects input {name} of shape {arr.shape}")
                 keep.append(DeviceArray.from_host(dev, arr, stream))
-                context.set_tensor_address(name, keep[-1].ptr)
+                _bind(context, name, keep[-1].ptr, engine_path)
             outputs = {}
             for name in names:
                 if name not in inputs:
                     out = DeviceArray.empty(dev, tuple(context.get_tensor_shape(name)),
                                             trt.nptype(engine.get_tensor_dtype(name)))
-                    context.set_tensor_address(name, out.ptr)
+                    _bind(context, name, out.ptr, engine_path)
                     outputs[name] = out
             if not context.execute_async_v3(stream):
                 raise TensorRTError(f"TensorRT execution of {engine_path.name} failed")

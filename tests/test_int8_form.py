@@ -136,3 +136,18 @@ def test_bad_calibration_inputs_are_one_line_errors_before_any_work(tmp_path, ca
     if "CORRUPT" in extra or str(photos) in extra:
         assert "broken.jpg" in err[0] and "never skipped" in err[0]
     assert not out.exists()
+
+
+def test_a_refused_tensor_address_is_an_error_not_a_silent_wrong_run():
+    """``IExecutionContext.set_tensor_address`` reports a refused address (unknown name, misaligned) by
+    returning False; export's engine check must stop there rather than run on an unbound tensor."""
+    from export.tensorrt import TensorRTError, _bind
+
+    class Context:  # the return contract of TensorRT's binding, nothing else
+        def set_tensor_address(self, name, ptr):
+            return ptr % 256 == 0
+
+    _bind(Context(), "image", 0x7F0000000100, Path("proposal.fp32.engine"))
+    with pytest.raises(TensorRTError, match=r"refused the device address 0x7f0000000104 for tensor image of "
+                                            r"proposal.fp32.engine"):
+        _bind(Context(), "image", 0x7F0000000104, Path("proposal.fp32.engine"))
