@@ -1,7 +1,9 @@
 """zegformer-sdk: open-vocabulary semantic segmentation (ZegFormer) made deployable.
 
 The compiled kernels in ``cpp_ext/`` are built by ``cpp_ext/build_support.py`` (C++ always,
-CUDA when ``nvcc`` is found and ``ZEGFORMER_NO_CUDA`` is unset).
+CUDA when ``nvcc`` is found and ``ZEGFORMER_NO_CUDA`` is unset); a build reuses the checkout's
+``sdk/_kernels*.so`` when it is newer than every kernel source and was built with the same settings.
+The installed package is ``sdk``; ``train/`` and ``export/`` run from the checkout.
 """
 import importlib.util
 import os
@@ -52,8 +54,11 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.9",
-    packages=find_packages(include=["sdk", "sdk.*", "export", "export.*", "train", "train.*"]),
-    package_data={"sdk": ["resources/*"], "train": ["resources/*"]},
+    # Only ``sdk`` is installed: ``train`` and ``export`` are generic names that would shadow an
+    # application's own train.py/export.py; they run from the checkout (python -m export, python -m
+    # train.quickstart, python train/train.py), and the [train]/[export] extras install what they need.
+    packages=find_packages(include=["sdk", "sdk.*"]),
+    package_data={"sdk": ["resources/*"]},
     install_requires=SDK_REQUIRES,
     extras_require={
         "train": TORCH_REQUIRES,

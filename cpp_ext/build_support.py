@@ -137,6 +137,8 @@ class BuildExt(Pybind11BuildExt):
     """pybind11's build_ext, plus .cu sources compiled by nvcc and linked into the same module."""
 
     def build_extension(self, ext):
+        if self._reuse_checkout_build(ext):
+            return
         stamp = os.path.join(self.build_temp, f"{ext.name}.config")
         if _read(stamp) != _config(ext):
             self.force = True  # CUDA on/off or archs changed: nothing built before is reusable
@@ -153,6 +155,29 @@ class BuildExt(Pybind11BuildExt):
         os.makedirs(self.build_temp, exist_ok=True)
         with open(stamp, "w") as f:
             f.write(_config(ext))
+        _write_checkout_stamp(ext, self.get_ext_filename(ext.name), self.get_ext_fullpath(ext.name))
+
+    def _reuse_checkout_build(self, ext) -> bool:
+        """Copy the checkout's module instead of compiling, when it is what this build would make.
+
+        pip builds every install (``pip install -e ".[extra]"`` included) in a fresh temporary
+        directory, so nothing compiled before is found there; the module in the checkout is reused
+        when the stamp written beside it by an earlier build names the same settings and its sha256,
+        and it is newer than every source. ``ZEGFORMER_REBUILD=1`` forces a build.
+        """
+        rel = self.get_ext_filename(ext.name)
+        built, target = os.path.join(ROOT, rel), self.get_ext_fullpath(ext.name)
+        if self.force or _truthy("ZEGFORMER_REBUILD") or not os.path.exists(built):
+            return False
+        newest = max(os.path.getmtime(p) for p in [*ext.sources, *ext.depends, *ext.cuda_sources])
+        if _read(_stamp_path(rel)) != _stamp(ext, built) or os.path.getmtime(built) < newest:
+            return False
+        log.warning("reusing %s (built with the same settings, newer than its sources; "
+                    "ZEGFORMER_REBUILD=1 rebuilds)", rel)
+        if os.path.abspath(target) != os.path.abspath(built):
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            shutil.copy2(built, target)
+        return True
 
     def _compile_cuda(self, ext, cuda: CudaConfig) -> list[str]:
         out_dir = os.path.join(self.build_temp, "cuda")
@@ -176,6 +201,30 @@ class BuildExt(Pybind11BuildExt):
 def _config(ext) -> str:
     cuda = getattr(ext, "cuda_config", None)
     return repr((sorted(ext.define_macros), ext.extra_compile_args, cuda and cuda.arch_names))
+
+
+def _stamp_path(rel: str) -> str:
+    """``sdk/.<module file>.build``: the settings and sha256 of the module built in the checkout."""
+    head, name = os.path.split(rel)
+    return os.path.join(ROOT, head, f".{name}.build")
+
+
+def _stamp(ext, module: str) -> str:
+    import hashlib
+
+    with open(module, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    return f"{_config(ext)}\n{digest}\n"
+
+
+def _write_checkout_stamp(ext, rel: str, module: str) -> None:
+    """Record what was built; the stamp only matches the checkout's module once it is this one
+    (an editable install copies it there; a wheel build leaves the checkout's module as it was)."""
+    try:
+        with open(_stamp_path(rel), "w") as f:
+            f.write(_stamp(ext, module))
+    except OSError as err:  # a read-only checkout: no reuse next time, nothing else lost
+        log.warning("cannot write the kernel build stamp: %s", err)
 
 
 def _read(path: str) -> str | None:

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, Union
 
 from sdk import manifest as sdk_manifest
+from sdk.atomicio import current_umask
 from sdk.errors import BundleError
-from sdk.manifest import current_umask, is_bundle, write_manifest  # noqa: F401 - the exporter writes through the SDK
+from sdk.manifest import is_bundle, write_manifest  # noqa: F401 - the exporter writes through the SDK
 
 from .errors import ExportError
 from .publish import publish_atomic, recover, staging_prefix

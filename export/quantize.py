@@ -31,6 +31,8 @@ from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
+from sdk.atomicio import atomic_path
+
 log = logging.getLogger(__name__)
 OPS = ("MatMul", "Conv", "Gemm")
 METHODS = ("minmax", "percentile", "entropy")
@@ -96,6 +98,7 @@ def quantize_graph(src: Path, dst: Path, batches: List[np.ndarray], method: str 
              **TENSORRT_FORM}
     if method == "percentile":
         extra["CalibPercentile"] = 99.999
+    target = Path(dst).absolute()  # before the chdir below
     with tempfile.TemporaryDirectory(prefix=".quant-", dir=dst.parent) as tmp:
         # ORT writes its augmented calibration model beside the working directory; keep it private
         cwd = os.getcwd()
@@ -103,11 +106,11 @@ def quantize_graph(src: Path, dst: Path, batches: List[np.ndarray], method: str 
         quiet = _NoPreprocessAdvice()
         logging.getLogger().addFilter(quiet)
         try:
-            out = Path(tmp) / dst.name
-            quantize_static(str(src), str(out), reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=list(OPS),
-                            per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=_method(method), extra_options=extra, nodes_to_exclude=keep_float)
-            os.replace(out, dst)
+            with atomic_path(target) as out:
+                quantize_static(str(src), str(out), reader, quant_format=QuantFormat.QDQ,
+                                op_types_to_quantize=list(OPS), per_channel=True, activation_type=QuantType.QInt8,
+                                weight_type=QuantType.QInt8, calibrate_method=_method(method), extra_options=extra,
+                                nodes_to_exclude=keep_float)
         finally:
             logging.getLogger().removeFilter(quiet)
             os.chdir(cwd)

@@ -26,6 +26,8 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from sdk.atomicio import atomic_path, write_bytes_atomic
+
 from .errors import ExportError
 from .manifest import read_manifest, write_manifest
 from .trt_profiles import Shapes, default_profiles, merge_profiles, parse_profile
@@ -126,14 +128,10 @@ def build_engine(trt, onnx_path: Path, engine_path: Path, shapes: Shapes, worksp
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise TensorRTError(f"TensorRT failed to build an engine from {onnx_path.name} (see its log)")
-    tmp = engine_path.with_name(f".{engine_path.name}.part")
-    tmp.write_bytes(bytes(plan))
-    os.replace(tmp, engine_path)
+    write_bytes_atomic(engine_path, bytes(plan))
     if cache_path:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_path.with_name(f".{cache_path.name}.part")
-        tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
-        os.replace(tmp, cache_path)
+        write_bytes_atomic(cache_path, bytes(config.get_timing_cache().serialize()))
 
 
 def _random_inputs(graph: str, session, shapes: Shapes, vocab_size: int, seed: int = 0) -> Dict[str, np.ndarray]:
@@ -276,16 +274,11 @@ def build_engines(bundle_dir: Union[str, os.PathLike], fp16: bool = False, works
         if manifest["files"].get(onnx_file) != onnx_sha:
             raise TensorRTError(f"{onnx_file} does not match the manifest's sha256; re-export the bundle")
         engine_path = bundle / engine_file(graph, actual)
-        tmp = engine_path.with_name(f".{engine_path.name}.tmp")
         log.info("building %s (%s, %d profile(s)) on %s", engine_path.name, actual, num_profiles, device["gpu"])
-        try:
+        with atomic_path(engine_path) as tmp:  # renamed onto engine_path only once parity passed
             build_engine(trt, bundle / onnx_file, tmp, shapes_all[graph], workspace or DEFAULT_WORKSPACE_GB,
                          cache, num_profiles)
             parity(trt, dev, bundle / manifest["graphs"][graph]["file"], tmp, shapes_all[graph], actual, vocab_size)
-            os.replace(tmp, engine_path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
         old = (engines.get(graph) or {}).get("file")
         if old and old != engine_path.name and (bundle / old).is_file():
             (bundle / old).unlink()  # one engine per graph: the one just built replaces it

@@ -16,9 +16,10 @@ from typing import Any, Dict, List, Optional, Union
 import numpy as np
 
 from . import bundle_format as fmt
-from .errors import BundleError
-from .manifest import REEXPORT, Settings, read_manifest
-from .validate import check_background, check_embedding_rows, confined_path, load_npy, load_npz, root_dir
+from .errors import REEXPORT, BundleError
+from .manifest import Settings, read_manifest
+from .validate.arrays import check_background, check_embedding_rows, load_npy, load_npz
+from .validate.paths import confined_path, root_dir
 
 log = logging.getLogger(__name__)
 

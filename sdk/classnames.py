@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import List, Sequence, Tuple, Union
 
 from .constants import SYNONYM_SEPARATOR
 from .errors import VocabularyError
-from .validate import check_name_text, read_text_file
+from .validate.text import check_name_text, read_text_file
 
 MAX_NAMES = 10000
 
@@ -48,8 +49,9 @@ def validate_names(names: Sequence[str]) -> List[str]:
 
 
 def split_names(text: str) -> List[str]:
-    """``"cat; dog ;sky,  blue sky"`` → ``["cat", "dog", "sky, blue sky"]`` (command-line lists)."""
-    return [n for n in (normalise_name(part) for part in text.split(";")) if n]
+    """``"cat; dog ;sky,  blue sky"`` → ``["cat", "dog", "sky, blue sky"]``: names separated by ``;`` or
+    new lines (``--vocab``, the demo's vocabulary box)."""
+    return [n for n in (normalise_name(part) for part in re.split(r"[;\n]", text)) if n]
 
 
 def parse_class_text(text: str, source: str = "<text>") -> List[str]:

@@ -1,30 +1,28 @@
 """``python -m sdk demo --bundle DIR``: a local web page (Gradio) to try a bundle.
 
-Image upload or webcam snapshot in, a vocabulary typed (``;`` or one name per line) or a built-in
-one chosen, a mode chosen; out come the overlay, a legend of the classes present with their areas,
-a click readout of the class under the cursor, per-stage timings, and downloads of the label map
-PNG and the result JSON. One :class:`~sdk.segmenter.Segmenter` serves every request (it is
-thread-safe); Gradio's queue runs segmentations one at a time (``--concurrency``) while the page and
-the cheap events stay responsive. Gradio is an optional dependency (``pip install
+Image upload or webcam snapshot in, a vocabulary typed (``;`` or one name per line, parsed like
+``--vocab``) or a built-in one chosen, a mode chosen; out come the overlay, a legend of the classes
+present with their areas, a click readout of the class under the cursor, per-stage timings, and
+downloads of the files ``segment`` writes (label map PNG, overlay, record JSON). One
+:class:`~sdk.segmenter.Segmenter` serves every request (it is thread-safe); Gradio's queue runs
+segmentations one at a time (``--concurrency``) while the page and the cheap events stay responsive. Gradio is an optional dependency (``pip install
 'zegformer-sdk[demo]'``) imported only here, and only when the demo starts; analytics, share links
 and server-side rendering are off, so the page works offline on loopback.
 """
 from __future__ import annotations
 
-import argparse
 import html
-import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .classnames import split_names
 from .errors import ImageError, SegmenterError
 from .result import SegmentationResult
 
@@ -36,40 +34,18 @@ IMAGE_HEIGHT = 360  # px of the input and overlay panels
 IMAGE_HINT = "upload a JPEG, PNG, WebP, BMP or TIFF image"
 
 
-# ---------------------------------------------------------------------------- command line
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The ``demo`` subcommand's options."""
-    from .backends import backend_names
-    from .modes import MODES
-
-    parser.add_argument("--bundle", required=True, type=Path, help="model bundle directory")
-    parser.add_argument("--port", type=int, default=7860, help="HTTP port (default 7860)")
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (default 127.0.0.1: this machine only)")
-    parser.add_argument("--mode", choices=MODES, default="cropmask", help="mode selected at start")
-    parser.add_argument("--backend", default="auto", choices=backend_names(), help="default auto")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--threads", type=int, help="backend intra-op threads")
-    parser.add_argument("--concurrency", type=int, default=1,
-                        help="segmentations run at once; more wait in the queue (default 1)")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    return parser
-
-
-def run(args: argparse.Namespace) -> int:
-    """Load the bundle once, build the page, serve it until interrupted."""
-    from .segmenter import Segmenter
-
+# ---------------------------------------------------------------------------- serving
+def serve_page(seg, host: str = "127.0.0.1", port: int = 7860, concurrency: int = 1, verbose: bool = False,
+               vocabulary: Optional[str] = None) -> int:
+    """Build the page for ``seg`` and serve it until interrupted (``python -m sdk demo``)."""
     gr = import_gradio()
-    seg = Segmenter(args.bundle, backend=args.backend, device=args.device, mode=args.mode, threads=args.threads)
     files_dir = Path(tempfile.mkdtemp(prefix="zegformer-demo-"))
     try:
-        app = build_app(seg, files_dir, concurrency=args.concurrency)
-        print(f"zegformer-sdk demo: {seg.bundle.root} on {seg.backend.describe()} → http://{args.host}:{args.port}",
+        app = build_app(seg, files_dir, concurrency=concurrency, vocabulary=vocabulary)
+        print(f"zegformer-sdk demo: {seg.bundle.root} on {seg.backend.describe()} → http://{host}:{port}",
               flush=True)
-        app.launch(server_name=args.host, server_port=args.port, share=False, ssr_mode=False, mcp_server=False,
-                   show_error=True, quiet=not args.verbose, allowed_paths=[str(files_dir)],
-                   theme=gr.themes.Default())
+        app.launch(server_name=host, server_port=port, share=False, ssr_mode=False, mcp_server=False,
+                   show_error=True, quiet=not verbose, allowed_paths=[str(files_dir)], theme=gr.themes.Default())
     finally:
         shutil.rmtree(files_dir, ignore_errors=True)
     return 0
@@ -87,11 +63,6 @@ def import_gradio():
 
 
 # ---------------------------------------------------------------------------- pure helpers
-def parse_names(text: Optional[str]) -> List[str]:
-    """Class names from the vocabulary box: separated by ``;`` or newlines (``"a, b"`` = synonyms)."""
-    return [n.strip() for n in re.split(r"[;\n]", text or "") if n.strip()]
-
-
 def legend_html(result: SegmentationResult) -> str:
     """An HTML table of the classes present: colour swatch, name, share of the pixels, mean score."""
     from .visualize import palette
@@ -121,27 +92,17 @@ def timings_html(result: SegmentationResult) -> str:
     return f"<p>{stages}</p><p>{about}</p>"
 
 
-def result_record(result: SegmentationResult, image_name: str, label_map_name: str) -> Dict[str, Any]:
-    """The JSON download: the same record ``python -m sdk segment`` writes."""
-    return {"image": image_name, "label_map": label_map_name, "class_names": list(result.class_names),
-            **result.to_dict()}
-
-
-def write_downloads(result: SegmentationResult, out_dir: Path, stem: str) -> Tuple[Path, Path]:
-    """Label map PNG and result JSON under a fresh subfolder of ``out_dir`` (atomic writes)."""
-    from .visualize import save_label_map
+def write_downloads(result: SegmentationResult, image: np.ndarray, out_dir: Path, stem: str,
+                    alpha: float = 0.5) -> List[Path]:
+    """The files ``segment`` writes for one image (:mod:`sdk.outputs`: label map PNG, overlay, record
+    JSON), under a fresh subfolder of ``out_dir``; returns their paths."""
+    from .outputs import output_files, write_image_outputs
 
     _prune(out_dir, KEEP_DOWNLOADS - 1)
     folder = out_dir / uuid.uuid4().hex
     folder.mkdir(parents=True)
-    png, js = folder / f"{stem}_labels.png", folder / f"{stem}.json"
-    tmp = folder / f".{stem}_labels.tmp.png"
-    save_label_map(tmp, result.label_map, len(result.class_names))
-    os.replace(tmp, png)
-    tmp = folder / f".{stem}.json.tmp"
-    tmp.write_text(json.dumps(result_record(result, stem, png.name), indent=2, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, js)
-    return png, js
+    write_image_outputs(folder, stem, stem, np.asarray(image), result, alpha)
+    return list(output_files(folder, stem).values())
 
 
 def _prune(out_dir: Path, keep: int) -> None:
@@ -181,7 +142,7 @@ class DemoHandlers:
 
     def vocabulary_spec(self, choice: str, text: str):
         """The built-in name when the box holds exactly its names (precomputed embeddings), else the names."""
-        names = parse_names(text)
+        names = split_names(text or "")
         if not names:
             raise SegmenterError("the vocabulary is empty: type class names separated by ';' or one per line, "
                                  "or choose a built-in vocabulary")
@@ -198,7 +159,7 @@ class DemoHandlers:
             if image is None:
                 raise ImageError(f"no image yet: {IMAGE_HINT}, or take a webcam snapshot")
             result = self.seg(image, vocabulary=self.vocabulary_spec(choice, text), mode=mode)
-            png, js = write_downloads(result, self.files_dir, "result")
+            downloads = write_downloads(result, image, self.files_dir, "result", float(alpha))
         except SegmenterError as e:
             log.info("request refused: %s", e)
             raise gr.Error(html.escape(" ".join(str(e).split())), title="Cannot segment",
@@ -206,7 +167,7 @@ class DemoHandlers:
         labels = result.label_map.astype(np.uint8 if len(result.class_names) <= 256 else np.uint16)
         vis = overlay(np.asarray(image), result, float(alpha), legend=False)
         hint = "Click the overlay to read the class under the cursor."
-        return (vis, legend_html(result), timings_html(result), [str(png), str(js)], hint,
+        return (vis, legend_html(result), timings_html(result), [str(p) for p in downloads], hint,
                 (labels, tuple(result.class_names)))
 
     @staticmethod
@@ -249,15 +210,17 @@ def readable_upload_errors(gr, component):
     return component
 
 
-def build_app(seg, files_dir: Path, concurrency: int = 1):
-    """The Gradio Blocks page for ``seg`` (not launched)."""
+def build_app(seg, files_dir: Path, concurrency: int = 1, vocabulary: Optional[str] = None):
+    """The Gradio Blocks page for ``seg`` (not launched); ``vocabulary``: the ``--vocab`` it starts with."""
     gr = import_gradio()
     from .modes import MODES
 
     h = DemoHandlers(seg, files_dir)
     modes = [m for m in MODES if m != "maskpool" or seg.bundle.has_graph("clip_dense")]
     builtins = list(seg.builtin_vocabularies)
-    default = seg.bundle.default_vocabulary if seg.bundle.default_vocabulary in builtins else None
+    start = vocabulary if vocabulary is not None else seg.bundle.default_vocabulary
+    default = start if start in builtins else None
+    typed = "\n".join(seg.class_names) if vocabulary is not None and default is None else ""
     with gr.Blocks(title="zegformer-sdk demo", analytics_enabled=False, delete_cache=(1800, 3600)) as app:
         gr.Markdown(f"## zegformer-sdk — open-vocabulary segmentation\n`{seg.bundle.root.name}` · "
                     f"{seg.backend.describe()}")
@@ -268,7 +231,7 @@ def build_app(seg, files_dir: Path, concurrency: int = 1):
                     height=IMAGE_HEIGHT, elem_id="input-image"))
                 choice = gr.Dropdown([CUSTOM, *builtins], value=default or CUSTOM, label="Built-in vocabulary",
                                      elem_id="builtin-vocabulary")
-                text = gr.Textbox(h.vocabulary_text(default) if default else "", lines=4, max_lines=12,
+                text = gr.Textbox(h.vocabulary_text(default) if default else typed, lines=4, max_lines=12,
                                   label="Vocabulary: names separated by ';' or one per line ('a, b' = synonyms)",
                                   elem_id="vocabulary")
                 mode = gr.Radio(modes, value=seg.mode if seg.mode in modes else modes[0], label="Mode",
@@ -282,7 +245,7 @@ def build_app(seg, files_dir: Path, concurrency: int = 1):
                 legend = gr.HTML(elem_id="legend", js_on_load=None)
                 with gr.Accordion("Timings", open=True):
                     timings = gr.HTML(elem_id="timings", js_on_load=None)
-                files = gr.File(label="Downloads: label map PNG (class indices) and result JSON",
+                files = gr.File(label="Downloads: label map PNG (class indices), overlay and result JSON",
                                 file_count="multiple", interactive=False, elem_id="downloads")
         state = gr.State(None, time_to_live=3600)
         outputs = [out, legend, timings, files, read, state]

@@ -7,17 +7,13 @@
   categories are the vocabulary (category id = class index + 1; 0 is left for "unlabelled");
 * :func:`save_label_png` / :func:`load_label_png` — an indexed PNG (pixel = class index) with the
   SDK's palette and the class list in a text chunk, so viewers show colours and readers get indices;
-* :func:`to_detections` — a ``supervision.Detections`` (masks, boxes, class ids, confidences);
-* :func:`atomic_path` — write to a temporary name beside the target, then rename.
+* :func:`to_detections` — a ``supervision.Detections`` (masks, boxes, class ids, confidences).
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import uuid
-from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -25,7 +21,6 @@ from .errors import ImageError
 from .result import SegmentationResult
 
 PathLike = Union[str, os.PathLike]
-TEMP_MARK = ".tmp-"
 PNG_CLASSES_KEY = "zegformer:classes"
 
 
@@ -165,36 +160,3 @@ def to_detections(result: SegmentationResult):
                          class_id=np.array([s.index for s in result.segments], dtype=int),
                          confidence=np.array([s.score for s in result.segments], dtype=np.float32),
                          data={"class_name": np.array([s.name for s in result.segments], dtype=object)})
-
-
-# ---------------------------------------------------------------------------------------- atomic writes
-@contextlib.contextmanager
-def atomic_path(path: PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` (same suffix); rename it onto ``path`` on success."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}{TEMP_MARK}{uuid.uuid4().hex[:12]}{path.suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def write_text_atomic(path: PathLike, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-
-
-def write_json_atomic(path: PathLike, data: Any, indent: Optional[int] = 2) -> None:
-    write_text_atomic(path, json.dumps(data, indent=indent, ensure_ascii=False))
-
-
-def remove_stale_temps(directory: PathLike) -> int:
-    """Delete temporaries that :func:`atomic_path` left behind (a killed writer); returns how many."""
-    count = 0
-    for p in Path(directory).glob(f".*{TEMP_MARK}*"):
-        with contextlib.suppress(FileNotFoundError):
-            p.unlink()
-            count += 1
-    return count

@@ -12,7 +12,6 @@ Ray is imported lazily: ``pip install 'zegformer-sdk[ray]'``.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -24,8 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .errors import SegmenterError
-from .outputs import (LABEL_PNG_FORMATS, SUFFIXES, coco_image_entries, is_complete, read_record,
-                      write_image_outputs)
+from .outputs import SUFFIXES, coco_image_entries, is_complete, read_record, write_image_outputs
 
 log = logging.getLogger(__name__)
 COCO_FILE, CONFIG_FILE, CLASSES_FILE, ERRORS_FILE = "_annotations.coco.json", "_label_config.json", \
@@ -65,7 +63,7 @@ class LabelSummary:
 # ---------------------------------------------------------------------------------------- inputs
 def read_inputs(source: Path, column: Optional[str] = None, recursive: bool = False) -> List[Tuple[str, str]]:
     """``(path, name)`` of every image of a folder, a list file (one path a line) or a Parquet table."""
-    from .cli import find_images
+    from .inputs import find_images
 
     if source.is_dir():
         return [(str(p), p.relative_to(source).as_posix()) for p in find_images([source], recursive)]
@@ -154,7 +152,7 @@ def run_label(items: Sequence[Item], out: Path, segmenter: Dict[str, Any], *, ra
     refused rather than mixing labels). ``ray_address``: an existing cluster (``auto``, ``HOST:PORT``)
     or ``None`` for a local Ray (reused when this process is already connected).
     """
-    from .formats import remove_stale_temps
+    from .atomicio import remove_stale_temps
 
     out.mkdir(parents=True, exist_ok=True)
     check_settings(out, settings if settings is not None else {"segmenter": _jsonable(segmenter)})
@@ -235,7 +233,7 @@ def _ray():
 # ---------------------------------------------------------------------------------------- dataset files
 def check_settings(out: Path, settings: Dict[str, Any]) -> None:
     """Record the settings in ``out``; refuse to continue a directory labelled with other settings."""
-    from .formats import write_json_atomic
+    from .atomicio import write_json_atomic
 
     path = out / CONFIG_FILE
     if path.is_file():
@@ -252,7 +250,8 @@ def check_settings(out: Path, settings: Dict[str, Any]) -> None:
 
 def write_dataset_files(items: Sequence[Item], out: Path, errors: List[Dict[str, str]]) -> None:
     """``errors.jsonl`` (this run's failures), ``classes.txt`` and the COCO JSON of every complete image."""
-    from .formats import coco_dataset, write_json_atomic, write_text_atomic
+    from .atomicio import write_json_atomic, write_text_atomic
+    from .formats import coco_dataset
 
     write_text_atomic(out / ERRORS_FILE, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in errors))
     done = [(it, rec) for it in items if is_complete(out, it.stem) for rec in (read_record(out, it.stem),) if rec]
@@ -272,54 +271,4 @@ def _jsonable(options: Dict[str, Any]) -> Dict[str, Any]:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()}
 
 
-# ---------------------------------------------------------------------------------------- CLI
-def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``label`` on the CLI's sub-parsers."""
-    from .cli import add_segmenter_arguments
-
-    p = sub.add_parser("label", help="label a folder / list / Parquet table of images on Ray (resumable)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("input", type=Path, help="a folder of images, a list file (one path a line) or a .parquet table")
-    p.add_argument("--out", required=True, type=Path, help="output directory (re-run to resume)")
-    add_segmenter_arguments(p)
-    p.add_argument("--ray", metavar="ADDRESS", help="an existing Ray cluster ('auto' or HOST:PORT); "
-                   "default: start a local Ray on this machine")
-    p.add_argument("--workers", type=int, help="Segmenter actors (default: as many as the CPUs/GPUs allow)")
-    p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per actor (default 1; also its threads)")
-    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per actor, fractions allowed")
-    p.add_argument("--batch-size", type=int, default=4, help="images per Ray task (default 4)")
-    p.add_argument("--column", help="the Parquet column of image paths (default: path/image/file_name)")
-    p.add_argument("--recursive", action="store_true", help="search a folder recursively")
-    p.add_argument("--label-png", choices=LABEL_PNG_FORMATS, default="gray",
-                   help="gray: indices as the segment command writes them; palette: indexed PNG with "
-                        "colours and the class list")
-    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("-v", "--verbose", action="store_true")
-    p.set_defaults(handler=main)
-    return p
-
-
-def main(args: argparse.Namespace) -> int:
-    """Run ``label`` from parsed arguments; prints the summary; 1 when some images failed."""
-    items = make_items(read_inputs(args.input, args.column, args.recursive))
-    if not items:
-        raise SegmenterError(f"no images found in {args.input}")
-    threads = max(1, int(round(args.cpus_per_worker)))
-    from .cli import segmenter_kwargs
-
-    segmenter = segmenter_kwargs(args, bundle_dir=str(args.bundle.resolve()), threads=threads)
-    settings = {k: segmenter[k] for k in ("bundle_dir", "mode", "min_size", "prune_threshold", "vocabulary")}
-    settings["label_png"] = args.label_png
-    summary = run_label(items, args.out, segmenter, ray_address=args.ray, workers=args.workers,
-                        cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
-                        batch_size=args.batch_size, alpha=args.alpha, label_png=args.label_png,
-                        progress=not args.no_progress, settings=settings)
-    print(summary.line())
-    if summary.errors:
-        print(f"failed images are listed in {args.out / ERRORS_FILE}")
-    print(f"COCO annotations: {args.out / COCO_FILE}")
-    return 1 if summary.errors else 0
-
-
-__all__ = ["Item", "LabelSummary", "LabelWorker", "read_inputs", "make_items", "run_label", "add_parser", "main"]
+__all__ = ["Item", "LabelSummary", "LabelWorker", "read_inputs", "make_items", "run_label"]

@@ -11,17 +11,16 @@ import dataclasses
 import datetime
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import bundle_format as fmt
 from . import constants as C
-from .errors import BundleError
+from .atomicio import write_json_atomic
+from .errors import REEXPORT, BundleError
 
 PathLike = Union[str, os.PathLike]
-REEXPORT = "re-export the bundle (python -m export --checkpoint MODEL.pth --out DIR)"
 
 
 class _Section:
@@ -138,28 +137,6 @@ def file_hashes(bundle_dir: PathLike) -> Dict[str, str]:
     return out
 
 
-def current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def write_json_atomic(path: PathLike, obj: Any) -> None:
-    """Write JSON to a temporary file beside ``path``, then rename it over ``path``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes it private; a bundle is shareable
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, ensure_ascii=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_manifest(bundle_dir: PathLike, manifest: Mapping[str, Any]) -> Dict[str, Any]:
     """Refresh ``manifest["files"]`` from the directory and write ``manifest.json`` atomically."""
     manifest = dict(manifest)
@@ -177,7 +154,8 @@ def read_manifest(bundle_dir: PathLike) -> Dict[str, Any]:
         raise BundleError(f"bundle directory not found: {root}")
     if not path.is_file():
         raise BundleError(f"{path} is missing: {root} is not a model bundle; {REEXPORT}")
-    from .validate import check_manifest_schema, confined_path, read_manifest_text
+    from .validate.paths import confined_path
+    from .validate.schema import check_manifest_schema, read_manifest_text
 
     confined_path(root, fmt.MANIFEST, path)
     try:

@@ -19,7 +19,7 @@ from .preprocess import ImageLike, prepare, to_rgb_uint8
 from .result import SegmentationResult, build_segments
 from .timer import Timer
 from .vocabulary import Vocabulary, VocabularySpec, VocabularyStore
-from .validate import check_options
+from .validate.options import check_options
 
 log = logging.getLogger(__name__)
 BUNDLE_DEFAULT = "bundle"

@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -23,12 +22,13 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .atomicio import write_npz_atomic
 from .bundle import REEXPORT, Bundle
 from .cache import cache_root
 from .classnames import validate_names
 from .errors import BundleError, VocabularyError
 from .prompts import expand_prompts, pool_class_embeddings
-from .validate import as_features, cached_embeddings_ok
+from .validate.arrays import as_features, cached_embeddings_ok
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 1
@@ -107,15 +107,8 @@ class EmbeddingCache:
             return
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{key[:16]}.", suffix=".tmp", dir=path.parent)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    np.savez(f, names=np.array(list(names)), text_features=value[0],
-                             text_features_clip=value[1])
-                os.replace(tmp, path)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+            write_npz_atomic(path, {"names": np.array(list(names)), "text_features": value[0],
+                                    "text_features_clip": value[1]})
         except OSError as e:
             log.warning("cannot write the embedding cache %s: %s", path, e)
 

@@ -32,11 +32,15 @@ LOOPBACK = ("http://127.0.0.1", "data:", "blob:")
 
 
 # ---------------------------------------------------------------------------- helpers without gradio
-def test_parse_names():
-    from sdk.demo import parse_names
+def test_vocabulary_box_is_parsed_like_the_cli():
+    """The demo's box goes through the one class-name parser: ';' or new lines, synonyms normalised."""
+    from sdk.classnames import split_names
+    from sdk.demo import DemoHandlers
 
-    assert parse_names("cat; dog ;\n sky\n\n;tree, bush") == ["cat", "dog", "sky", "tree, bush"]
-    assert parse_names("  ;\n ") == [] and parse_names(None) == []
+    assert split_names("cat; dog ;\n sky\n\n;tree, bush") == ["cat", "dog", "sky", "tree, bush"]
+    handlers = DemoHandlers(seg=None, files_dir=Path("."))
+    assert handlers.vocabulary_spec("", "cat;tree,bush") == ["cat", "tree, bush"]  # as --vocab "cat;tree,bush"
+    assert split_names("  ;\n ") == []
 
 
 def test_readout_legend_and_downloads(tmp_path):
@@ -54,11 +58,17 @@ def test_readout_legend_and_downloads(tmp_path):
     legend = legend_html(result)
     assert legend.index(">sky<") < legend.index(">tree, bush<") and "80.0%" in legend and "20.0%" in legend
     assert "<b>x</b>" not in legend  # absent class; names are escaped anyway
+    image = block_image(4, 5)
     for _ in range(KEEP_DOWNLOADS + 3):
-        png, js = write_downloads(result, tmp_path, "r")
+        png, vis, js = write_downloads(result, image, tmp_path, "r")
     assert len(list(tmp_path.iterdir())) == KEEP_DOWNLOADS
     assert np.array_equal(np.asarray(Image.open(png)), labels)
-    assert json.loads(js.read_text())["class_names"] == list(names)
+    assert np.asarray(Image.open(vis)).shape[1] > 5  # the image and a legend panel
+    from sdk.outputs import image_record
+
+    record = json.loads(js.read_text())
+    assert record == {**image_record("r", "r", result), "timings_ms": record["timings_ms"]}  # segment's record
+    assert record["overlay"] == vis.name and record["segments"][0]["bbox"] == [0, 0, 4, 4]
 
 
 def test_demo_module_imports_gradio_lazily():
@@ -277,10 +287,12 @@ def test_result_matches_the_sdk(page, bundle, image_file):
 
         links = page.locator("#downloads a").evaluate_all("els => els.map(e => e.href)")
         js = next(u for u in links if u.endswith(".json"))
-        png = next(u for u in links if u.endswith("_labels.png"))
+        png = next(u for u in links if u.endswith("result.png"))  # the files segment writes (sdk.outputs)
+        assert any(u.endswith("result_overlay.png") for u in links)
         record = json.loads(_fetch(page, js))
         assert record["class_names"] == VOCAB and record["info"]["mode"] == mode
         assert [s["name"] for s in record["segments"]] == [s.name for s in expected.segments]
+        assert all("bbox" in s and "rle" in s for s in record["segments"])  # the record segment writes
         labels = np.asarray(Image.open(io.BytesIO(_fetch(page, png))))
         assert np.mean(labels == expected.label_map) > 0.99
 

@@ -97,8 +97,40 @@ def test_colliding_names_are_made_unique(bundle, tmp_path, caplog):
     written = [name for r in records for name in (r["label_map"], r["overlay"])] + [p.name for p in out.glob("*.json")]
     assert len(written) == len(set(written)) == 9 and len(list(out.iterdir())) == 9
     assert "outputs named" in caplog.text
-    assert segment(bundle, src, "--out", out) == 0  # a re-run replaces its own outputs, nothing new
+    assert segment(bundle, src, "--out", out, "--overwrite") == 0  # replaces its own outputs, nothing new
     assert len(list(out.iterdir())) == 9
+
+
+def _mark(record_path: Path) -> None:
+    """Add a field to an earlier run's record (still ours: its label_map names its own PNG)."""
+    record = json.loads(record_path.read_text())
+    record_path.write_text(json.dumps({**record, "marker": 1}))
+
+
+def test_earlier_run_outputs_need_overwrite_or_skip_existing(bundle, tmp_path, capsys, caplog):
+    """A second run into the same --out: refused before any work; --overwrite replaces, --skip-existing resumes."""
+    src = images(tmp_path / "photos", ("a.png", "b.jpg", "c.png"))
+    out = tmp_path / "out"
+    assert segment(bundle, src, "--out", out) == 0
+    _mark(out / "a.json")
+    before = hashes(out)
+    capsys.readouterr()
+    assert segment(bundle, src, "--out", out) == 2
+    line = one_line_error(capsys.readouterr().err)
+    assert "earlier run for 3 of these inputs" in line and "--overwrite" in line and "--skip-existing" in line
+    assert hashes(out) == before  # nothing written
+    for name in ("b.png", "b_overlay.png", "b.json"):  # b not done yet: --skip-existing does it only
+        (out / name).unlink()
+    assert segment(bundle, src, "--out", out, "--skip-existing") == 0
+    assert json.loads((out / "a.json").read_text())["marker"] == 1  # a: kept
+    assert json.loads((out / "b.json").read_text())["image"] == str(src / "b.jpg")
+    assert "skipping 2 of 3 images" in caplog.text
+    assert sorted(p.name for p in out.iterdir()) == sorted(before)
+    assert segment(bundle, src, "--out", out, "--overwrite") == 0
+    assert "marker" not in json.loads((out / "a.json").read_text())  # a: replaced
+    assert sorted(p.name for p in out.iterdir()) == sorted(before)
+    with pytest.raises(SystemExit):
+        segment(bundle, src, "--out", out, "--overwrite", "--skip-existing")
 
 
 def test_inputs_inside_out_are_never_replaced(bundle, tmp_path):

@@ -127,7 +127,6 @@ def actor_processes():
 def test_label_survives_a_killed_worker(ray_address, bundle, images, expected, tmp_path):
     """SIGKILL one Segmenter actor mid-job: Ray restarts it and retries its batch; nothing lost or doubled."""
     from sdk.cli import build_parser
-    from sdk.label import main
 
     out = tmp_path / "out"
     killed = {}
@@ -145,7 +144,7 @@ def test_label_survives_a_killed_worker(ray_address, bundle, images, expected, t
     killer = threading.Thread(target=kill_one_worker, daemon=True)
     killer.start()
     args = build_parser().parse_args(label_args(images, bundle, out))
-    assert main(args) == 1  # 1: some images failed (the planted bad ones)
+    assert args.handler(args) == 1  # 1: some images failed (the planted bad ones)
     killer.join(5)
     assert killed and killed["done"] < GOOD, f"the worker was not killed mid-job: {killed}"
     check_outputs(out, expected)

@@ -118,3 +118,62 @@ def test_sdk_runs_without_torch(bundle, tmp_path):
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.startswith("OK")
+
+
+# ---------------------------------------------------------------------------- one registration, shared options
+def test_every_command_is_registered_the_same_way():
+    """Each subcommand comes from its module's register(), sets a handler, and shares the Segmenter options."""
+    import importlib
+
+    from sdk.cli import COMMANDS, build_parser
+
+    parser = build_parser()
+    common = ["--bundle", "b", "--vocab", "cat;tree,bush", "--precision", "int8", "--min-size", "none",
+              "--backend", "onnxruntime", "--device", "cpu", "--mode", "proposal", "--prune-threshold", "0.1"]
+    argv = {"segment": ["segment", "x.png", *common], "info": ["info", "b"], "demo": ["demo", *common],
+            "label": ["label", "in", "--out", "o", *common], "serve": ["serve", *common]}
+    assert set(argv) == set(COMMANDS)
+    for name in COMMANDS:
+        module = importlib.import_module(f"sdk.commands.{name}")
+        args = parser.parse_args(argv[name])
+        assert callable(args.handler) and callable(module.register)
+        if name != "info":
+            assert (args.precision, args.vocab, args.min_size, args.mode) == ("int8", "cat;tree,bush", None, "proposal")
+
+
+@pytest.mark.parametrize("command", [["segment", "x.png"], ["label", "in", "--out", "o"]])
+@pytest.mark.parametrize("alpha, ok", [("0.3", True), ("1", True), ("2", False), ("-0.1", False), ("nan", False)])
+def test_output_options_are_checked_alike(command, alpha, ok, capsys):
+    """--alpha and --label-png are one declaration for segment and label (label --alpha was unchecked)."""
+    from sdk.cli import build_parser
+
+    argv = [*command, "--bundle", "b", "--alpha", alpha, "--label-png", "palette"]
+    if ok:
+        args = build_parser().parse_args(argv)
+        assert args.alpha == float(alpha) and args.label_png == "palette"
+    else:
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(argv)
+        assert "not an opacity in [0, 1]" in capsys.readouterr().err
+
+
+def test_segment_writes_a_palette_label_png(bundle, tmp_path):
+    """--label-png palette on segment: the label map is an indexed PNG carrying the class list; the record
+    is the one label writes."""
+    from sdk.cli import main
+    from sdk.formats import load_label_png
+    from sdk.outputs import SUFFIXES
+
+    image = tmp_path / "a.png"
+    Image.fromarray(block_image(seed=3)).save(image)
+    out = tmp_path / "out"
+    rc = main(["segment", str(image), "--bundle", str(bundle), "--out", str(out), "--min-size", "none",
+               "--backend", "onnxruntime", "--vocab", "sky;grass, lawn;road", "--mode", "proposal", "--no-progress",
+               "--label-png", "palette", "--alpha", "0.2"])
+    assert rc == 0 and sorted(p.name for p in out.iterdir()) == sorted(f"a{s}" for s in SUFFIXES)
+    labels, names = load_label_png(out / "a.png")
+    assert names == ["sky", "grass, lawn", "road"]
+    assert Image.open(out / "a.png").mode == "P"
+    record = json.loads((out / "a.json").read_text())
+    assert {s["index"] for s in record["segments"]} == set(np.unique(labels).tolist())
+    assert all(len(s["bbox"]) == 4 and s["rle"]["size"] == list(labels.shape) for s in record["segments"])

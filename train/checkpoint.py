@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import os
 import platform
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import torch
+
+from sdk.atomicio import atomic_path
 
 from .config import ModelConfig
 from .model import ZegFormer, build_model
@@ -36,15 +37,8 @@ def atomic_save(obj: Any, path: PathLike) -> None:
     """``torch.save`` to a temporary file in the same directory, then rename over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_checkpoint(path: PathLike, model: ZegFormer, class_names: Sequence[str], seen: Sequence[bool],

@@ -111,13 +111,9 @@ def step_export(out: Path, checkpoint: Path) -> Path:
     return bundle
 
 
-def write_json(path: Path, payload) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def step_evaluate(out: Path, bundle: Path, data: Path, backends: Sequence[str], max_images: int) -> List[dict]:
+    from sdk.atomicio import write_json_atomic
+
     from .data import build_dataset
     from .zeroshot_eval import evaluate_bundle
 
@@ -129,7 +125,7 @@ def step_evaluate(out: Path, bundle: Path, data: Path, backends: Sequence[str], 
     n = min(max_images, len(dataset)) if max_images else len(dataset)
     say(f"5/6 evaluation: {n} held-out images through the SDK, every mode, backends {', '.join(backends)}")
     records = evaluate_bundle(bundle, dataset, backends=backends, max_images=max_images, progress=True)
-    write_json(path, {"bundle": str(bundle), "images": n, "records": records})
+    write_json_atomic(path, {"bundle": str(bundle), "images": n, "records": records})
     return records
 
 
@@ -143,6 +139,7 @@ def step_picture(out: Path, bundle: Path, data: Path, records: List[dict]) -> Pa
         say(f"6/6 picture: {path}")
         return path
     from sdk import Segmenter
+    from sdk.atomicio import atomic_path
     from sdk.visualize import save_rgb
 
     dataset = build_dataset("folder", str(data), "val")
@@ -167,9 +164,8 @@ def step_picture(out: Path, bundle: Path, data: Path, records: List[dict]) -> Pa
     height = max(p.shape[0] for p in panels)
     canvas = np.concatenate([np.pad(p, ((0, height - p.shape[0]), (0, 6), (0, 0)), constant_values=255)
                              for p in panels], 1)
-    tmp = path.with_name(".zeroshot_example.tmp.png")
-    save_rgb(tmp, canvas)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_rgb(tmp, canvas)
     say(f"6/6 picture: {path} (held-out image {best})")
     return path
 

@@ -22,7 +22,7 @@ import numpy as np
 from ..arrays import ArrayOps, CupyArrays, host
 from ..bundle import Bundle
 from ..errors import BackendError
-from ..validate import graph_load_error
+from ..validate.graphs import graph_load_error
 from .base import Backend, BackendSpec, Device, as_plan, check_io, every_graph
 from .ort_binding import ORT_DTYPES, BoundRunner, cuda_runner, ortvalue_to_numpy
 
