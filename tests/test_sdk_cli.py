@@ -74,11 +74,20 @@ def test_cli_video(bundle, tmp_path):
     for i in range(3):
         writer.write(np.ascontiguousarray(block_image(64, 96, seed=i)[..., ::-1]))
     writer.release()
-    rc = main(["segment", "--video", str(video), "--bundle", str(bundle), "--out", str(tmp_path / "o"),
-               "--mode", "proposal", "--min-size", "none", "--backend", "onnxruntime", "--no-progress"])
-    assert rc == 0
-    capture = cv2.VideoCapture(str(tmp_path / "o" / "clip_overlay.mp4"))
+    argv = ["segment", "--video", str(video), "--bundle", str(bundle), "--out", str(tmp_path / "o"),
+            "--mode", "proposal", "--min-size", "none", "--backend", "onnxruntime", "--no-progress"]
+    assert main(argv) == 0
+    target = tmp_path / "o" / "clip_overlay.mp4"
+    capture = cv2.VideoCapture(str(target))
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+    assert sorted(p.name for p in target.parent.iterdir()) == ["clip_overlay.mp4"]  # no temporary left
+    before = target.read_bytes()
+    assert main(argv) == 2  # an earlier run's video: refused, kept
+    assert target.read_bytes() == before
+    assert main([*argv, "--skip-existing"]) == 0 and target.read_bytes() == before
+    target.write_bytes(b"replaced below")
+    assert main([*argv, "--overwrite"]) == 0
+    assert int(cv2.VideoCapture(str(target)).get(cv2.CAP_PROP_FRAME_COUNT)) == 3
 
 
 def test_image_formats_through_segmenter(bundle):

@@ -3,7 +3,7 @@
 Per image, ``--out`` receives ``<name>.png`` (class indices; 16-bit above 256 classes; or an indexed
 PNG with ``--label-png palette``), ``<name>_overlay.png`` (colours + legend) and, last,
 ``<name>.json`` (classes present with area, score, box and COCO RLE mask; timings) — the same files
-``label`` writes (:mod:`sdk.outputs`). A video gives ``<name>_overlay.mp4``.
+``label`` writes (sdk/outputs.py). A video gives ``<name>_overlay.mp4``.
 
 Outputs of an earlier run: when ``--out`` already holds this command's outputs for some of the
 inputs, the run stops before any work unless told what to do with them: ``--overwrite`` replaces
@@ -18,7 +18,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence
 
 from ..errors import SegmenterError
 from .options import add_output_arguments, add_run_arguments, add_segmenter_arguments, segmenter_kwargs
@@ -61,19 +61,31 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.inputs and not paths:
         parser.error("no images found in the given inputs")
     stems: List[str] = []
+    videos = {"video": args.video, "webcam": args.webcam}
+    targets: Dict[str, Optional[Path]] = {}
     if args.out is not None:
         check_out_dir(args.out, [*args.inputs, *([args.video.parent] if args.video else [])], args.recursive)
         stems = plan_outputs(paths, args.out)
         paths, stems = earlier_run(paths, stems, args)
+        targets = {kind: video_target(args, source) for kind, source in videos.items() if source is not None}
     from ..segmenter import Segmenter
 
     seg = Segmenter(**segmenter_kwargs(args))
     failures = segment_images(seg, paths, stems, args) if paths else 0
-    if args.video is not None:
-        segment_video(seg, args.video, args.out, args, show=False)
+    if args.video is not None and (args.out is None or targets["video"] is not None):
+        segment_video(seg, args.video, targets.get("video"), args, show=False)
     if args.webcam is not None:
-        segment_video(seg, args.webcam, args.out, args, show=True)
+        segment_video(seg, args.webcam, targets.get("webcam"), args, show=True)
     return 1 if failures else 0
+
+
+def video_target(args: argparse.Namespace, source) -> Optional[Path]:
+    """Where a video's overlay goes (``None``: an earlier run's is kept, see :func:`sdk.outputs.video_output`)."""
+    from ..outputs import video_output
+
+    camera = isinstance(source, int)
+    return video_output(args.out, f"webcam{source}" if camera else Path(source).stem, None if camera else source,
+                        overwrite=args.overwrite, skip_existing=args.skip_existing)
 
 
 def earlier_run(paths: Sequence[Path], stems: Sequence[str], args: argparse.Namespace):
@@ -131,23 +143,16 @@ def frames(capture) -> Iterable:
         yield frame
 
 
-def segment_video(seg, source, out: Optional[Path], args: argparse.Namespace, show: bool) -> None:
-    """Segment a video file or camera; write ``<out>/<name>_overlay.mp4`` and/or show frames."""
+def segment_video(seg, source, target: Optional[Path], args: argparse.Namespace, show: bool) -> None:
+    """Segment a video file or camera; write the overlay video to ``target`` and/or show frames."""
     import contextlib
 
     import cv2
     from tqdm import tqdm
 
-    from ..outputs import video_output
     from ..visualize import overlay
 
     camera = isinstance(source, int)
-    target = None
-    if out is not None:
-        target = video_output(out, f"webcam{source}" if camera else Path(source).stem, None if camera else source,
-                              overwrite=args.overwrite, skip_existing=args.skip_existing)
-        if target is None:
-            return
     capture = cv2.VideoCapture(source if camera else str(source))
     if not capture.isOpened():
         raise SegmenterError(f"cannot open {'camera' if camera else 'video'} {source}")
