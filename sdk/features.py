@@ -114,7 +114,7 @@ class ImageFeatures:
         """
         if storage not in STORAGES:
             raise OptionError(f"unknown feature storage {storage!r}; choose one of {STORAGES}")
-        from .formats import atomic_path
+        from .atomicio import atomic_path
 
         arrays = self._host_arrays(storage)
         path = Path(path)
