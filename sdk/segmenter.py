@@ -264,8 +264,8 @@ class Segmenter:
         try:
             from export.tensorrt import build_engines
         except ImportError as e:
-            raise BackendError(f"building engines needs the exporter and TensorRT ({e}); "
-                               "pip install 'zegformer-sdk[export,tensorrt]'") from e
+            raise BackendError(f"building engines needs TensorRT and the checkout's export/ ({e}): in a clone "
+                               "of zegformer-sdk, pip install -e '.[export,tensorrt]' and run from the clone") from e
         build_engines(self.bundle.root, fp16=fp16, **kwargs)
         with self._lock:
             self.bundle = Bundle(self.bundle.root)

@@ -186,3 +186,65 @@ def test_segment_writes_a_palette_label_png(bundle, tmp_path):
     record = json.loads((out / "a.json").read_text())
     assert {s["index"] for s in record["segments"]} == set(np.unique(labels).tolist())
     assert all(len(s["bbox"]) == 4 and s["rle"]["size"] == list(labels.shape) for s in record["segments"])
+
+
+def test_a_new_output_format_is_one_registry_entry(bundle, tmp_path, monkeypatch):
+    """The docs/extending.md example: one ImageOutput added to sdk.outputs.OUTPUTS is written by segment,
+    named in the record, counted for completeness and kept clear of other files' names."""
+    from sdk import outputs
+    from sdk.cli import main
+
+    def classes_txt(path, ctx):
+        path.write_text("".join(f"{s['name']}\t{s['area']}\n" for s in ctx.record["segments"]), encoding="utf-8")
+
+    formats = (*outputs.OUTPUTS[:-1], outputs.ImageOutput("classes", "_classes.txt", classes_txt), outputs.OUTPUTS[-1])
+    monkeypatch.setattr(outputs, "OUTPUTS", formats)
+    monkeypatch.setattr(outputs, "SUFFIXES", tuple(o.suffix for o in formats))
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "b_classes.txt").write_text("a file that is not ours")
+    for name, seed in (("a.png", 4), ("b.png", 5)):
+        Image.fromarray(block_image(seed=seed)).save(tmp_path / name)
+    rc = main(["segment", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--bundle", str(bundle), "--out", str(out),
+               "--min-size", "none", "--backend", "onnxruntime", "--vocab", "sky;grass;road", "--mode", "proposal",
+               "--no-progress"])
+    assert rc == 0
+    record = json.loads((out / "a.json").read_text())
+    assert record["classes"] == "a_classes.txt"
+    lines = (out / "a_classes.txt").read_text().splitlines()
+    assert [line.split("\t")[0] for line in lines] == [s["name"] for s in record["segments"]]
+    assert (out / "b_classes.txt").read_text() == "a file that is not ours"  # b's outputs went to b_1.*
+    assert json.loads((out / "b_1.json").read_text())["classes"] == "b_1_classes.txt"
+    assert outputs.is_complete(out, "a") and outputs.is_complete(out, "b_1")
+    (out / "a_classes.txt").unlink()
+    assert not outputs.is_complete(out, "a")
+
+
+def test_a_new_subcommand_is_one_module_and_one_name(bundle, monkeypatch, capsys):
+    """The docs/extending.md example: a module with register(sub) listed in sdk.cli.COMMANDS."""
+    import types
+
+    from sdk import cli
+    from sdk.commands.options import add_segmenter_arguments, segmenter_kwargs
+
+    def register(sub):
+        p = sub.add_parser("classes", help="print the vocabulary a Segmenter would use")
+        add_segmenter_arguments(p)
+        p.set_defaults(handler=run)
+        return p
+
+    def run(args):
+        from sdk import Segmenter
+
+        print("\n".join(Segmenter(**segmenter_kwargs(args)).class_names))
+        return 0
+
+    module = types.ModuleType("sdk.commands.classes")
+    module.register = register
+    monkeypatch.setitem(sys.modules, "sdk.commands.classes", module)
+    monkeypatch.setattr(cli, "COMMANDS", (*cli.COMMANDS, "classes"))
+    assert cli.main(["classes", "--bundle", str(bundle), "--vocab", "sky; tree,bush", "--backend", "onnxruntime",
+                     "--mode", "proposal"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["sky", "tree, bush"]
+    assert cli.main(["classes", "--bundle", str(bundle / "missing")]) == 2  # SegmenterError: one line, exit 2
+    assert capsys.readouterr().err.startswith("error: ")

@@ -65,8 +65,9 @@ class TorchBackend(Backend):
             from export.graphs import ClipImageGraph, ClipTextGraph, ProposalGraph
             from train.checkpoint import load_model
         except ImportError as e:
-            raise BackendError(f"backend='torch' needs torch and the train package ({e}); "
-                               "pip install 'zegformer-sdk[train]'") from e
+            raise BackendError(f"backend='torch' needs torch and the checkout's train/ and export/ ({e}): "
+                               "in a clone of zegformer-sdk, pip install -e '.[train]' and run from the clone "
+                               "(pip installs only sdk)") from e
         self._torch = torch
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -123,7 +124,7 @@ def _available(bundle: Bundle, device: Device, plan) -> Optional[str]:
     try:
         import torch
     except ImportError as e:
-        return f"torch is not installed ({e}): pip install 'zegformer-sdk[train]'"
+        return f"torch is not installed ({e}): pip install -e '.[train]' in a clone of zegformer-sdk"
     if device.kind == "cuda" and not torch.cuda.is_available():
         return "torch sees no CUDA GPU"
     return None
