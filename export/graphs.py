@@ -31,13 +31,14 @@ from torch import nn
 from train.model import ZegFormer
 from train.model.clip import encode_text
 
-from .attention import fusable_attention
+from .attention import fusable_attention, text_attention
 from .dense_clip import DenseClipGraph
 
 log = logging.getLogger(__name__)
 Dim = Union[int, str]
 DEFAULT_OPSET = 17  # first opset with LayerNormalization (→ TensorRT INormalizationLayer)
 SUPPORTED_OPSETS = range(17, 21)
+TEXT_LENGTH = "L"  # the text graph's dynamic sequence axis (sdk.text_batches reads it from the manifest)
 
 
 class ProposalGraph(nn.Module):
@@ -64,7 +65,11 @@ class ClipImageGraph(nn.Module):
 
 
 class ClipTextGraph(nn.Module):
-    """int32 token ids ``[T,77]`` → raw text embeddings ``[T,D]`` (int32 ArgMax pooling)."""
+    """int32 token ids ``[T,L]`` (``L`` ≤ 77, dynamic) → raw text embeddings ``[T,D]`` (int32 ArgMax pooling).
+
+    Positions and the causal mask are sliced to ``L`` in the graph, so the SDK runs each batch cut
+    at its longest end-of-text position (exact: causal attention, end-of-text pooling).
+    """
 
     def __init__(self, model: ZegFormer):
         super().__init__()
@@ -116,12 +121,20 @@ def graph_specs(model: ZegFormer, image_size: Sequence[int], dense_size: Sequenc
                   {"crops": ["N", 3, s, s]}, {"embeddings": ["N", d]},
                   {"crops": {0: "N"}, "embeddings": {0: "N"}},
                   trace_context=lambda: fusable_attention(model.clip.visual, s)),
-        GraphSpec("clip_text", ClipTextGraph(model), (tokens,),
-                  {"tokens": ["T", ctx]}, {"embeddings": ["T", d]},
-                  {"tokens": {0: "T"}, "embeddings": {0: "T"}}),
+        text_spec(model, tokens),
         GraphSpec("clip_dense", DenseClipGraph(model.clip, (hd, wd)), (torch.randn(1, 3, hd, wd, generator=gen),),
                   {"image": [1, 3, hd, wd]}, {"features": [1, d, hd // p, wd // p]}),
     ]
+
+
+def text_spec(model: ZegFormer, tokens: torch.Tensor, dynamic_length: bool = True) -> GraphSpec:
+    """The text graph: token ids ``[T,L]`` with a dynamic length ``L`` (``dynamic_length=False``: the
+    fixed ``[T,77]`` graph older bundles have, kept to test that they still work)."""
+    length = TEXT_LENGTH if dynamic_length else tokens.shape[1]
+    axes = {0: "T", 1: TEXT_LENGTH} if dynamic_length else {0: "T"}
+    return GraphSpec("clip_text", ClipTextGraph(model), (tokens,), {"tokens": ["T", length]},
+                     {"embeddings": ["T", model.cfg.embed_dim]}, {"tokens": axes, "embeddings": {0: "T"}},
+                     trace_context=(lambda: text_attention(model.clip)) if dynamic_length else nullcontext)
 
 
 @contextmanager

@@ -19,6 +19,8 @@ from typing import List, Sequence, Tuple, Union
 
 from .constants import SYNONYM_SEPARATOR
 from .errors import VocabularyError
+from .prompts import synonyms
+from .tokenizer import visible_text
 from .validate.text import check_name_text, read_text_file
 
 MAX_NAMES = 10000
@@ -45,7 +47,18 @@ def validate_names(names: Sequence[str]) -> List[str]:
         if not name.strip():
             raise VocabularyError(f"class name #{i} is empty")
         check_name_text(name, i, VocabularyError)
+        check_visible(name, i)
     return names
+
+
+def check_visible(name: str, index: int) -> None:
+    """Each synonym of ``name`` keeps a visible character once the tokenizer has cleaned it."""
+    for part in synonyms(name):
+        if not visible_text(part):
+            what = f"its synonym {part!r}" if part != name else "it"
+            raise VocabularyError(f"class name #{index} {name!r} is empty once cleaned for the text encoder: "
+                                  f"{what} holds only spaces and invisible (control, zero-width, format) "
+                                  "characters; give a readable name")
 
 
 def split_names(text: str) -> List[str]:

@@ -30,7 +30,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 from numpy.typing import DTypeLike
 
-__all__ = ["ClipTokenizer", "DEFAULT_VOCAB_PATH", "SOT_ID", "EOT_ID", "fix_text_builtin"]
+__all__ = ["ClipTokenizer", "DEFAULT_VOCAB_PATH", "SOT_ID", "EOT_ID", "clean_text", "fix_text_builtin", "visible_text"]
 
 DEFAULT_VOCAB_PATH = Path(__file__).resolve().parent / "resources" / "bpe_simple_vocab_16e6.txt.gz"
 DEFAULT_CONTEXT_LENGTH = 77
@@ -208,6 +208,7 @@ def fix_text_builtin(text: str) -> str:
     return "".join(fixed)
 
 
+@lru_cache(maxsize=None)
 def _text_fixer(use_ftfy: bool | None) -> Callable[[str], str]:
     """ftfy.fix_text when wanted and importable, else the built-in equivalent."""
     if use_ftfy is False:
@@ -219,6 +220,26 @@ def _text_fixer(use_ftfy: bool | None) -> Callable[[str], str]:
             raise
         return fix_text_builtin
     return ftfy.fix_text
+
+
+def clean_text(text: str, fix: Callable[[str], str]) -> str:
+    """CLIP's cleaning: ``fix`` (ftfy), HTML unescaped twice, whitespace collapsed, lower case."""
+    text = html.unescape(html.unescape(fix(text)))
+    return " ".join(text.split()).lower()
+
+
+# Default-ignorable characters outside the C and Z categories (fillers, variation selectors, ...)
+# and U+0345, which open_clip's word pattern drops.
+_INVISIBLE = frozenset(map(chr, (0x0345, 0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x3164, 0xFFA0,
+                                 *range(0x180B, 0x1810), *range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0))))
+
+
+def visible_text(text: str, use_ftfy: bool | None = None) -> str:
+    """What is left to see of ``text`` once the tokenizer has cleaned it: no controls, format
+    characters (zero-width, BOM, ...), separators, private-use or other invisible characters.
+    Empty means the text names nothing (its prompts would read "a photo of a .")."""
+    cleaned = clean_text(text, _text_fixer(use_ftfy))
+    return "".join(c for c in cleaned if unicodedata.category(c)[0] not in "CZ" and c not in _INVISIBLE)
 
 
 # ---------------------------------------------------------------- tokenizer
@@ -276,8 +297,7 @@ class ClipTokenizer:
         self.vocab_size = len(vocab)
 
     def _clean(self, text: str) -> str:
-        text = html.unescape(html.unescape(self._fix_text(text)))
-        return " ".join(text.split()).lower()
+        return clean_text(text, self._fix_text)
 
     def _bpe(self, word: str) -> list[str]:
         """Apply merges by rank, lowest first, until none applies."""

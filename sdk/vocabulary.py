@@ -1,7 +1,8 @@
 """Vocabularies: built-in ones from the bundle, and names embedded at run time.
 
-Run-time names go through the torch-free tokenizer, ``clip_text.onnx`` and the prompt rules of
-``sdk.prompts`` (the exporter's rules). The templates are those recorded in the bundle's default vocabulary: ``templates`` for the segment
+Run-time names go through the torch-free tokenizer, ``clip_text.onnx`` (prompts cut to their
+length, ``sdk.text_batches``) and the prompt rules of ``sdk.prompts`` (the exporter's rules). The
+templates are those recorded in the bundle's default vocabulary: ``templates`` for the segment
 classifier, ``templates_clip`` for the CLIP branch.
 
 Embeddings are cached in memory (LRU) and on disk (``ZEGFORMER_CACHE`` or
@@ -28,6 +29,7 @@ from .cache import cache_root
 from .classnames import validate_names
 from .errors import BundleError, VocabularyError
 from .prompts import expand_prompts, pool_class_embeddings
+from .text_batches import Progress, dynamic_length, encode_cut
 from .validate.arrays import as_features, cached_embeddings_ok
 
 log = logging.getLogger(__name__)
@@ -118,7 +120,7 @@ class VocabularyStore:
 
     def __init__(self, bundle: Bundle, text_encoder: Callable[[np.ndarray], np.ndarray],
                  cache_dir: Union[None, bool, str, os.PathLike] = None, text_batch: int = 64,
-                 reuse_builtin: bool = True, memory_capacity: int = 32):
+                 reuse_builtin: bool = True, memory_capacity: int = 32, progress: Progress = None):
         self.bundle = bundle
         self.text_encoder = text_encoder
         self.text_batch = max(1, int(text_batch))
@@ -127,6 +129,7 @@ class VocabularyStore:
         self.cache.dim = bundle.model.get("embed_dim")
         self.seen_names = frozenset(bundle.seen_names)
         self.text_graph_runs = 0  # clip_text calls (a cache hit adds none)
+        self.progress = progress  # see sdk.text_batches: None = a tqdm bar on a terminal after 1.5 s
         self._builtin: Dict[str, Vocabulary] = {}
         self._arrays: Dict[str, Dict[str, np.ndarray]] = {}
         self._tokenizer = None
@@ -198,8 +201,7 @@ class VocabularyStore:
         known = self._builtin_rows(names, templates, templates_clip)
         todo = [n for n in names if n not in known]
         if todo:
-            tf = self.encode(todo, templates)
-            tfc = self.encode(todo, templates_clip)
+            tf, tfc = self.encode_sets(todo, [templates, templates_clip])
             known.update({n: (tf[i], tfc[i]) for i, n in enumerate(todo)})
         return (np.stack([known[n][0] for n in names]), np.stack([known[n][1] for n in names]))
 
@@ -223,17 +225,25 @@ class VocabularyStore:
 
     def encode(self, names: Sequence[str], templates: Sequence[str]) -> np.ndarray:
         """Class embeddings ``[K,D]`` of ``names`` under ``templates`` via the text graph."""
-        prompts, owner = expand_prompts(names, templates)
-        unique = list(dict.fromkeys(prompts))
+        return self.encode_sets(names, [templates])[0]
+
+    def encode_sets(self, names: Sequence[str], template_sets: Sequence[Sequence[str]]) -> List[np.ndarray]:
+        """Class embeddings ``[K,D]`` of ``names`` under each template set, all prompts in one cut run
+        (one progress bar; shared prompts embedded once)."""
+        expanded = [expand_prompts(names, templates) for templates in template_sets]
+        unique = list(dict.fromkeys(p for prompts, _ in expanded for p in prompts))
         index = {p: i for i, p in enumerate(unique)}
-        tokens = self.tokenizer()(unique)
-        raw = []
-        for i in range(0, len(unique), self.text_batch):
-            raw.append(self.text_encoder(tokens[i:i + self.text_batch]))
-            self.text_graph_runs += 1
-        raw_all = np.concatenate(raw, 0)[[index[p] for p in prompts]]
-        log.info("embedded %d names (%d prompts) with the text graph", len(names), len(unique))
-        return pool_class_embeddings(raw_all, owner, len(names))
+        tokens = self.tokenizer()(unique, dtype=np.int32)
+        cut = dynamic_length(self.bundle.graph("clip_text"))
+        raw = encode_cut(tokens, self._count_runs, self.text_batch, cut=cut, progress=self.progress)
+        log.info("embedded %d names (%d prompts%s) with the text graph", len(names), len(unique),
+                 ", cut to their length" if cut else ", 77 tokens: the bundle's text graph has a fixed length")
+        return [pool_class_embeddings(raw[[index[p] for p in prompts]], owner, len(names))
+                for prompts, owner in expanded]
+
+    def _count_runs(self, tokens: np.ndarray) -> np.ndarray:
+        self.text_graph_runs += 1
+        return self.text_encoder(tokens)
 
     def tokenizer(self):
         with self._lock:

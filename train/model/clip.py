@@ -30,14 +30,17 @@ def encode_image(clip: nn.Module, crops: torch.Tensor) -> torch.Tensor:
 
 
 def encode_text(clip: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
-    """Token ids ``[T,L]`` → raw (unnormalised) text embeddings ``[T,D]``.
+    """Token ids ``[T,L]`` (``L`` ≤ the context length) → raw (unnormalised) text embeddings ``[T,D]``.
 
     The same computation as ``open_clip.CLIP.encode_text``, written out so that the end-of-text
     pooling is an ArgMax over *int32* ids (int64 ArgMax is refused by ONNX Runtime/TensorRT)
-    and the causal mask is explicit.
+    and the causal mask is explicit. The positional embedding and the causal mask are sliced to
+    ``L``: attention is causal and pooling reads the end-of-text position, so tokens cut after
+    every row's end of text never change the result (exact; traced, ``L`` stays dynamic).
     """
-    x = clip.token_embedding(tokens) + clip.positional_embedding
-    x = clip.transformer(x, attn_mask=clip.attn_mask)
+    n = tokens.shape[1]
+    x = clip.token_embedding(tokens) + clip.positional_embedding[:n]
+    x = clip.transformer(x, attn_mask=clip.attn_mask[:n, :n])
     x = clip.ln_final(x)
     eot = tokens.to(torch.int32).argmax(dim=-1)
     x = x[torch.arange(x.shape[0], device=x.device), eot]
