@@ -11,7 +11,10 @@ Shapes = Dict[str, List[List[int]]]  # input name → [min, opt, max]
 
 
 def default_profiles(manifest: Dict[str, Any]) -> Dict[str, Shapes]:
-    """min/opt/max shapes: proposal up to 2×1344² (opt 640×864), crops up to Q, prompts up to 256."""
+    """min/opt/max shapes: proposal up to 2×1344² (opt 640×864), crops up to Q, prompts up to 256
+    (cut to 1..77 tokens, opt 16, when the text graph's length is dynamic)."""
+    from sdk.text_batches import dynamic_length
+
     m, inf = manifest["model"], manifest["inference"]
     s, q, div = m["crop_size"], m["num_queries"], m["size_divisibility"]
     ctx = manifest["tokenizer"]["context_length"]
@@ -21,7 +24,8 @@ def default_profiles(manifest: Dict[str, Any]) -> Dict[str, Shapes]:
     return {
         "proposal": {"image": [[1, 3, 2 * div, 2 * div], [1, 3, short, long], [2, 3, 1344, 1344]]},
         "clip_image": {"crops": [[1, 3, s, s], [q, 3, s, s], [q, 3, s, s]]},
-        "clip_text": {"tokens": [[1, ctx], [64, ctx], [256, ctx]]},
+        "clip_text": {"tokens": [[1, 1], [64, min(16, ctx)], [256, ctx]] if dynamic_length(manifest["graphs"].get(
+            "clip_text", {})) else [[1, ctx], [64, ctx], [256, ctx]]},
         "clip_dense": {"image": [[1, 3, hd, wd]] * 3},
     }
 

@@ -8,8 +8,10 @@ A bundle is a directory::
                                 in-graph normalisation pads with 0, as the official code does)
                                 → mask_logits [B,Q,H/4,W/4], segment_embeddings [B,Q,D] (L2-normalised)
     clip_image.onnx             crops [N,3,S,S] float32, CLIP-normalised → embeddings [N,D] (L2-normalised)
-    clip_text.onnx              tokens [T,77] int32 → embeddings [T,D] (raw, *not* normalised: the
-                                caller normalises per prompt, averages per class, normalises again)
+    clip_text.onnx              tokens [T,L] int32, L ≤ 77 (the manifest says "[T,L]"; older bundles
+                                "[T,77]": fixed) → embeddings [T,D] (raw, *not* normalised: the
+                                caller normalises per prompt, averages per class, normalises again);
+                                pooled at each row's end of text, so rows may be cut after it
     clip_dense.onnx             image [1,3,Hd,Wd] CLIP-normalised → features [1,D,Hd/p,Wd/p]
                                 (L2-normalised per location; for the ``maskpool`` mode)
     background.npy              [1,D] float32, the learned background embedding (NOT normalised)
