@@ -29,7 +29,7 @@ from .cache import cache_root
 from .classnames import validate_names
 from .errors import BundleError, VocabularyError
 from .prompts import expand_prompts, pool_class_embeddings
-from .text_batches import Progress, dynamic_length, encode_cut
+from .text_batches import ROUND_TO, Progress, dynamic_length, encode_cut
 from .validate.arrays import as_features, cached_embeddings_ok
 
 log = logging.getLogger(__name__)
@@ -130,6 +130,8 @@ class VocabularyStore:
         self.seen_names = frozenset(bundle.seen_names)
         self.text_graph_runs = 0  # clip_text calls (a cache hit adds none)
         self.progress = progress  # see sdk.text_batches: None = a tqdm bar on a terminal after 1.5 s
+        self.cut_text: Optional[bool] = None  # None: cut when the bundle's text graph has a dynamic length
+        self.round_to = ROUND_TO  # cut lengths rounded up to a multiple of this
         self._builtin: Dict[str, Vocabulary] = {}
         self._arrays: Dict[str, Dict[str, np.ndarray]] = {}
         self._tokenizer = None
@@ -234,8 +236,9 @@ class VocabularyStore:
         unique = list(dict.fromkeys(p for prompts, _ in expanded for p in prompts))
         index = {p: i for i, p in enumerate(unique)}
         tokens = self.tokenizer()(unique, dtype=np.int32)
-        cut = dynamic_length(self.bundle.graph("clip_text"))
-        raw = encode_cut(tokens, self._count_runs, self.text_batch, cut=cut, progress=self.progress)
+        cut = dynamic_length(self.bundle.graph("clip_text")) if self.cut_text is None else self.cut_text
+        raw = encode_cut(tokens, self._count_runs, self.text_batch, cut=cut, progress=self.progress,
+                         round_to=self.round_to)
         log.info("embedded %d names (%d prompts%s) with the text graph", len(names), len(unique),
                  ", cut to their length" if cut else ", 77 tokens: the bundle's text graph has a fixed length")
         return [pool_class_embeddings(raw[[index[p] for p in prompts]], owner, len(names))
