@@ -260,3 +260,14 @@ def test_imports_without_torch_regex_or_ftfy():
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str([SOT_ID, 320, 1125, 539, 320, 2368, 269, EOT_ID])
+
+
+@pytest.mark.parametrize("use_ftfy", [None, False])
+@pytest.mark.parametrize("text, visible", [
+    ("\ufeff", ""), ("\u200b\u200c\u200d\u2060", ""), ("\x1b[31m", ""), ("&nbsp;&#8203;", ""), ("\u3164\u115f", ""),
+    ("\ufe0f\u034f", ""), ("\U000e0041", ""), (" \t\u3000 ", ""), ("\u0345", ""),
+    ("Red\u200bCar", "redcar"), ("caf\u00e9", "caf\u00e9"), ("\ufb01sh", "fish"), ("&amp;", "&"),
+])
+def test_visible_text_is_what_the_tokenizer_can_read(use_ftfy, text, visible):
+    """Empty = the class name says nothing once cleaned (sdk.classnames refuses it)."""
+    assert tokenizer_module.visible_text(text, use_ftfy) == visible
