@@ -279,3 +279,33 @@ def test_fixture_official_tokens_cut_equal_full(fixture_bundle, fixture_arrays):
     run = lambda t: sess.run(None, {"tokens": t})[0]  # noqa: E731
     tokens = fixture_arrays["text_tokens_test_clip"][::4].reshape(-1, CONTEXT).astype(np.int32)[::4]
     np.testing.assert_allclose(encode_cut(tokens, run, 64), run(tokens), atol=TOL, rtol=0)
+
+
+def test_int8_text_graph_cuts_exactly_and_stays_close(exported, tmp_path):
+    """``clip_text.int8.onnx`` (calibrated on prompts): recorded as a variant, dynamic length, cut =
+    77 tokens, pooled class embeddings close to fp32."""
+    import onnxruntime as ort
+
+    from export.manifest import read_manifest, write_manifest
+    from export.text_int8 import add_text_int8
+    from sdk.prompts import expand_prompts, pool_class_embeddings
+
+    bundle = shutil.copytree(exported, tmp_path / "b")
+    manifest = add_text_int8(bundle, read_manifest(bundle))
+    write_manifest(bundle, manifest)
+    variant = read_manifest(bundle)["graphs"]["clip_text"]["variants"]["int8"]
+    assert variant["file"] == "clip_text.int8.onnx" and variant["precision"] == "int8"
+    sessions = {p: ort.InferenceSession(str(bundle / f), providers=["CPUExecutionProvider"])
+                for p, f in (("fp32", "clip_text.onnx"), ("int8", variant["file"]))}
+    assert sessions["int8"].get_inputs()[0].shape == ["T", "L"]
+    assert any(n.op_type == "QuantizeLinear" for n in __import__("onnx").load(str(bundle / variant["file"])).graph.node)
+    names = ["cat", "traffic light", "wooden garden fence", "sky"]
+    prompts, owner = expand_prompts(names, ["a photo of a {}.", "a bad photo of the {}.", "{}"])
+    tokens = ClipTokenizer()(prompts, dtype=np.int32)
+    pooled = {}
+    for p, sess in sessions.items():
+        run = lambda t, sess=sess: sess.run(None, {"tokens": t})[0]  # noqa: E731
+        cut = encode_cut(tokens, run, 5)
+        np.testing.assert_allclose(cut, run(tokens), atol=1e-4, rtol=0)
+        pooled[p] = pool_class_embeddings(cut, owner, len(names))
+    assert (pooled["int8"] * pooled["fp32"]).sum(1).min() > 0.99
