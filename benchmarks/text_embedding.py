@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import machine, write_results  # noqa: E402
 
 log = logging.getLogger("text_embedding")
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+REFERENCE = Path(os.environ.get("ZEGFORMER_REFERENCE", Path(__file__).resolve().parents[2] / "shared" / "reference"))
 DEFAULT_CONFIGS = ("onnxruntime:fp32", "openvino:fp32", "openvino:clip_text=bf16")
 SMALL = ["zebra crossing", "red umbrella", "wooden fence", "traffic cone"]
 
@@ -55,22 +55,34 @@ def make_store(bundle: Path, config: str, threads: int, batch: int):
     try:
         seg = Segmenter(bundle, precision=precision, **kwargs)
     except PrecisionError:
-        if not (backend == "openvino" and precision == "clip_text=bf16"):
+        if precision not in ("clip_text=bf16", "clip_text=int8"):
             raise
-        log.info("%s: this SDK has no text-graph tier; compiling clip_text with OpenVINO's bf16 hint here", config)
+        log.info("%s: this SDK has no text-graph tiers; running the text graph's tier here", config)
         seg = Segmenter(bundle, precision="fp32", **kwargs)
-        seg._store.text_encoder = openvino_bf16_text(seg, threads)
+        seg._store.text_encoder = text_tier(seg, backend, precision.split("=")[1], threads)
     store = seg._store
     store.progress = False
     return seg, store
 
 
-def openvino_bf16_text(seg, threads: int) -> Callable[[np.ndarray], np.ndarray]:
-    """clip_text compiled by OpenVINO with ``INFERENCE_PRECISION_HINT=bf16`` (for SDKs before text tiers)."""
+def text_tier(seg, backend: str, tier: str, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    """The text graph at ``tier`` (bf16: OpenVINO's hint; int8: the bundle's ``clip_text.int8.onnx``),
+    for SDKs before ``precision=`` covered the text graph."""
+    path = seg.bundle.graph_file("clip_text")
+    if tier == "int8":
+        path = seg.bundle.file(seg.bundle.graph("clip_text")["variants"]["int8"]["file"])
+    if backend == "onnxruntime":
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        return lambda tokens: sess.run(None, {"tokens": tokens})[0]
     import openvino as ov
 
-    compiled = ov.Core().compile_model(str(seg.bundle.graph_file("clip_text")), "CPU", {
-        "INFERENCE_PRECISION_HINT": "bf16", "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads})
+    compiled = ov.Core().compile_model(str(path), "CPU", {
+        "INFERENCE_PRECISION_HINT": "bf16" if tier == "bf16" else "f32", "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_NUM_THREADS": threads})
     request = compiled.create_infer_request()
     return lambda tokens: np.array(request.infer({0: tokens})[compiled.outputs[0]], dtype=np.float32)
 
@@ -89,7 +101,9 @@ def min_cosine(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> float:
 
 
 def run(args: argparse.Namespace) -> List[Dict[str, Any]]:
-    names = json.loads((REFERENCE / "cocostuff_all_classnames.json").read_text())
+    from train.classes import dataset_classes
+
+    names = list(dataset_classes("coco-stuff").names)
     sets = {"171": (spaced(names, args.after_classes), spaced(names, args.before_classes)),
             "4": (SMALL, SMALL)}
     stores = {}
@@ -141,8 +155,9 @@ def compare(config: str, path: str, size: str, subset: Sequence[str], out: List[
                 rec["max_abs_vs_fp32_77"] = float(max(np.abs(o[rows] - b[cols]).max() for o, b in zip(out, before)))
     fixture = REFERENCE / "reference_r101_vit16_cocostuff.npz"
     if size == "171" and config == args.configs[0] and path == "after" and fixture.is_file() and args.fixture:
+        official = json.loads((REFERENCE / "cocostuff_all_classnames.json").read_text())
         with np.load(fixture) as f:
-            idx = [list(names).index(n) for n in subset]
+            idx = [official.index(n) for n in subset]
             rec["max_abs_vs_fixture"] = float(max(np.abs(out[0] - f["text_features_test"][idx]).max(),
                                                   np.abs(out[1] - f["text_features_test_clip"][idx]).max()))
     return rec

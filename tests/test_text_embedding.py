@@ -309,3 +309,23 @@ def test_int8_text_graph_cuts_exactly_and_stays_close(exported, tmp_path):
         np.testing.assert_allclose(cut, run(tokens), atol=1e-4, rtol=0)
         pooled[p] = pool_class_embeddings(cut, owner, len(names))
     assert (pooled["int8"] * pooled["fp32"]).sum(1).min() > 0.99
+
+
+def test_benchmark_runs_and_reports(exported, tmp_path):
+    """benchmarks/text_embedding.py on the tiny bundle: every path timed, cut = 77 tokens."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "te.json"
+    proc = subprocess.run([sys.executable, str(root / "benchmarks" / "text_embedding.py"), "--bundle", str(exported),
+                           "--configs", "onnxruntime:fp32", "--after-classes", "3", "--before-classes", "2",
+                           "--repeats", "1", "--no-fixture", "--json", str(out)],
+                          cwd=root, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    records = json.loads(out.read_text())["records"]
+    assert {(r["classes"], r["path"]) for r in records} == {(171, "before"), (171, "after"), (4, "before"), (4, "after")}
+    assert all(r["wall_s"] > 0 for r in records)
+    assert max(r["max_abs_vs_fp32_77"] for r in records if r["path"] == "after") <= TOL
+    assert "| 171 | onnxruntime:fp32 |" in out.with_suffix(".md").read_text()
