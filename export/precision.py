@@ -20,7 +20,6 @@ from .calibration import CalibrationSet, calibration_set, graph_inputs, read_rgb
 from .fp16 import KEEP_FP32, write_fp16_graph
 from .manifest import write_manifest
 from .quantize import quantize_graph
-from .text_int8 import add_text_int8
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +62,6 @@ def add_precisions(bundle_dir: Path, manifest: Dict[str, Any], opts: PrecisionOp
                                     opts.calibration_method)
             graphs[name].setdefault("variants", {})["int8"] = {
                 "file": rel, "precision": "int8", "calibration": {**cal.describe(), **record}}
-        if "clip_text" in graphs:  # calibrated on prompts, not images (export/text_int8.py)
-            add_text_int8(bundle_dir, manifest, opts.calibration_method)
     manifest = write_manifest(bundle_dir, manifest)
     if opts.measure and (opts.fp16 or opts.int8):
         cal = cal or calibration_set(opts.calibration, opts.calibration_images, opts.seed, opts.calibration_size)
