@@ -24,7 +24,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -48,43 +48,12 @@ def make_store(bundle: Path, config: str, threads: int, batch: int):
     """The Segmenter's vocabulary store for ``backend:precision`` (cache off, no built-in reuse)."""
     from sdk import Segmenter
 
-    from sdk.precision import PrecisionError
-
     backend, precision = config.split(":", 1)
-    kwargs = dict(backend=backend, threads=threads, cache_dir=False, reuse_builtin=False, text_batch=batch)
-    try:
-        seg = Segmenter(bundle, precision=precision, **kwargs)
-    except PrecisionError:
-        if precision not in ("clip_text=bf16", "clip_text=int8"):
-            raise
-        log.info("%s: this SDK has no text-graph tiers; running the text graph's tier here", config)
-        seg = Segmenter(bundle, precision="fp32", **kwargs)
-        seg._store.text_encoder = text_tier(seg, backend, precision.split("=")[1], threads)
+    seg = Segmenter(bundle, backend=backend, precision=precision, threads=threads, cache_dir=False,
+                    reuse_builtin=False, text_batch=batch)
     store = seg._store
     store.progress = False
     return seg, store
-
-
-def text_tier(seg, backend: str, tier: str, threads: int) -> Callable[[np.ndarray], np.ndarray]:
-    """The text graph at ``tier`` (bf16: OpenVINO's hint; int8: the bundle's ``clip_text.int8.onnx``),
-    for SDKs before ``precision=`` covered the text graph."""
-    path = seg.bundle.graph_file("clip_text")
-    if tier == "int8":
-        path = seg.bundle.file(seg.bundle.graph("clip_text")["variants"]["int8"]["file"])
-    if backend == "onnxruntime":
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        return lambda tokens: sess.run(None, {"tokens": tokens})[0]
-    import openvino as ov
-
-    compiled = ov.Core().compile_model(str(path), "CPU", {
-        "INFERENCE_PRECISION_HINT": "bf16" if tier == "bf16" else "f32", "PERFORMANCE_HINT": "LATENCY",
-        "INFERENCE_NUM_THREADS": threads})
-    request = compiled.create_infer_request()
-    return lambda tokens: np.array(request.infer({0: tokens})[compiled.outputs[0]], dtype=np.float32)
 
 
 def timed(store, names: Sequence[str], cut: bool) -> Tuple[float, float, List[np.ndarray]]:

@@ -329,3 +329,24 @@ def test_benchmark_runs_and_reports(exported, tmp_path):
     assert all(r["wall_s"] > 0 for r in records)
     assert max(r["max_abs_vs_fp32_77"] for r in records if r["path"] == "after") <= TOL
     assert "| 171 | onnxruntime:fp32 |" in out.with_suffix(".md").read_text()
+
+
+def test_openvino_bf16_text_tier_stays_close_to_fp32(exported):
+    """``precision="clip_text=bf16"``: the text graph at OpenVINO's bf16 hint, cut like fp32, class
+    embeddings within cosine 0.999 of fp32 (benchmarks measure 0.99992 at full size)."""
+    pytest.importorskip("openvino")
+    from sdk import Segmenter
+    from sdk.precision import PrecisionError
+
+    names = ["cat", "traffic light", "wooden garden fence", "dog, puppy"]
+    fp32 = Segmenter(exported, backend="openvino", cache_dir=False, reuse_builtin=False).set_vocabulary(names)
+    try:
+        seg = Segmenter(exported, backend="openvino", precision="clip_text=bf16", cache_dir=False, reuse_builtin=False)
+    except PrecisionError as e:  # a CPU without bf16
+        pytest.skip(str(e))
+    assert "clip_text=bf16" in seg.precision
+    bf16 = seg.set_vocabulary(names)
+    for field in ("text_features", "text_features_clip"):
+        cos = (getattr(bf16, field) * getattr(fp32, field)).sum(1)
+        assert cos.min() >= 0.999
+    assert not np.array_equal(bf16.text_features_clip, fp32.text_features_clip)  # the tier did run
