@@ -22,7 +22,7 @@ import numpy as np
 
 from sdk.precision import variant_file
 from sdk.prompts import expand_prompts
-from sdk.text_batches import plan_batches, token_counts
+from sdk.text_batches import dynamic_length, plan_batches, token_counts
 from sdk.tokenizer import ClipTokenizer
 
 from .quantize import quantize_graph
@@ -45,7 +45,8 @@ def calibration_tokens(bundle_dir: Path, manifest: Dict[str, Any]) -> List[np.nd
     tok = manifest["tokenizer"]
     tokens = ClipTokenizer(Path(bundle_dir) / tok["file"], tok["context_length"])(prompts, dtype=np.int32)
     plan = plan_batches(token_counts(tokens), BATCH, tokens.shape[1])
-    return [np.ascontiguousarray(tokens[rows, :length]) for rows, length in plan][::KEEP_EVERY]
+    cut = dynamic_length(manifest["graphs"]["clip_text"])  # an older fixed [T,77] graph takes full rows
+    return [np.ascontiguousarray(tokens[rows, :length if cut else None]) for rows, length in plan][::KEEP_EVERY]
 
 
 def add_text_int8(bundle_dir: Path, manifest: Dict[str, Any], method: str = "minmax") -> Dict[str, Any]:

@@ -350,3 +350,15 @@ def test_openvino_bf16_text_tier_stays_close_to_fp32(exported):
         cos = (getattr(bf16, field) * getattr(fp32, field)).sum(1)
         assert cos.min() >= 0.999
     assert not np.array_equal(bf16.text_features_clip, fp32.text_features_clip)  # the tier did run
+
+
+def test_int8_calibration_batches_follow_the_graph_length(exported, tmp_path_factory):
+    """Calibration prompts are cut for a dynamic text graph and full 77-token rows for an older fixed one."""
+    from export.manifest import read_manifest
+    from export.text_int8 import calibration_tokens
+
+    cut = calibration_tokens(exported, read_manifest(exported))
+    fixed_bundle = tiny_bundle(tmp_path_factory)
+    fixed = calibration_tokens(fixed_bundle, read_manifest(fixed_bundle))
+    assert max(b.shape[1] for b in cut) < CONTEXT and all(b.dtype == np.int32 for b in cut)
+    assert {b.shape[1] for b in fixed} == {CONTEXT} and len(fixed) == len(cut)
