@@ -1,6 +1,6 @@
-"""Every shell command in README.md and docs/*.md, run exactly as written (parsed at test time).
+"""Every shell command in README.md, sdk/README.md and docs/*.md, run exactly as written (parsed at test time).
 
-The commands run in order (README first, then the docs pages by name) in one scratch folder where
+The commands run in order (the READMEs first, then the docs pages by name) in one scratch folder where
 the user's files are small stand-ins: a tiny checkpoint as ``r101.pth``, ``my_classes.txt``,
 ``photos/``, and — unless the quick start itself runs (``LONG``) — a stand-in of what
 ``python -m train.quickstart`` leaves in ``quickstart/`` (a tiny exported bundle, two images of the
@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+PAGES = [REPO / "README.md", REPO / "sdk" / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 SKIP = [  # (regex on the command, reason)
     (r"^pip install|^python -m venv|^\. \S+/activate|^source ", "sets up an environment (CI runs these: .ci/run)"),
     (r"^python -m pytest|^ruff |^mypy |^duplicates ", "the checks themselves (CI runs them: .ci/run)"),
@@ -90,7 +90,7 @@ def _params():
     for i, (page, cmd) in enumerate(COMMANDS):
         kind, reason = classify(cmd)
         marks = [pytest.mark.skip(reason=reason)] if kind == "skip" else []
-        out.append(pytest.param(cmd, id=f"{i:02d}-{page.stem}-{cmd[:60]}", marks=marks))
+        out.append(pytest.param(cmd, id=f"{i:02d}-{page.relative_to(REPO).as_posix()}-{cmd[:60]}", marks=marks))
     return out
 
 
