@@ -1,6 +1,7 @@
 """Image input and the official test-time preprocessing, in numpy + PIL only.
 
-* :func:`load_image` / :func:`to_rgb_uint8` turn a path or an array into ``H×W×3`` uint8 RGB;
+* :func:`load_image` / :func:`decode_image` / :func:`to_rgb_uint8` turn a path, encoded bytes or an
+  array into ``H×W×3`` uint8 RGB (one PIL decode path with the pixel guard: CLI, label, serve);
 * :func:`resize_shortest_edge` is detectron2's ``ResizeShortestEdge`` (PIL bilinear on uint8);
 * :func:`pad_to_multiple` pads bottom/right, as detectron2's ``ImageList`` does.
 
@@ -8,13 +9,14 @@ The torch model and the training evaluation reuse these functions, so every path
 """
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
 
@@ -37,35 +39,69 @@ def load_image(path: Union[str, os.PathLike]) -> np.ndarray:
     (truncated, corrupt, unsupported, bomb) is an :class:`ImageError` naming the file.
     """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(os.fspath(path)) as im:
-                check_pixels(im.height, im.width, f"image {path}")
-                im.load()
-                im = ImageOps.exif_transpose(im) or im
-                return pil_to_rgb(im)
-    except ImageError:
-        raise
+        return _decode(os.fspath(path), f"image {path}")
     except FileNotFoundError as e:
         raise ImageError(f"image file not found: {path}") from e
     except IsADirectoryError as e:
         raise ImageError(f"{path} is a directory, not an image file") from e
+
+
+def decode_image(data: Any, what: str = "the image") -> np.ndarray:
+    """Encoded image bytes (PNG, JPEG, ...) → ``H×W×3`` uint8 RGB, with the checks of :func:`load_image`.
+
+    The one decode path for bytes (``sdk serve``, uploads): the pixel guard, EXIF orientation and
+    every decoder failure as an :class:`ImageError` saying ``what`` failed.
+    """
+    return _decode(io.BytesIO(_bytes_of(data, what)), f"{what} ({len(data)} bytes)")
+
+
+def check_image_bytes(data: Any, what: str = "the image") -> None:
+    """The checks :func:`decode_image` makes before decoding (bytes, a known format, the pixel limit),
+    without decoding: what a client can refuse before sending."""
+    _decode(io.BytesIO(_bytes_of(data, what)), f"{what} ({len(data)} bytes)", header_only=True)
+
+
+def _bytes_of(data: Any, what: str) -> bytes:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ImageError(f"{what} is {type(data).__name__}, not encoded image bytes")
+    if not len(data):
+        raise ImageError(f"{what} is empty; send the encoded bytes of a PNG/JPEG/... file")
+    return bytes(data)
+
+
+def _decode(source: Any, what: str, header_only: bool = False) -> Optional[np.ndarray]:
+    """Decode ``source`` (a path or a file object) with PIL; ``what`` names it in errors."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # bomb and corrupt-EXIF warnings: the checks below decide
+            with Image.open(source) as im:
+                check_pixels(im.height, im.width, what)
+                if header_only:
+                    return None
+                im.load()
+                im = ImageOps.exif_transpose(im) or im
+                return pil_to_rgb(im, what)
+    except (ImageError, FileNotFoundError, IsADirectoryError):
+        raise
     except MemoryError as e:
-        raise ImageError(f"not enough memory to decode image {path}; downscale it first") from e
+        raise ImageError(f"not enough memory to decode {what}; downscale it first") from e
+    except Image.DecompressionBombError as e:  # PIL refuses some headers before check_pixels sees them
+        raise ImageError(f"{what} declares more than the {MAX_IMAGE_PIXELS / 1e6:.0f} MP limit (a decompression "
+                         "bomb?); downscale it first") from e
+    except UnidentifiedImageError as e:
+        raise ImageError(f"cannot read {what}: not an image format PIL recognises (is it a PNG/JPEG/... file?)") from e
     except Exception as e:  # PIL raises many types (OSError, SyntaxError, DecompressionBombError, struct.error...)
         detail = " ".join(str(e).split())[:200]
-        raise ImageError(f"cannot read image {path}: {type(e).__name__}: {detail} (is it a valid, complete "
+        raise ImageError(f"cannot read {what}: {type(e).__name__}: {detail} (is it a valid, complete "
                          "PNG/JPEG/... file?)") from e
 
 
-def pil_to_rgb(im: Image.Image) -> np.ndarray:
-    """A PIL image of any mode → ``H×W×3`` uint8 RGB (16-bit/32-bit gray scaled, float by its range)."""
-    if im.mode.startswith("I;16"):  # 16-bit gray: always >> 8
-        return to_rgb_uint8((np.asarray(im).astype(np.uint32) >> 8).astype(np.uint8))
-    if im.mode == "I":  # 32-bit integer gray: 0..255 as is, else 0..65535 >> 8
-        return to_rgb_uint8(np.asarray(im).astype(np.int64).clip(0, 65535))
+def pil_to_rgb(im: Image.Image, what: str = "the image") -> np.ndarray:
+    """A PIL image of any mode → ``H×W×3`` uint8 RGB (16/32-bit gray scaled, float by its range)."""
+    if im.mode.startswith("I;16") or im.mode == "I":
+        return to_rgb_uint8(_int_file_to_uint8(np.asarray(im), im.mode, what))
     if im.mode == "F":
-        return to_rgb_uint8(_float_file_to_uint8(np.asarray(im)))
+        return to_rgb_uint8(_float_file_to_uint8(np.asarray(im), what))
     if im.mode in ("RGBA", "LA", "PA", "P", "RGBa", "La"):
         im = im.convert("RGBA")
     return to_rgb_uint8(np.asarray(im.convert("RGB") if im.mode != "RGBA" else im))
@@ -101,15 +137,34 @@ def to_rgb_uint8(image: ImageLike, bgr: bool = False) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-def _float_file_to_uint8(image: np.ndarray) -> np.ndarray:
-    """A float image *file*: [0, 1] → ×255, 0..255 → as is, 0..65535 → >> 8 (arrays must be [0, 1])."""
+def _int_file_to_uint8(image: np.ndarray, mode: str, what: str) -> np.ndarray:
+    """A 16/32-bit integer image *file*: 16-bit → ``>> 8``; 32-bit: 0..255 as is, 0..65535 → ``>> 8``."""
+    values = image.astype(np.int64)
+    lo, hi = (int(values.min()), int(values.max())) if values.size else (0, 0)
+    if lo < 0 or hi > 65535:
+        raise ImageError(f"{what} is an integer image (PIL mode {mode}) with values {lo}..{hi}, outside 0..65535; "
+                         "convert it to 8- or 16-bit")
+    if mode.startswith("I;16") or hi > 255:
+        values = values >> 8
+    return values.astype(np.uint8)
+
+
+def _float_file_to_uint8(image: np.ndarray, what: str = "the float image") -> np.ndarray:
+    """A float image *file*: [0, 1] → ×255; whole numbers 0..255 → as is, 0..65535 → ``>> 8``.
+
+    Anything else (NaN, infinities, negatives, fractions above 1, above 65535) has no documented
+    meaning as pixels and is an :class:`ImageError` rather than a guess.
+    """
     if not np.isfinite(image).all():
-        raise ImageError("the float image holds NaN or infinite values")
-    hi = float(image.max()) if image.size else 0.0
-    if float(image.min()) < 0 or hi > 65535:
-        raise ImageError(f"float image values {image.min():g}..{hi:g} are outside 0..65535")
-    scale = 255.0 if hi <= 1.0 else (1.0 if hi <= 255 else 1 / 257)
-    return np.floor(image.astype(np.float64) * scale + 0.5).clip(0, 255).astype(np.uint8)
+        raise ImageError(f"{what} is a float image holding NaN or infinite values")
+    lo, hi = (float(image.min()), float(image.max())) if image.size else (0.0, 0.0)
+    if lo >= 0 and hi <= 1.0:
+        return np.floor(image.astype(np.float64) * 255.0 + 0.5).astype(np.uint8)
+    if lo < 0 or hi > 65535 or not np.array_equal(image, np.floor(image)):
+        raise ImageError(f"{what} is a float image with values {lo:g}..{hi:g}: float images must be in [0, 1] "
+                         "(or whole numbers in 0..255 or 0..65535); convert it to 8-bit")
+    values = image.astype(np.int64)
+    return (values if hi <= 255 else values >> 8).astype(np.uint8)
 
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:

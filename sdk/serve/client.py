@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..errors import SegmenterError
+from ..errors import ImageError, SegmenterError, VocabularyError
 from . import INPUT_IMAGE, INPUT_VOCABULARY, MODEL_NAME, OUTPUTS
 
 ImageInput = Union[bytes, str, os.PathLike, np.ndarray]
@@ -40,16 +40,50 @@ class RemoteResult:
 
 
 def encode_image(image: ImageInput) -> bytes:
-    """Bytes to send: the file's bytes for a path, PNG for an ``H×W×3`` uint8 RGB array, bytes as they are."""
-    if isinstance(image, (bytes, bytearray)):
-        return bytes(image)
-    if isinstance(image, (str, os.PathLike)):
-        return Path(image).read_bytes()
+    """Bytes to send, checked first: a file's bytes for a path, PNG for an RGB array or PIL image, bytes
+    as they are. What the server would refuse (no such file, an empty or unreadable file, a header over
+    the pixel limit, a bad array) is an :class:`~sdk.errors.ImageError` here, before any request."""
     from PIL import Image
 
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="PNG")
-    return buffer.getvalue()
+    from ..preprocess import check_image_bytes, pil_to_rgb, to_rgb_uint8
+
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        data, what = bytes(image), "the image"
+    elif isinstance(image, (str, os.PathLike)):
+        data, what = _read_file(Path(image)), f"image {image}"
+    elif isinstance(image, (np.ndarray, Image.Image)):
+        rgb = pil_to_rgb(image) if isinstance(image, Image.Image) else to_rgb_uint8(image)
+        buffer = io.BytesIO()
+        Image.fromarray(rgb).save(buffer, format="PNG")
+        return buffer.getvalue()
+    else:
+        raise ImageError(f"cannot send a {type(image).__name__} as an image; pass a path, encoded bytes or an "
+                         "H×W×3 uint8 RGB array")
+    check_image_bytes(data, what)
+    return data
+
+
+def _read_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError as e:
+        raise ImageError(f"image file not found: {path}") from e
+    except IsADirectoryError as e:
+        raise ImageError(f"{path} is a directory, not an image file") from e
+    except (OSError, ValueError) as e:
+        raise ImageError(f"cannot read image {path}: {getattr(e, 'strerror', None) or e}") from e
+
+
+def vocabulary_names(vocabulary: Union[str, Sequence[str]]) -> List[str]:
+    """The names to send: a list of strings, or ``"a;b;c"`` (checked as the server checks them)."""
+    from ..classnames import split_names, validate_names
+
+    if isinstance(vocabulary, str):
+        if ";" not in vocabulary:
+            raise VocabularyError(f"vocabulary={vocabulary!r}: pass a list of class names, or 'a;b;c' "
+                                  f"(the server has no built-in vocabularies by name; [{vocabulary!r}] is one class)")
+        vocabulary = split_names(vocabulary)
+    return validate_names(vocabulary)
 
 
 class SegmenterClient:
@@ -90,14 +124,26 @@ class SegmenterClient:
                 raise ServeError(f"no ready server at {self.url} (model {self.model_name!r}) after {timeout:.0f} s")
             time.sleep(interval)
 
-    def segment(self, image: ImageInput, vocabulary: Optional[Sequence[str]] = None) -> RemoteResult:
-        """Send one image (path, encoded bytes or RGB array) and an optional vocabulary."""
+    def segment(self, image: ImageInput, vocabulary: Optional[Union[str, Sequence[str]]] = None) -> RemoteResult:
+        """Send one image (path, encoded bytes or RGB array) and an optional vocabulary (names or ``"a;b;c"``).
+
+        Bad input is refused here before sending (:class:`~sdk.errors.ImageError`,
+        :class:`~sdk.errors.VocabularyError`); the server's refusals and connection failures are
+        :class:`ServeError`.
+        """
+        from tritonclient.utils import InferenceServerException
+
         inputs = [self._input(INPUT_IMAGE, np.array([[encode_image(image)]], dtype=object))]
         if vocabulary is not None:
-            names = [str(v).encode("utf-8") for v in vocabulary]
+            names = [v.encode("utf-8") for v in vocabulary_names(vocabulary)]
             inputs.append(self._input(INPUT_VOCABULARY, np.array([names], dtype=object)))
         outputs = [self._http.InferRequestedOutput(name) for name in OUTPUTS]
-        response = self.client.infer(self.model_name, inputs, outputs=outputs)
+        try:
+            response = self.client.infer(self.model_name, inputs, outputs=outputs)
+        except InferenceServerException as e:
+            raise ServeError(f"the server at {self.url} refused the request: {' '.join(str(e).split())[:500]}") from e
+        except (OSError, ConnectionError) as e:
+            raise ServeError(f"cannot reach the server at {self.url}: {e}") from e
         return parse_response({name: response.as_numpy(name) for name in OUTPUTS})[0]
 
     def _input(self, name: str, array: np.ndarray):
