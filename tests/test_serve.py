@@ -143,15 +143,22 @@ def test_serve_many_clients_errors_and_stop(server, bundle, images):
                     failures.append(f"client {k} request {j} (image {i}, vocab {v}): {type(e).__name__}: {e}")
 
     def malformed_loop():
-        """Undecodable images sent among the others: each gets its own error, the rest still succeed."""
-        with SegmenterClient(server["url"], timeout=60) as client:
-            for j in range(10):
-                try:
-                    client.segment(b"\x89PNG not really" * (j + 1))
-                    bad_answers.append("no error")
-                except ServeError as e:
-                    bad_answers.append(str(e))
-                time.sleep(0.05)
+        """Undecodable images sent among the others (raw: the client would refuse them before sending):
+        each gets its own error, the rest still succeed."""
+        from sdk.serve.client import parse_response
+
+        client = httpclient.InferenceServerClient(server["url"], network_timeout=60)
+        for j in range(10):
+            image = httpclient.InferInput("image", [1, 1], "BYTES")
+            image.set_data_from_numpy(np.array([[b"\x89PNG not really" * (j + 1)]], dtype=object))
+            response = client.infer("zegformer", [image])
+            try:
+                parse_response({n: response.as_numpy(n) for n in ("label_map", "class_names", "segments", "error")})
+                bad_answers.append("no error")
+            except ServeError as e:
+                bad_answers.append(str(e))
+            time.sleep(0.05)
+        client.close()
 
     threads = [threading.Thread(target=client_loop, args=(k,)) for k in range(CLIENTS)]
     threads.append(threading.Thread(target=malformed_loop))
@@ -173,8 +180,16 @@ def test_serve_many_clients_errors_and_stop(server, bundle, images):
         raw.infer("zegformer", [wrong_type])
     with pytest.raises(InferenceServerException, match="image"):
         raw.infer("zegformer", [])
-    with pytest.raises(ServeError, match="vocabulary|name"):
+    from sdk import VocabularyError
+
+    with pytest.raises(VocabularyError, match="empty"):  # refused by the client before sending
         SegmenterClient(server["url"]).segment(data[0], vocabulary=[""])
+    empty_name = httpclient.InferInput("vocabulary", [1, 1], "BYTES")
+    empty_name.set_data_from_numpy(np.array([[b""]], dtype=object))
+    image = httpclient.InferInput("image", [1, 1], "BYTES")
+    image.set_data_from_numpy(np.array([[data[0]]], dtype=object))
+    answer = raw.infer("zegformer", [image, empty_name])  # and by the server, in the request's error output
+    assert answer.as_numpy("error")[0, 0].decode().startswith("VocabularyError")
     assert raw.is_server_live() and raw.is_server_ready() and raw.is_model_ready("zegformer")
     same(SegmenterClient(server["url"]).segment(images[1], VOCABS[1]), expected[(1, 1)])
     raw.close()
