@@ -23,13 +23,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .errors import SegmenterError
+from .label_checks import check_run_options, ray_failure, read_inputs
 from .outputs import SUFFIXES, coco_image_entries, is_complete, read_record, write_image_outputs
 
 log = logging.getLogger(__name__)
 COCO_FILE, CONFIG_FILE, CLASSES_FILE, ERRORS_FILE = "_annotations.coco.json", "_label_config.json", \
     "classes.txt", "errors.jsonl"
 RESERVED_STEMS = {Path(COCO_FILE).stem, Path(CONFIG_FILE).stem}  # would collide with "<stem>.json"
-LIST_SUFFIXES = {".txt", ".lst", ".list", ".csv"}
 
 
 @dataclass(frozen=True)
@@ -61,39 +61,6 @@ class LabelSummary:
 
 
 # ---------------------------------------------------------------------------------------- inputs
-def read_inputs(source: Path, column: Optional[str] = None, recursive: bool = False) -> List[Tuple[str, str]]:
-    """``(path, name)`` of every image of a folder, a list file (one path a line) or a Parquet table."""
-    from .inputs import find_images
-
-    if source.is_dir():
-        return [(str(p), p.relative_to(source).as_posix()) for p in find_images([source], recursive)]
-    if not source.is_file():
-        raise SegmenterError(f"label input {source} does not exist; give a folder, a list file or a Parquet table")
-    if source.suffix.lower() in (".parquet", ".pq"):
-        names = _parquet_paths(source, column)
-    elif source.suffix.lower() in LIST_SUFFIXES:
-        lines = source.read_text(encoding="utf-8").splitlines()
-        names = [s.strip() for s in lines if s.strip() and not s.lstrip().startswith("#")]
-    else:
-        raise SegmenterError(f"{source}: give a folder of images, a list file ({', '.join(sorted(LIST_SUFFIXES))}, "
-                             "one path a line) or a Parquet table (.parquet) with a column of paths")
-    base = source.parent
-    return [(str(p if p.is_absolute() else base / p), name) for name in names for p in (Path(name),)]
-
-
-def _parquet_paths(source: Path, column: Optional[str]) -> List[str]:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError as e:
-        raise SegmenterError("reading a Parquet table needs pyarrow: pip install 'zegformer-sdk[ray]'") from e
-    schema = pq.read_schema(source)
-    candidates = [column] if column else [c for c in ("path", "image", "file_name", "filename") if c in schema.names]
-    if not candidates or candidates[0] not in schema.names:
-        raise SegmenterError(f"{source} has no column {column or 'path'!r} (columns: {schema.names}); "
-                             "name the column of image paths with --column")
-    return [str(v) for v in pq.read_table(source, columns=candidates[:1]).column(0).to_pylist() if v]
-
-
 def make_items(pairs: Sequence[Tuple[str, str]]) -> List[Item]:
     """Items with unique output stems: ``<name>``, or ``<name>_N`` when its files would collide with
     another image's (``x.png`` and ``x_overlay.png``, two ``x`` in subfolders) or the dataset files."""
@@ -154,6 +121,8 @@ def run_label(items: Sequence[Item], out: Path, segmenter: Dict[str, Any], *, ra
     """
     from .atomicio import remove_stale_temps
 
+    check_run_options(workers=workers, cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
+                      batch_size=batch_size, alpha=alpha, label_png=label_png)
     out.mkdir(parents=True, exist_ok=True)
     check_settings(out, settings if settings is not None else {"segmenter": _jsonable(segmenter)})
     remove_stale_temps(out)
@@ -163,8 +132,13 @@ def run_label(items: Sequence[Item], out: Path, segmenter: Dict[str, Any], *, ra
     errors: Dict[str, str] = {}
     if todo:
         summary.ray_start_seconds = connect(ray_address)
-        results = _run_on_ray(todo, out, segmenter, workers, cpus_per_worker, gpus_per_worker, batch_size, alpha,
-                              label_png, progress)
+        try:
+            results = _run_on_ray(todo, out, segmenter, workers, cpus_per_worker, gpus_per_worker, batch_size,
+                                  alpha, label_png, progress)
+        except (SegmenterError, KeyboardInterrupt):
+            raise
+        except Exception as e:  # noqa: BLE001 — Ray wraps an actor's failure in its own multi-line error
+            raise SegmenterError(f"the Ray job failed: {ray_failure(e)}") from e
         errors = {stem: msg for stem, msg in results.items() if msg}
         summary.labelled = sum(1 for msg in results.values() if not msg)
     summary.seconds = time.perf_counter() - start

@@ -31,15 +31,27 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``label`` from parsed arguments; prints the summary; 1 when some images failed."""
-    from ..errors import SegmenterError
-    from ..label import COCO_FILE, ERRORS_FILE, make_items, read_inputs, run_label
+    """Run ``label`` from parsed arguments; prints the summary; 1 when some images failed.
 
-    items = make_items(read_inputs(args.input, args.column, args.recursive))
+    Everything is checked before Ray starts (:mod:`sdk.label_checks`): the options, the input
+    list, ``--out`` (never a folder of input images), the bundle, precision and vocabulary.
+    """
+    from ..errors import SegmenterError
+    from ..label import COCO_FILE, ERRORS_FILE, make_items, run_label
+    from ..label_checks import check_job, check_out, check_run_options, read_inputs
+    from ..validate.paths import root_dir
+
+    check_run_options(workers=args.workers, cpus_per_worker=args.cpus_per_worker,
+                      gpus_per_worker=args.gpus_per_worker, batch_size=args.batch_size, alpha=args.alpha,
+                      label_png=args.label_png)
+    pairs = read_inputs(args.input, args.column, args.recursive)
+    items = make_items(pairs)
     if not items:
         raise SegmenterError(f"no images found in {args.input}")
     threads = max(1, int(round(args.cpus_per_worker)))
-    segmenter = segmenter_kwargs(args, bundle_dir=str(args.bundle.resolve()), threads=threads)
+    segmenter = segmenter_kwargs(args, bundle_dir=str(root_dir(args.bundle)), threads=threads)
+    check_job(segmenter)
+    check_out(args.out, args.input, pairs, args.recursive)
     settings = {k: segmenter[k] for k in ("bundle_dir", "mode", "min_size", "prune_threshold", "vocabulary")}
     settings["label_png"] = args.label_png
     summary = run_label(items, args.out, segmenter, ray_address=args.ray, workers=args.workers,

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import OptionError, SegmenterError, VocabularyError
 from ..formats import segments_to_rle
-from ..validate import is_int
+from ..validate.values import is_int
 from . import (INPUT_IMAGE, INPUT_VOCABULARY, OUTPUT_CLASS_NAMES, OUTPUT_ERROR, OUTPUT_LABEL_MAP, OUTPUT_SEGMENTS,
                MODEL_NAME)
 
@@ -176,8 +176,8 @@ def libpython_on_path() -> Optional[str]:
 def serve(segmenter: Dict[str, Any], options: ServerOptions) -> int:
     """Start Triton with ``options.instances`` Segmenters (``segmenter``: their kwargs); block until stopped."""
     try:
-        from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
         from pytriton.exceptions import PyTritonError
+        from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
         from pytriton.triton import Triton, TritonConfig
     except ImportError as e:
         raise SegmenterError(f"sdk serve needs PyTriton ({e}). {SERVE_ENV_HINT}") from e
