@@ -101,20 +101,35 @@ def coco_dataset(images: Sequence[Dict[str, Any]], class_names: Sequence[str],
 
 
 # ---------------------------------------------------------------------------------------- PNG
+MAX_PNG_CLASSES = 1 << 16  # a 16-bit PNG holds the indices 0..65535
+
+
 def save_label_png(path: PathLike, label_map: np.ndarray, class_names: Sequence[str]) -> None:
     """An indexed PNG (pixel = class index, palette = the SDK's colours) with the class list inside.
 
-    Above 256 classes the file is 16-bit gray (no palette possible); the class list is kept.
+    Above 256 classes the file is 16-bit gray (no palette possible); the class list is kept. What a
+    PNG cannot hold — more than 65,536 classes, indices outside the class list, a map that is not
+    2-D integers, names that are not strings — is an :class:`ImageError`, never a wrapped value.
     """
     from PIL import Image, PngImagePlugin
 
     from .visualize import palette
 
-    k = len(class_names)
-    if label_map.size and (label_map.min() < 0 or label_map.max() >= max(k, 1)):
-        raise ValueError(f"label map values outside 0..{k - 1}")
+    label_map = np.asarray(label_map)
+    names = list(class_names) if not isinstance(class_names, (str, bytes)) else None
+    if names is None or not all(isinstance(n, str) for n in names):
+        raise ImageError("class_names must be a list of strings")
+    k = len(names)
+    if k > MAX_PNG_CLASSES:
+        raise ImageError(f"a label PNG holds at most {MAX_PNG_CLASSES} classes (16 bits), got {k}; "
+                         "save the label map as .npy instead")
+    if label_map.ndim != 2 or label_map.dtype.kind not in "iu" or 0 in label_map.shape:
+        raise ImageError(f"a label map is a non-empty 2-D integer array, got {label_map.dtype} {label_map.shape}")
+    if label_map.min() < 0 or label_map.max() >= max(k, 1):
+        raise ImageError(f"label map values {label_map.min()}..{label_map.max()} are outside 0..{k - 1} "
+                         f"(the {k} class names)")
     meta = PngImagePlugin.PngInfo()
-    meta.add_itxt(PNG_CLASSES_KEY, json.dumps(list(class_names), ensure_ascii=False))
+    meta.add_itxt(PNG_CLASSES_KEY, json.dumps(names, ensure_ascii=False))
     if k <= 256:
         image = Image.fromarray(label_map.astype(np.uint8))  # mode L; a palette makes it P
         image.putpalette(palette(k).ravel().tolist())
@@ -124,18 +139,40 @@ def save_label_png(path: PathLike, label_map: np.ndarray, class_names: Sequence[
 
 
 def load_label_png(path: PathLike) -> Tuple[np.ndarray, Optional[List[str]]]:
-    """``(label_map int32, class_names or None)`` from a label PNG (indexed, 8- or 16-bit gray)."""
+    """``(label_map int32, class_names or None)`` from a label PNG (indexed, 8- or 16-bit gray).
+
+    An unreadable file, a map of more than one channel, or a class-list chunk that is not a JSON
+    list of strings covering every index is an :class:`ImageError` naming the file.
+    """
     from PIL import Image
+
+    from .preprocess import check_pixels
 
     try:
         with Image.open(os.fspath(path)) as image:
+            check_pixels(image.height, image.width, f"label PNG {path}")
             names = image.info.get(PNG_CLASSES_KEY)
             labels = np.asarray(image).astype(np.int32)
-    except OSError as e:
-        raise ImageError(f"cannot read label PNG {path}: {e}") from e
+    except ImageError:
+        raise
+    except Exception as e:  # noqa: BLE001 — PIL raises OSError, SyntaxError, ValueError, ... for broken files
+        raise ImageError(f"cannot read label PNG {path}: {type(e).__name__}: {' '.join(str(e).split())[:200]}") from e
     if labels.ndim != 2:
         raise ImageError(f"{path} is not a label map (shape {labels.shape}); expected one channel of indices")
-    return labels, (json.loads(names) if names else None)
+    return labels, (_class_list(names, path, labels) if names is not None else None)
+
+
+def _class_list(text: Any, path: PathLike, labels: np.ndarray) -> List[str]:
+    try:
+        names = json.loads(text)
+    except (TypeError, ValueError, RecursionError) as e:
+        raise ImageError(f"label PNG {path}: its {PNG_CLASSES_KEY!r} chunk is not JSON ({e}); "
+                         "it was not written by save_label_png, or is damaged") from e
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ImageError(f"label PNG {path}: its {PNG_CLASSES_KEY!r} chunk is not a JSON list of class names")
+    if labels.size and labels.max() >= len(names):
+        raise ImageError(f"label PNG {path} holds index {labels.max()} but its class list has {len(names)} names")
+    return names
 
 
 # ---------------------------------------------------------------------------------------- supervision

@@ -19,6 +19,7 @@ from . import bundle_format as fmt
 from . import constants as C
 from .atomicio import write_json_atomic
 from .errors import REEXPORT, BundleError
+from .precision import FILE_TIERS, PRECISIONS
 
 PathLike = Union[str, os.PathLike]
 
@@ -169,8 +170,94 @@ def read_manifest(bundle_dir: PathLike) -> Dict[str, Any]:
         raise BundleError(f"{root} has bundle format version {version!r}; this version reads "
                           f"{fmt.FORMAT_VERSION}: upgrade zegformer-sdk or {REEXPORT} with this version")
     manifest = check_manifest_schema(manifest, path)
+    check_runtime_sections(manifest, path)
     Settings.from_manifest(manifest)  # the typed sections parse
     return manifest
+
+
+# ---------------------------------------------------------------------------- the sections backends read
+def _entry_fields() -> Dict[str, Dict[str, tuple]]:
+    """key -> (required, check, what it must be) for each kind of entry the backends read."""
+    from .validate.paths import is_relpath
+    from .validate.schema import SHA256
+    from .validate.values import dict_of, is_dict, is_int, is_number, is_str, list_of, optional
+
+    tier = lambda v: v in PRECISIONS  # noqa: E731
+    is_text = lambda v: isinstance(v, str)  # noqa: E731
+    shape = lambda v: isinstance(v, str) or list_of(lambda d: is_int(d) or isinstance(d, str))(v)  # noqa: E731
+    return {
+        "graph": {"file": (True, is_relpath, "a relative path inside the bundle"),
+                  "inputs": (False, dict_of(shape), "an object {name: shape}"),
+                  "outputs": (False, dict_of(shape), "an object {name: shape}"),
+                  "precision": (False, tier, f"one of {PRECISIONS}"),
+                  "variants": (False, is_dict, "an object {tier: {file, precision, ...}}")},
+        "variant": {"file": (True, is_relpath, "a relative path inside the bundle"),
+                    "precision": (False, tier, f"one of {PRECISIONS}"),
+                    "calibration": (False, optional(is_dict), "an object or null")},
+        "engine": {"file": (True, is_relpath, "a relative path inside the bundle"),
+                   "precision": (False, tier, f"one of {PRECISIONS}"),
+                   "tensorrt": (False, is_text, "a version string"), "gpu": (False, is_text, "a string"),
+                   "cuda": (False, optional(lambda v: is_text(v) or is_number(v)), "a version string"),
+                   "compute_capability": (False, lambda v: is_text(v) or is_number(v), "a string such as '8.9'"),
+                   "num_profiles": (False, lambda v: is_int(v) and 1 <= v <= 64, "an integer in 1..64"),
+                   "profiles": (False, dict_of(is_dict), "an object {input: {min, opt, max}}"),
+                   "onnx_file": (False, optional(is_relpath), "a relative path inside the bundle"),
+                   "onnx_sha256": (False, optional(lambda v: is_text(v) and bool(SHA256.fullmatch(v))),
+                                   "a sha256 hex digest")},
+        "precision": {"agreement": (False, dict_of(dict_of(lambda v: is_number(v) and 0 <= v <= 1)),
+                                    "an object {tier: {backend: fraction in [0, 1]}}"),
+                      "bar": (False, lambda v: is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+                      "reference": (False, is_text, "a string"), "measured_on": (False, optional(is_dict), "an object")},
+        "checkpoint": {"path": (False, optional(is_str), "a path string or null"),
+                       "sha256": (False, optional(lambda v: is_text(v) and bool(SHA256.fullmatch(v))),
+                                  "a sha256 hex digest or null")},
+        "top": {"created": (False, optional(is_text), "an ISO-8601 time string"),
+                "precision": (False, optional(is_dict), "an object {agreement, bar, ...}"),
+                "versions": (False, optional(dict_of(lambda v: v is None or isinstance(v, (str, int, float)))),
+                             "an object {package: version}")},
+    }
+
+
+def check_runtime_sections(manifest: Dict[str, Any], path: PathLike) -> None:
+    """Types of every key the backends and precision rules read: ``graphs`` (``precision``,
+    ``variants`` and each variant's ``file``), ``engines``, ``precision`` and ``checkpoint``.
+
+    Complements :func:`sdk.validate.check_manifest_schema` (the other sections); a wrong type is a
+    :class:`BundleError` naming the key and ``manifest.json``, never an error deep in a backend.
+    """
+    fields = _entry_fields()
+
+    def check(node: Any, kind: str, where: str) -> None:
+        if not isinstance(node, dict):
+            raise BundleError(f"{path}: {where} must be an object; {REEXPORT}")
+        for key, (required, ok, what) in fields[kind].items():
+            if key not in node:
+                if required:
+                    raise BundleError(f"{path}: {where}.{key} must be {what} (it is missing); {REEXPORT}")
+            elif not ok(node[key]):
+                raise BundleError(f"{path}: {where}.{key} must be {what}, not {_shown(node[key])}; {REEXPORT}")
+
+    check(manifest, "top", "the manifest")
+    for name, entry in manifest["graphs"].items():
+        check(entry, "graph", f'"graphs.{name}"')
+        for tier, variant in (entry.get("variants") or {}).items():
+            where = f'"graphs.{name}.variants.{tier}"'
+            if tier not in FILE_TIERS:
+                raise BundleError(f"{path}: {where}: a variant's tier must be one of {FILE_TIERS}; {REEXPORT}")
+            check(variant, "variant", where)
+            if variant.get("precision", tier) != tier:
+                raise BundleError(f"{path}: {where}.precision is {variant['precision']!r}, not {tier!r}; {REEXPORT}")
+    for name, entry in (manifest.get("engines") or {}).items():
+        check(entry, "engine", f'"engines.{name}"')
+    if manifest.get("precision") is not None:
+        check(manifest["precision"], "precision", '"precision"')
+    if manifest.get("checkpoint") is not None:
+        check(manifest["checkpoint"], "checkpoint", '"checkpoint"')
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return f"{type(value).__name__} {text[:60] + ('…' if len(text) > 60 else '')}"
 
 
 def is_bundle(path: PathLike) -> bool:
