@@ -120,8 +120,8 @@ def save_label_png(path: PathLike, label_map: np.ndarray, class_names: Sequence[
     if names is None or not all(isinstance(n, str) for n in names):
         raise ImageError("class_names must be a list of strings")
     k = len(names)
-    if k > MAX_PNG_CLASSES:
-        raise ImageError(f"a label PNG holds at most {MAX_PNG_CLASSES} classes (16 bits), got {k}; "
+    if k == 0 or k > MAX_PNG_CLASSES:
+        raise ImageError(f"a label PNG holds 1 to {MAX_PNG_CLASSES} classes (16 bits), got {k}; "
                          "save the label map as .npy instead")
     if label_map.ndim != 2 or label_map.dtype.kind not in "iu" or 0 in label_map.shape:
         raise ImageError(f"a label map is a non-empty 2-D integer array, got {label_map.dtype} {label_map.shape}")

@@ -229,30 +229,31 @@ def check_runtime_sections(manifest: Dict[str, Any], path: PathLike) -> None:
 
     def check(node: Any, kind: str, where: str) -> None:
         if not isinstance(node, dict):
-            raise BundleError(f"{path}: {where} must be an object; {REEXPORT}")
+            raise BundleError(f'{path}: "{where}" must be an object; {REEXPORT}')
         for key, (required, ok, what) in fields[kind].items():
+            name = f"{where}.{key}" if where else key
             if key not in node:
                 if required:
-                    raise BundleError(f"{path}: {where}.{key} must be {what} (it is missing); {REEXPORT}")
+                    raise BundleError(f'{path}: "{name}" must be {what} (it is missing); {REEXPORT}')
             elif not ok(node[key]):
-                raise BundleError(f"{path}: {where}.{key} must be {what}, not {_shown(node[key])}; {REEXPORT}")
+                raise BundleError(f'{path}: "{name}" must be {what}, not {_shown(node[key])}; {REEXPORT}')
 
-    check(manifest, "top", "the manifest")
+    check(manifest, "top", "")
     for name, entry in manifest["graphs"].items():
-        check(entry, "graph", f'"graphs.{name}"')
+        check(entry, "graph", f"graphs.{name}")
         for tier, variant in (entry.get("variants") or {}).items():
-            where = f'"graphs.{name}.variants.{tier}"'
+            where = f"graphs.{name}.variants.{tier}"
             if tier not in FILE_TIERS:
-                raise BundleError(f"{path}: {where}: a variant's tier must be one of {FILE_TIERS}; {REEXPORT}")
+                raise BundleError(f'{path}: "{where}": a variant\'s tier must be one of {FILE_TIERS}; {REEXPORT}')
             check(variant, "variant", where)
             if variant.get("precision", tier) != tier:
-                raise BundleError(f"{path}: {where}.precision is {variant['precision']!r}, not {tier!r}; {REEXPORT}")
+                raise BundleError(f'{path}: "{where}.precision" is {variant["precision"]!r}, not {tier!r}; {REEXPORT}')
     for name, entry in (manifest.get("engines") or {}).items():
-        check(entry, "engine", f'"engines.{name}"')
+        check(entry, "engine", f"engines.{name}")
     if manifest.get("precision") is not None:
-        check(manifest["precision"], "precision", '"precision"')
+        check(manifest["precision"], "precision", "precision")
     if manifest.get("checkpoint") is not None:
-        check(manifest["checkpoint"], "checkpoint", '"checkpoint"')
+        check(manifest["checkpoint"], "checkpoint", "checkpoint")
 
 
 def _shown(value: Any) -> str:
