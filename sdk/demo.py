@@ -189,25 +189,49 @@ def _with_event_data(fn, event_type):
 
 
 def readable_upload_errors(gr, component):
-    """Make ``component``'s unreadable uploads a readable page error instead of a traceback.
+    """Decode ``component``'s uploads through the SDK's one image path (:func:`sdk.preprocess.decode_image`:
+    pixel guard, documented value ranges), and make an unreadable upload a page error, not a traceback.
 
-    Wraps this instance's ``preprocess`` (a subclass of ``gr.Image`` would make Gradio write a
+    Replaces this instance's ``preprocess`` (a subclass of ``gr.Image`` would make Gradio write a
     ``.pyi`` stub next to this module at run time).
     """
-    original = component.preprocess
 
     def preprocess(payload):
+        if payload is None:
+            return None
+        name = getattr(payload, "orig_name", None) or "the upload"
         try:
-            return original(payload)
-        except gr.Error:
-            raise
-        except Exception as e:  # PIL.UnidentifiedImageError, truncated files, odd modes ...
-            name = getattr(payload, "orig_name", None) or "the upload"
-            raise gr.Error(html.escape(f"{name} is not an image that can be read ({type(e).__name__}); "
+            return decode_upload(payload, name)
+        except ImageError as e:
+            raise gr.Error(html.escape(f"{name} is not an image that can be read ({' '.join(str(e).split())}); "
                                        f"{IMAGE_HINT}"), title="Not an image", print_exception=False) from None
 
     component.preprocess = preprocess
     return component
+
+
+def decode_upload(payload: Any, name: str) -> np.ndarray:
+    """An upload (a file Gradio stored, or a ``data:`` URL from the webcam) → ``H×W×3`` uint8 RGB."""
+    import base64
+    import binascii
+
+    from .preprocess import decode_image
+
+    url = getattr(payload, "url", None) or ""
+    if url.startswith("data:"):
+        try:
+            data = base64.b64decode(url.split(",", 1)[-1], validate=False)
+        except (binascii.Error, ValueError) as e:
+            raise ImageError(f"{name} is not a valid data URL ({e})") from e
+        return decode_image(data, name)
+    path = getattr(payload, "path", None)
+    if not path:
+        raise ImageError(f"{name} arrived without a file")
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise ImageError(f"cannot read {name}: {e.strerror or e}") from e
+    return decode_image(data, name)
 
 
 def build_app(seg, files_dir: Path, concurrency: int = 1, vocabulary: Optional[str] = None):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from functools import lru_cache
 from typing import Dict
 
 import numpy as np
@@ -55,8 +56,9 @@ def float_tiff(values: np.ndarray) -> bytes:
     return encoded(Image.fromarray(values.astype(np.float32)), "TIFF")
 
 
+@lru_cache(maxsize=1)
 def bad_images() -> Dict[str, bytes]:
-    """name → bytes that must be refused with an ImageError (never decoded, never a 500)."""
+    """name → bytes that must be refused with an ImageError (never decoded, never a 500); built once."""
     png = encoded(Image.fromarray(GOOD), "PNG")
     jpg = encoded(Image.fromarray(GOOD), "JPEG")
     corrupt_crc = bytearray(png)
@@ -84,6 +86,7 @@ def bad_images() -> Dict[str, bytes]:
     return out
 
 
+@lru_cache(maxsize=1)
 def good_images() -> Dict[str, bytes]:
     """name → bytes every decode path must accept (the documented modes and ranges)."""
     rgb = Image.fromarray(GOOD)

@@ -280,3 +280,24 @@ def test_cli_segment_reports_each_bad_file_in_one_line(bundle, tmp_path, capsys,
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 4 and all("\n" not in e and "/in/" in e for e in errors), errors
     assert (tmp_path / "out" / "good.png").is_file()
+
+
+@pytest.mark.parametrize("name", ["bomb_png_1bit", "png_declares_100k", "float_tiff_fraction_above_1", "text",
+                                  "jpeg_cut_0.5", "empty"])
+def test_demo_uploads_decode_through_the_sdk_path(tmp_path, name):
+    """The demo's uploads (files Gradio stored, or webcam data URLs) go through sdk.preprocess.decode_image."""
+    import base64
+    from types import SimpleNamespace
+
+    from sdk import ImageError
+    from sdk.demo import decode_upload
+
+    path = tmp_path / "upload.bin"
+    path.write_bytes(bad_images()[name])
+    with pytest.raises(ImageError, match="photo.png"):
+        decode_upload(SimpleNamespace(path=str(path), url=None), "photo.png")
+    url = "data:image/png;base64," + base64.b64encode(bad_images()[name]).decode()
+    with pytest.raises(ImageError, match="snapshot"):
+        decode_upload(SimpleNamespace(path=None, url=url), "snapshot")
+    good = "data:image/png;base64," + base64.b64encode(good_images()["png"]).decode()
+    assert np.array_equal(decode_upload(SimpleNamespace(path=None, url=good), "snapshot"), GOOD)
