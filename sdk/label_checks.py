@@ -122,32 +122,27 @@ def check_job(segmenter: Dict[str, Any]) -> None:
     known here, so the precision is parsed and its graph files looked up.
     """
     from .backends import create_backend, parse_device
-    from .precision import FILE_TIERS, TIERED_GRAPHS, missing_files, parse
+    from .precision import PrecisionPlan, missing_files, parse
     from .segmenter import Segmenter
 
     device, spec = segmenter.get("device", "auto"), segmenter.get("precision")
     if not isinstance(device, str):
         raise OptionError(f"--device {device!r} is invalid: give auto, cpu, cuda or cuda:N")
     parse_device(device)
+    request = parse(spec)  # a malformed precision is an OptionError before any file is read
     seg = Segmenter(segmenter["bundle_dir"], backend="onnxruntime", device="cpu", threads=1,
                     **{k: segmenter[k] for k in ("mode", "min_size", "prune_threshold", "vocabulary") if k in segmenter})
     bundle = seg.bundle
     for rel in bundle.manifest["files"]:
         bundle.file(rel)
-    try:
-        parsed = parse(spec)
-    except (ValueError, TypeError) as e:  # a malformed spec the parser did not type (it should: OptionError)
-        if isinstance(e, SegmenterError):
-            raise
-        raise OptionError(f"--precision {spec!r} is malformed ({e}); give a tier or 'graph=tier,...'") from e
     if device.strip().lower() == "cpu":
         create_backend(bundle, segmenter.get("backend", "auto"), "cpu", {"precision": spec, "threads": 1})
         return
-    if parsed == "auto":
+    if request.default == "auto":
         return
-    wanted = {g: parsed for g in TIERED_GRAPHS} if isinstance(parsed, str) else dict(parsed)
-    for tier in sorted(set(wanted.values()) & set(FILE_TIERS)):
-        missing = missing_files(bundle, tier, [g for g, t in wanted.items() if t == tier])
+    plan = PrecisionPlan.of_request(request)
+    for tier in plan.uses:
+        missing = missing_files(bundle, tier, [g for g, t in plan.graphs if t == tier])
         if missing:
             raise OptionError(f"--precision {spec}: {bundle.root} has no {tier} graphs for {missing}; re-export "
                               f"with `python -m export ... --{tier}`, or choose another precision")
