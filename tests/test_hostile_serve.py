@@ -310,3 +310,19 @@ def test_an_empty_vocabulary_tensor_fails_alone_and_the_client_refuses_it(server
         assert client.segment(PNG).label_map.shape == GOOD.shape[:2]
         assert client.is_ready()
     time.sleep(0.1)
+
+
+@pytest.mark.parametrize("args,says", [
+    (["--instances", "0"], "instances"), (["--http-port", "70000"], "http-port"), (["--max-batch-size", "0"], "batch"),
+    (["--http-port", "9000", "--grpc-port", "9000"], "ports"), (["--max-queue-delay-us", "-1"], "delay"),
+    (["--host", ""], "host"), (["--model-name", "a/b"], "model name"), (["--threads", "-2"], "threads"),
+    (["--vocab", ";"], "vocabulary"), (["--precision", "int9"], "int9"), (["--device", "tpu"], "device"),
+], ids=["instances", "port", "batch", "same_ports", "delay", "host", "model_name", "threads", "vocab", "precision",
+        "device"])
+def test_serve_mistakes_are_one_line_before_triton_starts(bundle, capsys, args, says):
+    from sdk.cli import main
+
+    rc = main(["serve", "--bundle", str(bundle), *args])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error: "), err
+    assert says in err and "PyTriton" not in err, err

@@ -174,17 +174,24 @@ def libpython_on_path() -> Optional[str]:
 
 
 def serve(segmenter: Dict[str, Any], options: ServerOptions) -> int:
-    """Start Triton with ``options.instances`` Segmenters (``segmenter``: their kwargs); block until stopped."""
+    """Start Triton with ``options.instances`` Segmenters (``segmenter``: their kwargs); block until stopped.
+
+    The Segmenters are made first, so a bad bundle, option, precision or vocabulary is a one-line
+    error before Triton starts.
+    """
+    from ..segmenter import Segmenter
+
+    models = [SegmenterModel(Segmenter(**segmenter)) for _ in range(max(1, options.instances))]
     try:
         from pytriton.exceptions import PyTritonError
         from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
         from pytriton.triton import Triton, TritonConfig
     except ImportError as e:
         raise SegmenterError(f"sdk serve needs PyTriton ({e}). {SERVE_ENV_HINT}") from e
-    from ..segmenter import Segmenter
 
     libpython_on_path()
-    models = [SegmenterModel(Segmenter(**segmenter)) for _ in range(max(1, options.instances))]
+    if not options.verbose:
+        quiet_tracebacks("pytriton")
     inputs = [Tensor(name=INPUT_IMAGE, dtype=bytes, shape=(1,)),
               Tensor(name=INPUT_VOCABULARY, dtype=bytes, shape=(-1,), optional=True)]
     outputs = [Tensor(name=OUTPUT_LABEL_MAP, dtype=np.int32, shape=(-1, -1)),
@@ -207,11 +214,30 @@ def serve(segmenter: Dict[str, Any], options: ServerOptions) -> int:
                         len(models), models[0].segmenter, options.host, options.http_port, options.host,
                         options.grpc_port)
             triton.serve()
-    except PyTritonError as e:  # Triton did not start (a port in use, an address not on this machine, ...)
-        detail = " ".join(str(e).split())[:300]
+    except (PyTritonError, OSError) as e:  # Triton did not start (a port in use, an address not here, ...)
+        detail = " ".join(str(e).split())[:300] or type(e).__name__
         raise SegmenterError(f"Triton failed: {detail}; check that ports {options.http_port}, {options.grpc_port} "
                              f"and {options.metrics_port} are free on {options.host} (see the log above)") from e
     return 0
+
+
+class _NoTraceback(logging.Filter):
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith(self.prefix):
+            record.exc_info, record.exc_text, record.stack_info = None, None, None
+        return True
+
+
+def quiet_tracebacks(prefix: str) -> None:
+    """Log ``prefix``'s records (PyTriton's) without their tracebacks: its start-up failures are
+    reported once, in one line, by :func:`serve` (``--verbose`` keeps them)."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _NoTraceback) for f in handler.filters):
+            handler.addFilter(_NoTraceback(prefix))
 
 
 def _interrupt(signum, frame):
