@@ -39,7 +39,8 @@ A bundle is a directory::
     tokenizer         {file: "bpe_simple_vocab_16e6.txt.gz", context_length: 77}
     graphs            {proposal|clip_image|clip_text|clip_dense: {file, inputs: {name: shape string},
                        outputs: {name: shape string}, precision: "fp32" (of ``file``),
-                       variants: {fp16|int8: {file: "<graph>.<tier>.onnx", precision, ...}}}}
+                       variants: {fp16|int8: {file: "<graph>.<tier>.onnx" (required), precision (= the
+                       tier), calibration: {...} or null, ...}}}}
                       ``variants`` (``python -m export --fp16/--int8``): FP16 = strongly typed, norms in
                       FP32 (with node counts); int8 = QDQ, with ``calibration`` {source, images, seed,
                       method, format, ...}
@@ -53,6 +54,12 @@ A bundle is a directory::
                        num_profiles (contexts that may run at once), profiles {input: {min, opt, max}},
                        onnx_file (the graph it was built from), onnx_sha256}}
                       (absent or empty when no engine was built)
+
+Every key the SDK reads is type-checked when the manifest is read (``sdk.validate.check_manifest_schema``
+for the sections above ``graphs``, ``sdk.manifest.check_runtime_sections`` for graphs' ``precision``
+and ``variants``, ``engines``, ``precision``, ``checkpoint``, ``created`` and ``versions``): a wrong
+type, a variant without ``file`` or of an unknown tier is a ``BundleError`` naming the key and
+``manifest.json``. Unknown keys are ignored (forward compatibility).
 """
 from __future__ import annotations
 
