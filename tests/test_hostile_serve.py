@@ -8,11 +8,8 @@ same classes to a real server on loopback, concurrently with good requests that 
 from __future__ import annotations
 
 import io
-import os
-import subprocess
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +18,6 @@ from PIL import Image
 from tests.hostile_bytes import GOOD, bad_images, good_images
 from tests.sdk_helpers import tiny_bundle
 
-REPO = Path(__file__).resolve().parents[1]
 PNG = good_images()["png"]
 
 
@@ -173,32 +169,11 @@ def test_the_client_refuses_what_the_server_would(tmp_path):
 @pytest.fixture(scope="module")
 def server(bundle, tmp_path_factory):
     """One instance, batches of up to 8 gathered for 300 ms: concurrent requests share batches."""
-    pytest.importorskip("tritonclient.http", reason="pip install 'tritonclient[http]'")
-    from tests.test_serve import free_ports, serve_python
+    from tests.test_serve import running_server
 
-    python = serve_python()
-    from sdk.serve.client import SegmenterClient
-
-    log = tmp_path_factory.mktemp("hostile_serve") / "server.log"
-    http, grpc, metrics = free_ports(3)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "ZEGFORMER_CACHE": str(log.parent / "cache")}
-    cmd = [python, "-m", "sdk", "serve", "--bundle", str(bundle), "--backend", "onnxruntime", "--min-size", "none",
-           "--mode", "proposal", "--threads", "1", "--max-batch-size", "8", "--max-queue-delay-us", "300000",
-           "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)]
-    with open(log, "wb") as sink:
-        process = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT)
-    url = f"127.0.0.1:{http}"
-    try:
-        with SegmenterClient(url, timeout=60) as client:
-            client.wait_ready(timeout=120)
-        yield {"url": url, "log": log, "process": process}
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
+    with running_server(bundle, tmp_path_factory.mktemp("hostile_serve"), "--mode", "proposal", "--max-batch-size",
+                        "8", "--max-queue-delay-us", "300000") as s:
+        yield s
 
 
 def raw_infer(url: str, inputs):

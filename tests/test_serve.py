@@ -5,7 +5,7 @@ venv: PyTriton pins numpy<2); the clients and the in-process reference run here.
 """
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import signal
 import socket
@@ -72,19 +72,20 @@ def images(tmp_path_factory):
     return paths
 
 
-@pytest.fixture(scope="module")
-def server(bundle, tmp_path_factory):
-    """A running server (2 instances, dynamic batching) and its process; stopped by the test at the end."""
+@contextlib.contextmanager
+def running_server(bundle: Path, folder: Path, *options: str):
+    """``python -m sdk serve`` on loopback (free ports, the PyTriton interpreter, ONNX Runtime, 1 thread,
+    ``options`` added); yields ``{process, url, http, log}``; killed at the end if still running."""
     pytest.importorskip("tritonclient.http", reason="pip install 'tritonclient[http]'")
     python = serve_python()
     from sdk.serve.client import SegmenterClient
 
-    log = tmp_path_factory.mktemp("serve") / "server.log"
+    log = folder / "server.log"
     http, grpc, metrics = free_ports(3)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "ZEGFORMER_CACHE": str(log.parent / "cache")}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "ZEGFORMER_CACHE": str(folder / "cache")}
     cmd = [python, "-m", "sdk", "serve", "--bundle", str(bundle), "--backend", "onnxruntime", "--min-size", "none",
-           "--threads", "1", "--instances", "2", "--max-batch-size", "4", "--http-port", str(http),
-           "--grpc-port", str(grpc), "--metrics-port", str(metrics)]
+           "--threads", "1", *options, "--http-port", str(http), "--grpc-port", str(grpc),
+           "--metrics-port", str(metrics)]
     with open(log, "wb") as sink:
         process = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT)
     url = f"127.0.0.1:{http}"
@@ -99,6 +100,13 @@ def server(bundle, tmp_path_factory):
         if process.poll() is None:
             process.kill()
             process.wait(30)
+
+
+@pytest.fixture(scope="module")
+def server(bundle, tmp_path_factory):
+    """A running server (2 instances, dynamic batching) and its process; stopped by the test at the end."""
+    with running_server(bundle, tmp_path_factory.mktemp("serve"), "--instances", "2", "--max-batch-size", "4") as s:
+        yield s
 
 
 def reference(bundle, images):
