@@ -301,3 +301,15 @@ def test_demo_uploads_decode_through_the_sdk_path(tmp_path, name):
         decode_upload(SimpleNamespace(path=None, url=url), "snapshot")
     good = "data:image/png;base64," + base64.b64encode(good_images()["png"]).decode()
     assert np.array_equal(decode_upload(SimpleNamespace(path=None, url=good), "snapshot"), GOOD)
+
+
+@pytest.mark.parametrize("args", [["--port", "99999"], ["--port", "0"], ["--concurrency", "0"], ["--threads", "-1"],
+                                  ["--device", "tpu"]], ids=["port_high", "port_zero", "concurrency", "threads",
+                                                              "device"])
+def test_demo_options_are_one_line(bundle, capsys, args):
+    pytest.importorskip("gradio", reason="pip install 'zegformer-sdk[demo]'")
+    from sdk.cli import main
+
+    rc = main(["demo", "--bundle", str(bundle), *args])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error: "), err

@@ -25,8 +25,12 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Load the bundle once, build the page, serve it until interrupted."""
     from ..demo import import_gradio, serve_page
+    from ..errors import OptionError
     from ..segmenter import Segmenter
 
+    for name, value, lo, hi in (("port", args.port, 1, 65535), ("concurrency", args.concurrency, 1, 64)):
+        if not lo <= value <= hi:  # before anything starts: one line, not a socket traceback
+            raise OptionError(f"--{name} {value} is invalid: give an integer in {lo}..{hi}")
     import_gradio()  # the install hint before the bundle is loaded
     seg = Segmenter(**segmenter_kwargs(args))
     return serve_page(seg, host=args.host, port=args.port, concurrency=args.concurrency, verbose=args.verbose,
