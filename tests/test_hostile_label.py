@@ -52,11 +52,14 @@ def run_label(capsys, *args: str) -> str:
     """``python -m sdk label ...`` in-process: exit 2 with one ``error:`` line, no traceback; returns it."""
     from sdk.cli import main
 
-    rc = main(["label", *map(str, args), "--no-progress"])
+    try:
+        rc = main(["label", *map(str, args), "--no-progress"])
+    except SystemExit as e:  # refused by argparse: its usage line, then one error line
+        rc = e.code
     err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith((" ", "usage:"))]
     assert rc == 2, err
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    assert len(lines) == 1 and "error: " in lines[0] and "Traceback" not in err, err
     return lines[0]
 
 
