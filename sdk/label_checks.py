@@ -130,8 +130,8 @@ def check_job(segmenter: Dict[str, Any]) -> None:
         raise OptionError(f"--device {device!r} is invalid: give auto, cpu, cuda or cuda:N")
     parse_device(device)
     request = parse(spec)  # a malformed precision is an OptionError before any file is read
-    seg = Segmenter(segmenter["bundle_dir"], backend="onnxruntime", device="cpu", threads=1,
-                    **{k: segmenter[k] for k in ("mode", "min_size", "prune_threshold", "vocabulary") if k in segmenter})
+    same = {k: segmenter[k] for k in ("mode", "min_size", "prune_threshold", "vocabulary") if k in segmenter}
+    seg = Segmenter(segmenter["bundle_dir"], backend="onnxruntime", device="cpu", threads=1, **same)
     bundle = seg.bundle
     for rel in bundle.manifest["files"]:
         bundle.file(rel)

@@ -96,7 +96,7 @@ class Settings:
     tokenizer: TokenizerInfo
 
     @classmethod
-    def from_manifest(cls, manifest: Mapping[str, Any]) -> "Settings":
+    def from_manifest(cls, manifest: Mapping[str, Any]) -> Settings:
         return cls(ModelInfo.from_dict(manifest.get("model")),
                    InferenceSettings.from_dict(manifest.get("inference")),
                    PreprocessInfo.from_dict(manifest.get("preprocess")),
@@ -207,7 +207,8 @@ def _entry_fields() -> Dict[str, Dict[str, tuple]]:
         "precision": {"agreement": (False, dict_of(dict_of(lambda v: is_number(v) and 0 <= v <= 1)),
                                     "an object {tier: {backend: fraction in [0, 1]}}"),
                       "bar": (False, lambda v: is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
-                      "reference": (False, is_text, "a string"), "measured_on": (False, optional(is_dict), "an object")},
+                      "reference": (False, is_text, "a string"),
+                      "measured_on": (False, optional(is_dict), "an object")},
         "checkpoint": {"path": (False, optional(is_str), "a path string or null"),
                        "sha256": (False, optional(lambda v: is_text(v) and bool(SHA256.fullmatch(v))),
                                   "a sha256 hex digest or null")},

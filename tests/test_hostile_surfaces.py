@@ -40,7 +40,8 @@ def full_manifest(bundle: Path) -> dict:
                                  "profiles": {"image": {"min": [1, 3, 32, 32], "opt": [1, 3, 640, 640],
                                                         "max": [1, 3, 2560, 2560]}},
                                  "onnx_file": "proposal.onnx", "onnx_sha256": SHA}}
-    m["precision"] = {"agreement": {"int8": {"onnxruntime": 0.97, "openvino": 0.96}, "clip_image=int8": {"openvino": 1}},
+    m["precision"] = {"agreement": {"int8": {"onnxruntime": 0.97, "openvino": 0.96},
+                                    "clip_image=int8": {"openvino": 1}},
                       "bar": 0.99, "reference": "onnxruntime fp32", "measured_on": {"images": ["a.png"]}}
     m["checkpoint"] = {"path": "model.pth", "sha256": SHA}
     return m

@@ -98,7 +98,7 @@ class SegmenterClient:
         self.url, self.model_name = url, model_name
         self.client = httpclient.InferenceServerClient(url, connection_timeout=timeout, network_timeout=timeout)
 
-    def __enter__(self) -> "SegmenterClient":
+    def __enter__(self) -> SegmenterClient:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -21,8 +21,15 @@ import numpy as np
 from ..errors import OptionError, SegmenterError, VocabularyError
 from ..formats import segments_to_rle
 from ..validate.values import is_int
-from . import (INPUT_IMAGE, INPUT_VOCABULARY, OUTPUT_CLASS_NAMES, OUTPUT_ERROR, OUTPUT_LABEL_MAP, OUTPUT_SEGMENTS,
-               MODEL_NAME)
+from . import (
+    INPUT_IMAGE,
+    INPUT_VOCABULARY,
+    MODEL_NAME,
+    OUTPUT_CLASS_NAMES,
+    OUTPUT_ERROR,
+    OUTPUT_LABEL_MAP,
+    OUTPUT_SEGMENTS,
+)
 
 log = logging.getLogger(__name__)
 SERVE_ENV_HINT = ("PyTriton needs numpy<2, so give the server its own environment: python -m venv .venv-serve && "
