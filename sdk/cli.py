@@ -8,6 +8,8 @@ examples:
   python -m sdk info bundle/
   python -m sdk demo --bundle bundle/          # web page on http://127.0.0.1:7860 (pip install '.[demo]')
   python -m sdk label images/ --bundle bundle/ --vocab "cat;sofa" --out labels/ [--ray auto] [--workers 4]
+  python -m sdk label images/ --bundle bundle/ --out labels/ --save-features feats/   # then, any vocabulary:
+  python -m sdk relabel feats/ --bundle bundle/ --vocab "dog;grass" --out labels2/    # no image graph runs
   python -m sdk serve --bundle bundle/ --http-port 8000 --instances 2
 
 Per image, ``segment`` and ``label`` write ``<name>.png`` (class indices; 16-bit above 256 classes),
@@ -27,7 +29,7 @@ from typing import Optional, Sequence
 from .errors import SegmenterError
 
 # every subcommand: a module with register(sub) (see sdk/commands/__init__.py), in --help order
-COMMANDS = ("segment", "info", "demo", "label", "serve")
+COMMANDS = ("segment", "info", "demo", "label", "relabel", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -81,11 +81,13 @@ def make_items(pairs: Sequence[Tuple[str, str]]) -> List[Item]:
 class LabelWorker:
     """A Ray Data actor: one Segmenter; segments a batch of images and writes their files."""
 
-    def __init__(self, segmenter: Dict[str, Any], out: str, alpha: float, label_png: str):
+    def __init__(self, segmenter: Dict[str, Any], out: str, alpha: float, label_png: str,
+                 save_features: Optional[str] = None, features_storage: str = "fp32"):
         from .segmenter import Segmenter
 
         self.segmenter = Segmenter(**segmenter)
         self.out, self.alpha, self.label_png = Path(out), alpha, label_png
+        self.save_features, self.features_storage = save_features, features_storage
 
     def __call__(self, batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         stems, errors = list(batch["stem"]), []
@@ -99,7 +101,13 @@ class LabelWorker:
 
         try:
             image = load_image(path)
-            result = self.segmenter(image)
+            if self.save_features:  # encode + classify is the same result; pruned: every query encoded
+                features = self.segmenter.encode(image)
+                features.source, features.name = path, Path(path).name
+                result = self.segmenter.classify(features)
+                features.save(Path(self.save_features) / f"{stem}.features.npz", self.features_storage)
+            else:
+                result = self.segmenter(image)
             write_image_outputs(self.out, stem, path, image, result, self.alpha, self.label_png)
             return ""
         except Exception as e:  # noqa: BLE001 — one image's failure must never stop the job
@@ -111,13 +119,15 @@ class LabelWorker:
 def run_label(items: Sequence[Item], out: Path, segmenter: Dict[str, Any], *, ray_address: Optional[str] = None,
               workers: Optional[int] = None, cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0,
               batch_size: int = 4, alpha: float = 0.5, label_png: str = "gray", progress: bool = True,
-              settings: Optional[Dict[str, Any]] = None) -> LabelSummary:
+              settings: Optional[Dict[str, Any]] = None, save_features: Optional[Path] = None,
+              features_storage: str = "fp32") -> LabelSummary:
     """Label ``items`` into ``out`` on Ray (see the module doc); returns the summary.
 
     ``segmenter``: keyword arguments of :class:`~sdk.Segmenter` (``bundle_dir`` ...). ``settings``:
     what makes outputs differ (recorded in ``_label_config.json``; a re-run with other settings is
     refused rather than mixing labels). ``ray_address``: an existing cluster (``auto``, ``HOST:PORT``)
-    or ``None`` for a local Ray (reused when this process is already connected).
+    or ``None`` for a local Ray (reused when this process is already connected). ``save_features``:
+    also write each image's ``<stem>.features.npz`` there (``features_storage``: its masks' storage).
     """
     from .atomicio import remove_stale_temps
 
@@ -132,9 +142,11 @@ def run_label(items: Sequence[Item], out: Path, segmenter: Dict[str, Any], *, ra
     errors: Dict[str, str] = {}
     if todo:
         summary.ray_start_seconds = connect(ray_address)
+        worker = {"out": str(out), "alpha": alpha, "label_png": label_png, "features_storage": features_storage,
+                  "save_features": None if save_features is None else str(save_features)}
         try:
-            results = _run_on_ray(todo, out, segmenter, workers, cpus_per_worker, gpus_per_worker, batch_size,
-                                  alpha, label_png, progress)
+            results = _run_on_ray(todo, segmenter, workers, cpus_per_worker, gpus_per_worker, batch_size, worker,
+                                  progress)
         except (SegmenterError, KeyboardInterrupt):
             raise
         except Exception as e:  # noqa: BLE001 — Ray wraps an actor's failure in its own multi-line error
@@ -159,7 +171,7 @@ def connect(ray_address: Optional[str]) -> float:
     return time.perf_counter() - start
 
 
-def _run_on_ray(todo, out, segmenter, workers, cpus_per_worker, gpus_per_worker, batch_size, alpha, label_png,
+def _run_on_ray(todo, segmenter, workers, cpus_per_worker, gpus_per_worker, batch_size, worker,
                 progress) -> Dict[str, str]:
     """Run the actor pool over ``todo``; ``{stem: error or ""}`` for every image that came back."""
     ray = _ray()
@@ -174,8 +186,7 @@ def _run_on_ray(todo, out, segmenter, workers, cpus_per_worker, gpus_per_worker,
     ds = ds.map_batches(LabelWorker, batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=workers),
                         num_cpus=cpus_per_worker,
                         num_gpus=gpus_per_worker or None,
-                        fn_constructor_kwargs={"segmenter": segmenter, "out": str(out), "alpha": alpha,
-                                               "label_png": label_png})
+                        fn_constructor_kwargs={"segmenter": segmenter, **worker})
     from tqdm import tqdm
 
     results: Dict[str, str] = {}

@@ -25,6 +25,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=4, help="images per Ray task (default 4)")
     p.add_argument("--column", help="the Parquet column of image paths (default: path/image/file_name)")
     p.add_argument("--recursive", action="store_true", help="search a folder recursively")
+    p.add_argument("--save-features", type=Path, metavar="DIR",
+                   help="also save each image's features (<stem>.features.npz) for python -m sdk relabel")
+    p.add_argument("--features-storage", choices=("fp32", "fp16", "uint8"), default="fp32",
+                   help="masks in saved features: fp32 (exact, default), fp16, uint8 (compact; docs/features.md)")
     add_run_arguments(p)
     p.set_defaults(handler=run)
     return p
@@ -54,10 +58,16 @@ def run(args: argparse.Namespace) -> int:
     check_out(args.out, args.input, pairs, args.recursive)
     settings = {k: segmenter[k] for k in ("bundle_dir", "mode", "min_size", "prune_threshold", "vocabulary")}
     settings["label_png"] = args.label_png
+    if args.save_features is not None:
+        from ..outputs import check_out_dir
+
+        check_out_dir(args.save_features, [args.input], args.recursive)
+        settings.update(save_features=str(args.save_features.resolve()), features_storage=args.features_storage)
     summary = run_label(items, args.out, segmenter, ray_address=args.ray, workers=args.workers,
                         cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
                         batch_size=args.batch_size, alpha=args.alpha, label_png=args.label_png,
-                        progress=not args.no_progress, settings=settings)
+                        progress=not args.no_progress, settings=settings, save_features=args.save_features,
+                        features_storage=args.features_storage)
     print(summary.line())
     if summary.errors:
         print(f"failed images are listed in {args.out / ERRORS_FILE}")
