@@ -11,12 +11,15 @@ and server-side rendering are off, so the page works offline on loopback.
 """
 from __future__ import annotations
 
+import hashlib
 import html
 import logging
 import os
 import shutil
 import tempfile
+import threading
 import uuid
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -32,6 +35,7 @@ INSTALL_HINT = "the demo needs Gradio: pip install 'zegformer-sdk[demo]'"
 KEEP_DOWNLOADS = 64  # result folders kept on disk while the demo runs
 IMAGE_HEIGHT = 360  # px of the input and overlay panels
 IMAGE_HINT = "upload a JPEG, PNG, WebP, BMP or TIFF image"
+FEATURES_KEPT = 4  # images (per mode) whose features are kept: asking them again only re-classifies
 
 
 # ---------------------------------------------------------------------------- serving
@@ -82,14 +86,21 @@ def legend_html(result: SegmentationResult) -> str:
     return f'<table class="legend">{head}{"".join(rows)}</table>'
 
 
-def timings_html(result: SegmentationResult) -> str:
-    """Per-stage milliseconds and what ran (backend, device, mode, sizes)."""
+def timings_html(result: SegmentationResult, encoded: Optional[Dict[str, float]] = None) -> str:
+    """Per-stage milliseconds of the image phase (``encoded``; ``None``: features reused, no image graph ran)
+    and of the vocabulary phase, their total, and what ran (backend, device, mode, sizes)."""
+    def spans(timings: Dict[str, float]) -> str:
+        return " · ".join(f'<span class="timing">{html.escape(k)} <b>{v:.1f} ms</b></span>'
+                          for k, v in timings.items() if k != "total")
+
     info = result.info
-    stages = " · ".join(f'<span class="timing">{html.escape(k)} <b>{v:.1f} ms</b></span>'
-                        for k, v in result.timings.items())
+    total = result.timings.get("total", 0.0) + (encoded or {}).get("total", 0.0)
+    image = (f'<p class="timings-image">image: {spans(encoded)}</p>' if encoded is not None else
+             '<p class="timings-image">image: features reused (no image graph ran)</p>')
     about = (f"{html.escape(str(info.get('backend')))} on {html.escape(str(info.get('device')))}, "
              f"mode {html.escape(str(info.get('mode')))}, resized to {info.get('resized')}")
-    return f"<p>{stages}</p><p>{about}</p>"
+    return (f'{image}<p class="timings-vocabulary">vocabulary: {spans(result.timings)}</p>'
+            f'<p><span class="timing">total <b>{total:.1f} ms</b></span></p><p>{about}</p>')
 
 
 def write_downloads(result: SegmentationResult, image: np.ndarray, out_dir: Path, stem: str,
@@ -124,12 +135,34 @@ def readout(label_map: np.ndarray, class_names: Sequence[str], x: int, y: int) -
 
 # ---------------------------------------------------------------------------- the page
 class DemoHandlers:
-    """What the page's events call; one shared Segmenter, per-session state in Gradio's State."""
+    """What the page's events call; one shared Segmenter, per-session state in Gradio's State.
+
+    The features of the last few images (per mode) are kept: asking the same image again, with
+    another vocabulary or not, only re-classifies (``Segmenter.classify``).
+    """
 
     def __init__(self, seg, files_dir: Path):
         self.seg = seg
         self.files_dir = files_dir
         self.builtins: Dict[str, Tuple[str, ...]] = {}
+        self._features: "OrderedDict[Tuple[Any, ...], Any]" = OrderedDict()
+        self._lock = threading.Lock()
+
+    def features(self, image: np.ndarray, mode: str) -> Tuple[Any, Optional[Dict[str, float]]]:
+        """``(features, encode timings)`` of ``image`` in ``mode``; the timings are ``None`` when reused."""
+        image = np.ascontiguousarray(image)
+        key = (hashlib.sha1(image.data).hexdigest(), image.shape, image.dtype.str, mode)
+        with self._lock:
+            kept = self._features.get(key)
+            if kept is not None:
+                self._features.move_to_end(key)
+                return kept, None
+        features = self.seg.encode(image, mode=mode)  # pruned: every query, so any vocabulary is exact
+        with self._lock:
+            self._features[key] = features
+            while len(self._features) > FEATURES_KEPT:
+                self._features.popitem(last=False)
+        return features, features.timings
 
     def builtin_names(self, name: str) -> Tuple[str, ...]:
         if name not in self.builtins:
@@ -158,7 +191,9 @@ class DemoHandlers:
         try:
             if image is None:
                 raise ImageError(f"no image yet: {IMAGE_HINT}, or take a webcam snapshot")
-            result = self.seg(image, vocabulary=self.vocabulary_spec(choice, text), mode=mode)
+            spec = self.vocabulary_spec(choice, text)
+            features, encoded = self.features(np.asarray(image), mode)
+            result = self.seg.classify(features, vocabulary=spec)
             downloads = write_downloads(result, image, self.files_dir, "result", float(alpha))
         except SegmenterError as e:
             log.info("request refused: %s", e)
@@ -167,7 +202,7 @@ class DemoHandlers:
         labels = result.label_map.astype(np.uint8 if len(result.class_names) <= 256 else np.uint16)
         vis = overlay(np.asarray(image), result, float(alpha), legend=False)
         hint = "Click the overlay to read the class under the cursor."
-        return (vis, legend_html(result), timings_html(result), [str(p) for p in downloads], hint,
+        return (vis, legend_html(result), timings_html(result, encoded), [str(p) for p in downloads], hint,
                 (labels, tuple(result.class_names)))
 
     @staticmethod

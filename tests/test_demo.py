@@ -178,6 +178,9 @@ def page(browser, demo_url):
 
     context.route("**/*", route)
     page.set_default_timeout(60_000)
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=60_000)  # a segmentation on a loaded 2-core machine can take longer than 5 s
     page.goto(demo_url[0])
     page.wait_for_selector("#segment-button")
     yield page
@@ -331,3 +334,31 @@ def test_bad_input_shows_a_message_and_the_server_keeps_serving(page, demo_url, 
     page.wait_for_selector("#legend .legend-row")
     assert {n for n, _ in _legend(page)} <= set(VOCAB)
     assert demo_url[1].poll() is None, "the demo server died"
+
+
+def test_a_new_vocabulary_on_the_same_image_only_reclassifies(page, bundle, tmp_path):
+    """The page keeps the image's features: the second vocabulary runs no image graph (stage timings)."""
+    from PIL import Image
+    from playwright.sync_api import expect
+
+    image = block_image(80, 112, seed=29)  # an image no other test sent: its first request encodes it
+    path = tmp_path / "fresh.png"
+    Image.fromarray(image).save(path)
+    ref = _reference_segmenter(bundle)
+    second_text, second = "sky; road\ntree, bush", ["sky", "road", "tree, bush"]
+
+    _segment(page, path, VOCAB_TEXT, "cropmask")
+    expect(page.locator("#timings")).to_contain_text("proposal")
+    first = page.inner_text("#timings")
+    assert re.search(r"proposal\s+[\d.]+ ms", first) and re.search(r"clip\s+[\d.]+ ms", first)
+    assert [n for n, _ in _legend(page)] == [s.name for s in ref(image, vocabulary=VOCAB).segments]
+
+    for _ in range(2):  # another vocabulary, then "segment" again with it: both only re-classify
+        _segment(page, None, second_text)
+        expect(page.locator("#timings")).to_contain_text("features reused")
+        timings = page.inner_text("#timings")
+        assert not re.search(r"\b(preprocess|proposal|crops|clip)\s+[\d.]+ ms", timings), timings
+        assert re.search(r"semantic\s+[\d.]+ ms", timings) and re.search(r"total\s+[\d.]+ ms", timings)
+        expected = ref(image, vocabulary=second)
+        expect(page.locator("#legend .legend-row").first).to_be_visible()
+        assert [n for n, _ in _legend(page)] == [s.name for s in expected.segments]
