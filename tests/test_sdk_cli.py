@@ -140,7 +140,8 @@ def test_every_command_is_registered_the_same_way():
     common = ["--bundle", "b", "--vocab", "cat;tree,bush", "--precision", "int8", "--min-size", "none",
               "--backend", "onnxruntime", "--device", "cpu", "--mode", "proposal", "--prune-threshold", "0.1"]
     argv = {"segment": ["segment", "x.png", *common], "info": ["info", "b"], "demo": ["demo", *common],
-            "label": ["label", "in", "--out", "o", *common], "serve": ["serve", *common]}
+            "label": ["label", "in", "--out", "o", *common], "relabel": ["relabel", "in", "--out", "o", *common],
+            "serve": ["serve", *common]}
     assert set(argv) == set(COMMANDS)
     for name in COMMANDS:
         module = importlib.import_module(f"sdk.commands.{name}")
@@ -150,7 +151,8 @@ def test_every_command_is_registered_the_same_way():
             assert (args.precision, args.vocab, args.min_size, args.mode) == ("int8", "cat;tree,bush", None, "proposal")
 
 
-@pytest.mark.parametrize("command", [["segment", "x.png"], ["label", "in", "--out", "o"]])
+@pytest.mark.parametrize("command", [["segment", "x.png"], ["label", "in", "--out", "o"],
+                                     ["relabel", "in", "--out", "o"]])
 @pytest.mark.parametrize("alpha, ok", [("0.3", True), ("1", True), ("2", False), ("-0.1", False), ("nan", False)])
 def test_output_options_are_checked_alike(command, alpha, ok, capsys):
     """--alpha and --label-png are one declaration for segment and label (label --alpha was unchecked)."""
