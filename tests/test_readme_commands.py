@@ -40,6 +40,8 @@ SKIP = [  # (regex on the command, reason)
     (r"-m sdk serve|\.venv-serve", "makes a venv / starts a server until stopped (tests/test_serve.py does both)"),
     (r"--ray auto", "needs an existing Ray cluster (tests/test_label.py runs label on a local Ray)"),
     (r"--precision bf16", "OpenVINO bf16 on the exported bundle: tests/test_precision.py runs every tier"),
+    (r"gpu_check\.py --(prepare|rehearse)", "downloads wheels (internet); tests/test_gpu_check.py runs the rehearsal"),
+    (r"gpu_check\.py --from|\$OUT", "runs on the lent GPU machine (docs/gpu.md)"),
     (r"^python benchmarks/(latency|kernels|zeroshot|scale)\.py",
      "a measurement of minutes to hours (benchmarks/results/ records its output)"),
 ]
