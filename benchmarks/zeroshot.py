@@ -2,6 +2,7 @@
 
     python benchmarks/zeroshot.py [--work DIR] [--clip-steps 400] [--iters 3000] [--docs]
     python benchmarks/zeroshot.py --precisions fp32,bf16,int8,fp16 --backends onnxruntime,openvino,torch
+    python benchmarks/zeroshot.py --seeds 0,1,2          # the seed spread and the quick start's expected band
 
 Runs the quick start's steps (``train.quickstart``: compositional world → small CLIP trained from
 scratch → ZegFormer on the seen classes, CLIP frozen → bundle; resumable, cached in ``--work``),
@@ -14,6 +15,13 @@ with the faithful map (the first backend's fp32 ``cropmask``), so this is where 
 and fast modes' accuracy is measured on a model whose decisions are not noise. Writes
 ``benchmarks/results/zeroshot.{json,md}`` (``--docs`` also copies the example picture to
 ``docs/zeroshot_example.png``); ``benchmarks/latency.py`` shows these accuracies beside its speeds.
+
+``--seeds 0,1,2`` runs the whole quick start once per seed (``WORK/seed-N``: the world's images,
+CLIP's and ZegFormer's initialisation and data order all seeded with N; resumable) and writes the
+seed-spread table — per mode, seen / unseen mIoU and hIoU as mean, min, max over seeds — to
+``benchmarks/results/zeroshot_seeds.{json,md}`` and into ``zeroshot.md``, and the expected band the
+quick start prints its result against (``train/resources/zeroshot_band.json``, ``--no-band`` keeps it).
+One run is one draw: only a difference larger than the spread is a measured difference.
 """
 from __future__ import annotations
 
@@ -37,7 +45,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--work", type=Path, default=Path("runs/zeroshot-benchmark"),
                    help="working folder, reused when re-run (default runs/zeroshot-benchmark)")
     p.add_argument("--train", type=int, default=400)
-    p.add_argument("--val", type=int, default=60)
+    p.add_argument("--val", type=int, default=200)
     p.add_argument("--clip-steps", type=int, default=400)
     p.add_argument("--iters", type=int, default=3000)
     p.add_argument("--backends", default="torch,onnxruntime",
@@ -48,6 +56,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="int8: training images of the world to calibrate on (default 40)")
     p.add_argument("--out-dir", type=Path, default=RESULTS, help="where zeroshot.{json,md} go")
     p.add_argument("--docs", action="store_true", help="copy the example picture to docs/zeroshot_example.png")
+    p.add_argument("--seeds", default="", help="comma list: one quick start per seed in WORK/seed-N, then the "
+                   "seed-spread table and the expected band (fp32 only)")
+    p.add_argument("--band", type=Path, default=None, help="with --seeds: where the quick start's expected band "
+                   "goes (default train/resources/zeroshot_band.json)")
+    p.add_argument("--native-kernels", action="store_true", help="this CPU's fastest kernels (as the quick start's "
+                   "--native-kernels); default: the AVX2 ones every x86 CPU shares")
+    p.add_argument("--no-band", action="store_true", help="with --seeds: leave the quick start's band as it is")
     return p.parse_args(argv)
 
 
@@ -94,8 +109,92 @@ def evaluate_tiers(bundle: Path, data: Path, backends: List[str], precisions: Li
     return evaluate_bundle(bundle, dataset, backends=backends, precisions=precisions, progress=True)
 
 
+SECTION = ("<!-- seed-spread -->", "<!-- /seed-spread -->")
+
+
+def with_section(markdown_text: str, section: str) -> str:
+    """``markdown_text`` with the seed-spread section replaced (or appended)."""
+    begin, end = SECTION
+    if begin in markdown_text and end in markdown_text:
+        head, rest = markdown_text.split(begin, 1)
+        return head + section + rest.split(end, 1)[1]
+    return markdown_text.rstrip("\n") + "\n\n" + section + "\n"
+
+
+def old_section(path: Path) -> str:
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    begin, end = SECTION
+    return begin + text.split(begin, 1)[1].split(end, 1)[0] + end if begin in text and end in text else ""
+
+
+def run_seed(work: Path, seed: int, a: argparse.Namespace, backends: List[str]) -> Dict[str, Any]:
+    """The quick start with every step seeded by ``seed`` in ``work/seed-N`` (resumable); its GZSS records."""
+    from train import quickstart as qs
+
+    out = work / f"seed-{seed}"
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    data = qs.step_world(out, a.train, a.val, seed)
+    clip = qs.step_clip(out, data, a.clip_steps, [], seed)
+    checkpoint = qs.step_zegformer(out, data, a.iters, [], seed)
+    bundle = qs.step_export(out, checkpoint)
+    records = qs.step_evaluate(out, bundle, data, backends, 0)
+    return {"seed": seed, "clip_zero_shot": clip["zero_shot"], "clip_seconds": clip["seconds"],
+            "zegformer_seconds": train_seconds(out / "run"), "records": records,
+            "seconds_this_run": round(time.perf_counter() - t0, 1)}
+
+
+def seeds_markdown(runs: List[Dict[str, Any]], spread: Dict[str, Any], a: argparse.Namespace, backend: str) -> str:
+    from train.zeroshot_band import spread_markdown
+
+    m = machine()
+    seeds = [r["seed"] for r in runs]
+    clip = " / ".join(f"{100 * r['clip_zero_shot']['unseen_acc_all']:.1f}" for r in runs)
+    times = " / ".join(f"{r['clip_seconds'] or 0:.0f} + {r['zegformer_seconds'] or 0:.0f}" for r in runs)
+    return "\n".join([
+        SECTION[0], "## Seed spread", "",
+        f"`python benchmarks/zeroshot.py --seeds {','.join(map(str, seeds))}` — the quick start's defaults "
+        f"({a.train} training images, {a.clip_steps} CLIP steps, {a.iters} ZegFormer steps), evaluated on "
+        f"{a.val} held-out images per seed ({backend}, fp32); each seed seeds the world, CLIP and ZegFormer. "
+        f"Machine: {m.get('cpu', m['processor'])}, {m['cpu_count']} cores, torch {m.get('torch', '?')}, "
+        f"CPU kernels {a.kernels}.", "",
+        spread_markdown(spread, seeds),
+        f"CLIP held-out crops of unseen classes named correctly among all 30, per seed: {clip} %. "
+        f"Training wall time per seed (CLIP + ZegFormer, s): {times}.", "",
+        "One run is one draw: a difference between two runs smaller than the spread is not a measured "
+        "difference (why: `zeroshot_reproducibility.md`). `python -m train.quickstart` prints its result next "
+        "to this band (`train/resources/zeroshot_band.json`).", SECTION[1]])
+
+
+def main_seeds(a: argparse.Namespace) -> int:
+    from train.zeroshot_band import BAND_PATH, make_band, seed_spread, write_band
+
+    seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
+    backends = [b for b in a.backends.split(",") if b]
+    runs = [run_seed(a.work, s, a, backends) for s in seeds]
+    spread = seed_spread({r["seed"]: r["records"] for r in runs}, backends[0])
+    section = seeds_markdown(runs, spread, a, backends[0])
+    write_results("zeroshot_seeds", runs, section + "\n", out_dir=a.out_dir)
+    main_md = a.out_dir / "zeroshot.md"
+    if main_md.is_file():
+        main_md.write_text(with_section(main_md.read_text(encoding="utf-8"), section), encoding="utf-8")
+    if not a.no_band:
+        write_band(make_band(spread, seeds, vars(a), {**machine(), "kernels": a.kernels},
+                             f"python benchmarks/zeroshot.py --seeds {','.join(map(str, seeds))}"), a.band or BAND_PATH)
+    print(section)
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     a = parse_args(argv)
+    from train.quickstart import pin_cpu_kernels
+
+    a.kernels = pin_cpu_kernels(a.native_kernels)  # as the quick start: the AVX2 kernels every x86 CPU shares
+    if a.seeds:
+        import logging
+
+        logging.basicConfig(level=logging.WARNING)
+        return main_seeds(a)
     import logging
 
     from train import quickstart as qs
@@ -120,7 +219,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "unseen": len(world.unseen_pairs), "val": a.val, "zegformer_seconds": train_seconds(a.work / "run"),
             "clip_seconds": clip["seconds"], "clip_zero_shot": clip["zero_shot"], "bundle": str(bundle),
             "precisions": precisions, "backends": backends, "seconds_this_run": round(time.perf_counter() - t0, 1)}
-    out = write_results("zeroshot", [{**r, "meta": meta} for r in records], markdown(clip, records, meta),
+    section = old_section(a.out_dir / "zeroshot.md")
+    out = write_results("zeroshot", [{**r, "meta": meta} for r in records],
+                        markdown(clip, records, meta) + ("\n\n" + section + "\n" if section else ""),
                         out_dir=a.out_dir)
     if a.docs:
         shutil.copyfile(picture, ROOT / "docs" / "zeroshot_example.png")

@@ -101,7 +101,11 @@ class CropBatches(torch.utils.data.IterableDataset):
 
     def __iter__(self):
         m = self.mcfg
-        sampler = CropSampler(self.world, m.crop_size, m.clip_pixel_mean, m.clip_pixel_std, seed=self.cfg.seed,
+        info = torch.utils.data.get_worker_info()
+        # each data process its own stream (the DataLoader takes batches from them in a fixed turn);
+        # one process keeps the plain seed
+        seed = (self.cfg.seed, info.id) if info is not None and info.num_workers > 1 else self.cfg.seed
+        sampler = CropSampler(self.world, m.crop_size, m.clip_pixel_mean, m.clip_pixel_std, seed=seed,
                               caption_mix=self.cfg.caption_mix)
         tokens = TokenCache(m.clip.context_length)
         torch.set_num_threads(1)

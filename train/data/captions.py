@@ -16,7 +16,7 @@ crops): :func:`positives` gives that matrix for a multi-positive contrastive los
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -109,12 +109,14 @@ class CropSampler:
     """Endless batches of (crops ``[B,3,S,S]``, captions, image attributes, caption attributes)."""
 
     def __init__(self, world: World, crop_size: int, mean: Sequence[float], std: Sequence[float],
-                 seed: int = 0, image_size: int = 144, max_shapes: int = 3, whole_image: float = 0.15,
-                 classes: Optional[Sequence[int]] = None, caption_mix: Sequence[float] = CAPTION_MIX):
+                 seed: Union[int, Sequence[int]] = 0, image_size: int = 144, max_shapes: int = 3,
+                 whole_image: float = 0.15, classes: Optional[Sequence[int]] = None,
+                 caption_mix: Sequence[float] = CAPTION_MIX):
         self.world, self.crop_size, self.mean, self.std = world, crop_size, mean, std
-        self.rng = np.random.default_rng([seed, 11])
+        key = [int(x) for x in np.atleast_1d(seed)]  # an int, or (seed, worker) for a data process
+        self.rng = np.random.default_rng([*key, 11])
         ids = [i for i, s in enumerate(world.seen) if s] if classes is None else list(classes)
-        self.stream = ClassStream(ids, np.random.default_rng([seed, 12]))
+        self.stream = ClassStream(ids, np.random.default_rng([*key, 12]))
         self.image_size, self.max_shapes, self.whole_image = image_size, max_shapes, whole_image
         self.pool, self.caption_mix = templates(), tuple(caption_mix)
 

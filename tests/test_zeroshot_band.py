@@ -1,0 +1,83 @@
+"""The expected band: seed-spread statistics, the quick start's verdict, and the benchmark that writes both."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from train.zeroshot_band import BAND_PATH, make_band, read_band, seed_spread, spread_markdown, verdict, write_band
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+SETTINGS = {"train": 400, "val": 200, "clip_steps": 400, "iters": 3000}
+
+
+def _records(seen, unseen, h, backend="onnxruntime"):
+    return [{"backend": backend, "precision": "fp32", "mode": mode, "seen_mIoU": seen, "unseen_mIoU": unseen - d,
+             "hIoU": h - d} for mode, d in (("cropmask", 0.0), ("proposal", 0.3))]
+
+
+RUNS = {0: _records(0.43, 0.434, 0.432) + _records(0.1, 0.1, 0.1, "torch"),
+        1: _records(0.39, 0.277, 0.325), 2: _records(0.375, 0.357, 0.366)}
+
+
+def test_seed_spread_is_mean_min_max_of_one_backend():
+    s = seed_spread(RUNS)
+    assert list(s) == ["cropmask", "proposal"]
+    u = s["cropmask"]["unseen_mIoU"]
+    assert u["values"] == [0.434, 0.277, 0.357] and u["min"] == 0.277 and u["max"] == 0.434
+    assert u["mean"] == pytest.approx((0.434 + 0.277 + 0.357) / 3) and u["spread"] == pytest.approx(0.157)
+    assert s["proposal"]["hIoU"]["values"] == pytest.approx([0.132, 0.025, 0.066])
+    with pytest.raises(ValueError, match="2 records for 3 seeds"):
+        seed_spread({**RUNS, 2: _records(0.3, 0.3, 0.3, "torch")})
+    table = spread_markdown(s, [0, 1, 2])
+    assert "| cropmask | unseen_mIoU | 35.6 | 27.7 | 43.4 | 15.7 | 43.4 / 27.7 / 35.7 |" in table
+
+
+def test_verdict_says_plainly_when_a_run_is_outside_the_band(tmp_path):
+    band = make_band(seed_spread(RUNS), [0, 1, 2], SETTINGS, {"cpu": "x"}, "test")
+    path = write_band(band, tmp_path / "band.json")
+    assert read_band(path) == json.loads(json.dumps(band)) and read_band(tmp_path / "absent.json") is None
+    inside = "\n".join(verdict(_records(0.40, 0.40, 0.40), band, SETTINGS))
+    assert "OUTSIDE" not in inside and "unseen_mIoU  this run  40.0   expected 35.6 [27.7–43.4]   inside" in inside
+    outside = "\n".join(verdict(_records(0.40, 0.20, 0.40), band, SETTINGS))
+    assert "unseen_mIoU  this run  20.0" in outside
+    assert "This run is OUTSIDE the measured band on unseen_mIoU" in outside
+    assert "other settings" not in outside
+    other = "\n".join(verdict(_records(0.40, 0.40, 0.40), band, {**SETTINGS, "iters": 5}))
+    assert "iters 5 here vs 3000" in other and "only indicative" in other
+    assert "No expected band" in verdict(_records(0.4, 0.4, 0.4), None, SETTINGS)[0]
+
+
+def test_the_shipped_band_covers_cropmask_with_its_settings():
+    band = read_band(BAND_PATH)
+    e = band["modes"]["cropmask"]
+    assert set(band["settings"]) == set(SETTINGS) and len(band["seeds"]) >= 3
+    for m in ("seen_mIoU", "unseen_mIoU", "hIoU"):
+        assert 0 <= e[m]["min"] <= e[m]["mean"] <= e[m]["max"] <= 1 and len(e[m]["values"]) == len(band["seeds"])
+
+
+def test_benchmark_seeds_writes_the_spread_table_the_section_and_the_band(tmp_path, monkeypatch):
+    from benchmarks import zeroshot
+
+    def fake_run_seed(work, seed, a, backends):
+        assert work == tmp_path / "work" and backends == ["onnxruntime"]
+        return {"seed": seed, "clip_zero_shot": {"unseen_acc_all": 0.36}, "clip_seconds": 1.0,
+                "zegformer_seconds": 2.0, "records": RUNS[seed][:2], "seconds_this_run": 3.0}
+
+    monkeypatch.setattr(zeroshot, "run_seed", fake_run_seed)
+    band_file = tmp_path / "band.json"
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "zeroshot.md").write_text("# Zero-shot\n\ntable\n")
+    args = ["--seeds", "0,1,2", "--work", str(tmp_path / "work"), "--backends", "onnxruntime", "--out-dir", str(out),
+            "--band", str(band_file)]
+    assert zeroshot.main(args) == 0
+    md = (out / "zeroshot.md").read_text()
+    assert md.startswith("# Zero-shot\n\ntable\n") and md.count("## Seed spread") == 1
+    assert "| cropmask | unseen_mIoU | 35.6 | 27.7 | 43.4 | 15.7 |" in md
+    assert (out / "zeroshot_seeds.md").read_text().strip() in md
+    assert zeroshot.main(args) == 0 and (out / "zeroshot.md").read_text().count("## Seed spread") == 1
+    band = read_band(band_file)
+    assert band["seeds"] == [0, 1, 2] and band["settings"]["val"] == 200
+    assert band["modes"]["cropmask"]["unseen_mIoU"]["max"] == 0.434
