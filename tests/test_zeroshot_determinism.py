@@ -114,5 +114,5 @@ def test_quickstart_pins_the_kernels_every_x86_cpu_shares():
     run = functools.partial(subprocess.run, capture_output=True, text=True, env=env, check=True, cwd=REPO)
     assert run([sys.executable, "-c", code]).stdout.split() == ["AVX2"]
     native = "import train.quickstart as q; print(q.pin_cpu_kernels(native=True))"
-    plain = "import torch; print(torch.backends.cpu.get_cpu_capability())"
-    assert run([sys.executable, "-c", native]).stdout.split() == run([sys.executable, "-c", plain]).stdout.split()
+    if "ATEN_CPU_CAPABILITY" not in os.environ:  # this process runs torch's own choice
+        assert run([sys.executable, "-c", native]).stdout.split() == [torch.backends.cpu.get_cpu_capability()]
