@@ -226,7 +226,7 @@ def band_lines(a: argparse.Namespace, records: List[dict]) -> List[str]:
     """This run next to the expected band (``train/resources/zeroshot_band.json``, measured over seeds)."""
     from .zeroshot_band import read_band, verdict
 
-    val = min(a.eval_images, a.val) if a.eval_images else a.val
+    val = int(records[0]["images"]) if records else a.val  # what was evaluated (an existing world keeps its size)
     return verdict(records, read_band(), {"train": a.train, "val": val, "clip_steps": a.clip_steps,
                                           "iters": a.iters})
 
