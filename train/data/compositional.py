@@ -185,9 +185,10 @@ def scene_classes(world: World, split: str) -> List[int]:
 
 
 def generate_folder(out: Path, world: World, num_train: int, num_val: int, size: int = 144, seed: int = 0,
-                    max_shapes: int = 3, progress: bool = False) -> Path:
+                    max_shapes: int = 3, progress: bool = False, val_seed: Optional[int] = None) -> Path:
     """Write the folder dataset (``classes.txt``, ``unseen.txt``, ``{train,val}/{images,labels}``,
-    ``meta.json``); the train split holds seen classes only."""
+    ``meta.json``); the train split holds seen classes only. ``val_seed`` (default ``seed``) draws the
+    held-out images: a fixed one keeps the same test set while ``seed`` changes the training images."""
     from PIL import Image
 
     from .io import write_label
@@ -196,22 +197,24 @@ def generate_folder(out: Path, world: World, num_train: int, num_val: int, size:
     names = world.class_names
     (out / "classes.txt").write_text("\n".join(names) + "\n", encoding="utf-8")
     (out / "unseen.txt").write_text("".join(n + "\n" for n, s in zip(names, world.seen) if not s), encoding="utf-8")
+    val_seed = seed if val_seed is None else val_seed
     for split_id, (split, count) in enumerate((("train", num_train), ("val", num_val))):
+        split_seed = seed if split == "train" else val_seed
         (out / split / "images").mkdir(parents=True, exist_ok=True)
         (out / split / "labels").mkdir(parents=True, exist_ok=True)
-        stream = ClassStream(scene_classes(world, split), np.random.default_rng([seed, split_id, 7]))
+        stream = ClassStream(scene_classes(world, split), np.random.default_rng([split_seed, split_id, 7]))
         items = range(count)
         if progress:
             from tqdm import tqdm
 
             items = tqdm(items, desc=f"world {split}", unit="img")
         for i in items:
-            rng = np.random.default_rng([seed, split_id, i])
+            rng = np.random.default_rng([split_seed, split_id, i])
             scene = render_scene(world, stream.take(1 + int(rng.integers(1, max_shapes + 1))), rng, size)
             Image.fromarray(scene.image).save(out / split / "images" / f"{i:05d}.png")
             write_label(out / split / "labels" / f"{i:05d}.png", scene.label, len(names))
     meta = {"generator": "train.data.compositional", "world": world.to_dict(), "train": num_train,
-            "val": num_val, "size": size, "seed": seed, "max_shapes": max_shapes}
+            "val": num_val, "size": size, "seed": seed, "val_seed": val_seed, "max_shapes": max_shapes}
     (out / "meta.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
     return out
 
