@@ -10,7 +10,6 @@ inside what was measured.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence
 
@@ -60,9 +59,9 @@ def make_band(spread: Mapping[str, object], seeds: Sequence[int], settings: Mapp
 
 
 def write_band(band: Mapping[str, object], path: Path = BAND_PATH) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(band, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    from sdk.atomicio import write_json_atomic
+
+    write_json_atomic(path, band, indent=1)
     return path
 
 
