@@ -54,7 +54,7 @@ def fixture_inputs(reference_dir: Path) -> Tuple[np.ndarray, Tuple[List[str], np
 
 def configurations(backends: Sequence[str], precisions: Sequence[str]) -> List[Tuple[str, str]]:
     """Faithful fp32 first, then every supported backend × precision pair."""
-    from sdk.precision import supported_pairs
+    from sdk.backends import supported_pairs
 
     return [FAITHFUL] + [pair for pair in supported_pairs(backends, precisions) if pair != FAITHFUL]
 

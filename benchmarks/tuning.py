@@ -93,7 +93,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from benchmarks.precision_bench import ensure_variants
     from benchmarks.setup_models import prepare_bundle
     from sdk.bundle import Bundle
-    from sdk.precision import supported_pairs
+    from sdk.backends import supported_pairs
 
     args.quick, args.checkpoint = False, None
     with tempfile.TemporaryDirectory() as tmp:

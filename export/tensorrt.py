@@ -27,6 +27,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from sdk.atomicio import atomic_path, write_bytes_atomic
+from sdk.cache import cache_dir
 
 from .errors import ExportError
 from .manifest import read_manifest, write_manifest
@@ -219,8 +220,13 @@ def parity(trt, dev, reference_onnx: Path, engine_path: Path, shapes: Shapes, pr
     return worst
 
 
-def timing_cache_path(trt, device: Dict[str, str]) -> Path:
-    root = Path(os.environ.get("ZEGFORMER_TRT_CACHE", Path.home() / ".cache" / "zegformer-sdk" / "tensorrt"))
+def timing_cache_path(trt, device: Dict[str, str]) -> Optional[Path]:
+    """The per-GPU timing cache under the one cache root (``sdk.cache``: ``ZEGFORMER_CACHE=off`` disables
+    it); ``ZEGFORMER_TRT_CACHE`` names another folder."""
+    root = Path(os.environ["ZEGFORMER_TRT_CACHE"]).expanduser() if os.environ.get("ZEGFORMER_TRT_CACHE") \
+        else cache_dir("tensorrt")
+    if root is None:
+        return None
     tag = re.sub(r"[^A-Za-z0-9.]+", "_", f"{device['gpu']}-sm{device['compute_capability']}-trt{trt.__version__}")
     return root / f"{tag}.timing-cache"
 
@@ -249,7 +255,7 @@ def build_engines(bundle_dir: Union[str, os.PathLike], fp16: bool = False, works
     file of that precision (:func:`graph_source`); a graph without one is built from fp32 and recorded
     so. ``workspace`` is in GiB (default 4); ``profiles`` overrides the default min/opt/max shapes
     (``{graph: {input: [min, opt, max]}}``); ``num_profiles`` is how many contexts of one engine may run
-    at once; ``timing_cache`` defaults to a per-GPU file under ``~/.cache/zegformer-sdk/tensorrt``
+    at once; ``timing_cache`` defaults to a per-GPU file under the cache root's ``tensorrt/`` (``sdk.cache``)
     (``ZEGFORMER_TRT_CACHE`` moves it).
     """
     from sdk.bundle_format import sha256_file

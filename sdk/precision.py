@@ -45,13 +45,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from .backends.base import GRAPHS
 from .errors import BackendError, BundleError, OptionError
-
-if TYPE_CHECKING:
-    from .backends.base import BackendSpec
 
 log = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
@@ -60,6 +56,9 @@ TIERED_GRAPHS = IMAGE_GRAPHS  # (the name export/precision.py reads: the graphs 
 FILE_TIERS = ("fp16", "int8")  # tiers with graph files of their own; bf16 is a run-time setting
 AUTO_BAR = 0.99  # auto's floor on label-map agreement with fp32
 PrecisionSpec = Union[None, str, Mapping[str, str]]
+
+
+GRAPHS = ("proposal", "clip_image", "clip_text", "clip_dense")  # the bundle's graphs, in pipeline order
 
 
 class PrecisionError(OptionError, BackendError):
@@ -181,14 +180,14 @@ class PrecisionPlan:
         return tuple(sorted({p for _, p in self.graphs}))
 
     @staticmethod
-    def of_request(request: PrecisionRequest, requested: Optional[str] = None) -> "PrecisionPlan":
+    def of_request(request: PrecisionRequest, requested: Optional[str] = None) -> PrecisionPlan:
         """The plan of a (non-``auto``) request: the default on the image graphs, fp32 text, then the overrides."""
         tiers = {g: (request.default if g in IMAGE_GRAPHS else "fp32") for g in GRAPHS}
         tiers.update(request.overrides)
         return PrecisionPlan(tuple((g, tiers[g]) for g in GRAPHS), requested or request.text)
 
     @staticmethod
-    def uniform(tier: str, requested: Optional[str] = None) -> "PrecisionPlan":
+    def uniform(tier: str, requested: Optional[str] = None) -> PrecisionPlan:
         """``tier`` on the image graphs, the text graph in fp32."""
         return PrecisionPlan.of_request(PrecisionRequest(tier), requested or tier)
 
@@ -212,56 +211,10 @@ def missing_files(bundle, tier: str, graphs: Sequence[str] = GRAPHS) -> List[str
     return [g for g in graphs if bundle.has_graph(g) and tier not in (bundle.graph(g).get("variants") or {})]
 
 
-def _missing(bundle, plan: PrecisionPlan) -> Dict[str, List[str]]:
+def missing_by_tier(bundle, plan: PrecisionPlan) -> Dict[str, List[str]]:
+    """Per file tier of ``plan``, the graphs the bundle has no file for (tiers with none left out)."""
     found = {t: missing_files(bundle, t, [g for g, p in plan.graphs if p == t]) for t in plan.uses}
     return {t: g for t, g in found.items() if g}
-
-
-def choose_auto(bundle, backend: Union[str, "BackendSpec"], device: str, bar: float = AUTO_BAR) -> PrecisionPlan:
-    """The fastest of the backend's candidates on ``device`` whose measured agreement is ≥ ``bar``
-    and whose files the bundle has; fp32 when none qualifies."""
-    from .backends import spec_of
-
-    spec = spec_of(backend) if isinstance(backend, str) else backend
-    for candidate in spec.auto_precision.get(device, ()):
-        if candidate == "fp32":
-            break
-        measured = agreement(bundle, candidate, spec.name)
-        plan = PrecisionPlan.of_request(parse(candidate), "auto")
-        if measured is not None and measured >= bar and not _missing(bundle, plan):
-            log.info("precision auto: %s (agreement %.4f ≥ %.3f measured at export)", candidate, measured, bar)
-            return plan
-        log.info("precision auto: not %s (agreement %s, bar %.3f)", candidate, measured, bar)
-    return PrecisionPlan.uniform("fp32", "auto")
-
-
-def _runs_on(tier: str) -> str:
-    """Which backends (and devices) offer ``tier``, from the registered specs (for error messages)."""
-    from .backends import REGISTRY
-
-    where = [f"{s.name} ({'/'.join(s.devices)})" for s in REGISTRY.values() if s.offers(tier)]
-    return ", ".join(where) or "no registered backend"
-
-
-def resolve(bundle, backend: Union[str, "BackendSpec"], device: str, spec: Any) -> PrecisionPlan:
-    """The plan for ``spec`` on ``backend`` (a name or its spec) and device kind (``"cpu"``/``"cuda"``);
-    a malformed, unsupported or missing precision is a :class:`PrecisionError` that says what would work."""
-    from .backends import spec_of
-
-    backend_spec = spec_of(backend) if isinstance(backend, str) else backend
-    request = parse(spec)
-    if request.default == "auto":
-        return choose_auto(bundle, backend_spec, device)
-    plan = PrecisionPlan.of_request(request)
-    for graph, tier in plan.graphs:
-        offered = backend_spec.tiers_of(graph)
-        if tier not in offered:
-            raise PrecisionError(f"precision {tier!r} for {graph} is not available on {backend_spec.name} ({device}), "
-                                 f"which runs {graph} at {offered}; {tier} runs on {_runs_on(tier)}")
-    for tier, graphs in _missing(bundle, plan).items():
-        raise PrecisionError(f"{bundle.root} has no {tier} graphs for {graphs}; re-export with "
-                             f"`python -m export ... --{tier}` (it writes <graph>.{tier}.onnx)")
-    return plan
 
 
 def graph_path(bundle, name: str, tier: str) -> Path:
@@ -272,24 +225,3 @@ def graph_path(bundle, name: str, tier: str) -> Path:
     if not variant:
         raise BundleError(f"{bundle.root} has no {tier} version of {name}; re-export with --{tier}")
     return bundle.file(variant["file"])
-
-
-def supported_pairs(backends: Sequence[str], specs: Sequence[Any], device: str = "cpu") -> List[Tuple[str, Any]]:
-    """``(backend, spec)`` for each backend × precision spec that the backend runs on ``device``
-    (read from the registered specs); what benchmarks iterate over."""
-    from .backends import spec_of
-
-    out = []
-    for b in backends:
-        backend_spec = spec_of(b)
-        for spec in specs:
-            request = parse(spec)
-            if device not in backend_spec.devices:
-                continue
-            if request.default == "auto":
-                out.append((b, spec))
-                continue
-            plan = PrecisionPlan.of_request(request)
-            if all(t in backend_spec.tiers_of(g) for g, t in plan.graphs):
-                out.append((b, spec))
-    return out

@@ -10,16 +10,16 @@ import numpy as np
 
 from .backends import Backend, create_backend
 from .bundle import REEXPORT, Bundle
-from .errors import BackendError, BundleError, OptionError, SegmenterError, VocabularyError
 from .classnames import read_class_file, split_names, validate_names
+from .errors import BackendError, BundleError, OptionError, SegmenterError, VocabularyError
 from .features import ImageFeatures
 from .modes import MODES, make_mode
 from .pipeline import Pipeline
 from .preprocess import ImageLike, prepare, to_rgb_uint8
 from .result import SegmentationResult, build_segments
 from .timer import Timer
-from .vocabulary import Vocabulary, VocabularySpec, VocabularyStore
 from .validate.options import check_options
+from .vocabulary import Vocabulary, VocabularySpec, VocabularyStore
 
 log = logging.getLogger(__name__)
 BUNDLE_DEFAULT = "bundle"
@@ -74,7 +74,8 @@ class Segmenter:
         self._backend = create_backend(self.bundle, backend, device, self._options)
         self._pipeline = Pipeline(self.bundle, self._backend, **self._pipeline_options)
         self._store = VocabularyStore(self.bundle, lambda tokens: self._backend.clip_text(tokens),
-                                      cache_dir, text_batch, reuse_builtin)
+                                      cache_dir, text_batch, reuse_builtin,
+                                      text_tier=self._backend.precision.of("clip_text"))
         self._lock = threading.Lock()
         self._vocabulary: Optional[Vocabulary] = None
         if vocabulary is not None or self.bundle.default_vocabulary:

@@ -58,7 +58,7 @@ class EmbeddingCache:
         self.directory = directory
         self.capacity = capacity
         self.dim: Optional[int] = None  # the embedding width a cache file must have (set by the store)
-        self._memory: "OrderedDict[str, Tuple[np.ndarray, np.ndarray]]" = OrderedDict()
+        self._memory: OrderedDict[str, Tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, key: str, names: Sequence[str]) -> Optional[Tuple[np.ndarray, np.ndarray]]:
@@ -120,8 +120,10 @@ class VocabularyStore:
 
     def __init__(self, bundle: Bundle, text_encoder: Callable[[np.ndarray], np.ndarray],
                  cache_dir: Union[None, bool, str, os.PathLike] = None, text_batch: int = 64,
-                 reuse_builtin: bool = True, memory_capacity: int = 32, progress: Progress = None):
+                 reuse_builtin: bool = True, memory_capacity: int = 32, progress: Progress = None,
+                 text_tier: str = "fp32"):
         self.bundle = bundle
+        self.text_tier = text_tier  # the text graph's precision: part of the cache key
         self.text_encoder = text_encoder
         self.text_batch = max(1, int(text_batch))
         self.reuse_builtin = reuse_builtin
@@ -193,8 +195,10 @@ class VocabularyStore:
         return self.make(names, hit[0], hit[1], "runtime")
 
     def cache_key(self, names: Sequence[str], templates: Sequence[str], templates_clip: Sequence[str]) -> str:
-        text_file = self.bundle.graph("clip_text")["file"]
+        graph = self.bundle.graph("clip_text")
+        text_file = ((graph.get("variants") or {}).get(self.text_tier) or graph)["file"]
         payload = {"v": CACHE_VERSION, "clip_text": self.bundle.manifest["files"].get(text_file),
+                   **({"tier": self.text_tier} if self.text_tier != "fp32" else {}),
                    "names": list(names), "templates": list(templates), "templates_clip": list(templates_clip)}
         return hashlib.sha256(json.dumps(payload, ensure_ascii=False).encode("utf-8")).hexdigest()
 

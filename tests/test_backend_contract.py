@@ -73,7 +73,7 @@ def test_cpu_backends_receive_and_run_the_plan(vbundle, name):
         pytest.importorskip("openvino", reason="OpenVINO is optional: pip install 'zegformer-sdk[openvino]'")
     from sdk.backends import create_backend
     from sdk.bundle import Bundle
-    from sdk.precision import resolve
+    from sdk.backends import resolve
 
     device, spec = CASES[name]
     bundle = Bundle(vbundle)

@@ -85,3 +85,24 @@ def test_tilde_root_holds_every_cache(home, monkeypatch, tmp_path_factory):
     written = files_under(home / "x")
     assert any(f.startswith("text/") for f in written) and any(f.startswith("openvino/") for f in written)
     assert files_under(home) == [f"x/{f}" for f in written]  # nothing outside the root
+
+
+def test_text_cache_is_per_text_precision(home, monkeypatch, tmp_path_factory, tmp_path):
+    """Embeddings computed with a reduced-precision text graph are never served to an fp32 Segmenter
+    (nor the reverse): the cache key holds the text graph's tier."""
+    pytest.importorskip("openvino", reason="OpenVINO is optional: pip install 'zegformer-sdk[openvino]'")
+    import numpy as np
+
+    from sdk import Segmenter
+
+    bundle = tiny_bundle(tmp_path_factory)
+    names = ["a brand new name", "another new name"]
+    made = {}
+    for precision in ("clip_text=bf16", "fp32", "clip_text=bf16"):
+        seg = Segmenter(bundle, backend="openvino", precision=precision, cache_dir=tmp_path / "cache")
+        seg.set_vocabulary(names)
+        made.setdefault(precision, []).append((seg.text_graph_runs, seg.vocabulary.text_features))
+    assert made["fp32"][0][0] > 0  # fp32 computed its own rows: the bf16 ones in the cache were not its
+    assert made["clip_text=bf16"][1][0] == 0  # the second bf16 Segmenter read bf16's rows from the cache
+    assert np.array_equal(made["clip_text=bf16"][0][1], made["clip_text=bf16"][1][1])
+    assert not np.array_equal(made["fp32"][0][1], made["clip_text=bf16"][0][1])

@@ -32,7 +32,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 log = logging.getLogger(__name__)
-CONFIG = Path(__file__).resolve().parent.parent / "configs" / "zeroshot-world.yaml"
+REPO = Path(__file__).resolve().parent.parent  # the checkout (the quick start runs from it)
+CONFIG = REPO / "configs" / "zeroshot-world.yaml"
 
 
 # The same x86 kernels on every CPU with AVX2: torch picks AVX-512 kernels where the CPU has them and
@@ -196,8 +197,9 @@ def step_picture(out: Path, bundle: Path, data: Path, records: List[dict]) -> Pa
 
 
 def _panel(image: np.ndarray, result, title: str, zoom: int = 2) -> np.ndarray:
-    import cv2
     from dataclasses import replace
+
+    import cv2
 
     from sdk.visualize import overlay
 
@@ -270,7 +272,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"bundle: {bundle}   (python -m sdk segment IMAGE --bundle {bundle} --vocab \"lime wavy;red plain\" "
           f"--out results/)\npicture: {picture}\ntable: {a.out / 'gzss.json'}   "
           f"({time.perf_counter() - t0:.0f} s in this run)")
-    print(f"try it in a browser: pip install -e '.[demo]' && python -m sdk demo --bundle {bundle}   "
+    print(f"try it in a browser: pip install -e '{REPO}[demo]' && python -m sdk demo --bundle {bundle}   "
           "(then open http://127.0.0.1:7860)")
     return 0
 

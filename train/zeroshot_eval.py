@@ -36,7 +36,7 @@ def configurations(backends: Sequence[str], precisions: Sequence[str]) -> List[T
     """(backend, precision) pairs the SDK supports on the CPU (a precision is a tier or one ``graph=tier``);
     the first backend's fp32 comes first
     (it is the faithful reference every agreement is measured against)."""
-    from sdk.precision import supported_pairs
+    from sdk.backends import supported_pairs
 
     pairs = supported_pairs(backends, precisions)
     if not pairs or pairs[0][1] != "fp32":

@@ -20,34 +20,12 @@ from typing import Any, Dict, List, Optional, Tuple
 from ..bundle import Bundle
 from ..errors import BackendError
 from .base import DEVICE_WORDS, Backend, BackendSpec, Device
+from .plans import choose_auto, resolve, supported_pairs
+from .registry import ALIASES, REGISTRY, backend_names, register_backend, spec_of
 
 __all__ = ["Backend", "BackendSpec", "Device", "REGISTRY", "ALIASES", "register_backend", "backend_names",
-           "spec_of", "parse_device", "create_backend"]
+           "spec_of", "parse_device", "create_backend", "resolve", "choose_auto", "supported_pairs"]
 log = logging.getLogger(__name__)
-REGISTRY: Dict[str, BackendSpec] = {}
-ALIASES: Dict[str, str] = {}
-
-
-def register_backend(spec: BackendSpec) -> None:
-    """Make ``backend=spec.name`` (and its aliases) available to ``Segmenter`` and the command line."""
-    REGISTRY[spec.name] = spec
-    ALIASES.update({a: spec.name for a in spec.aliases})
-
-
-def backend_names(aliases: bool = True) -> Tuple[str, ...]:
-    """Every accepted ``backend=`` value: ``auto``, the registered names and (optionally) their aliases."""
-    return ("auto", *REGISTRY, *(ALIASES if aliases else ()))
-
-
-def spec_of(backend: str) -> BackendSpec:
-    """The spec of a registered backend name or alias."""
-    name = (backend or "").strip().lower()
-    spec = REGISTRY.get(ALIASES.get(name, name))
-    if spec is None:
-        raise BackendError(f"unknown backend {backend!r}; choose one of {backend_names()}")
-    return spec
-
-
 def parse_device(device: str) -> Tuple[str, int]:
     """``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` → (kind, index)."""
     d = (device or "auto").strip().lower()
@@ -66,7 +44,7 @@ def create_backend(bundle: Bundle, backend: str = "auto", device: str = "auto",
     ``OptionError`` before any work), resolved once for the chosen backend and device, and the
     plan is passed to its factory; an unsupported combination raises ``PrecisionError``.
     """
-    from ..precision import parse, resolve
+    from ..precision import parse
 
     options = dict(options or {})
     request = parse(options.get("precision"))
@@ -116,8 +94,6 @@ def _candidates(kind: str) -> List[Tuple[BackendSpec, str]]:
 
 def _auto(bundle: Bundle, kind: str, index: int, request: Any, options: Dict[str, Any]) -> Backend:
     """The first candidate that runs the requested tiers and is usable here (the reasons are logged)."""
-    from ..precision import resolve
-
     reasons = []
     for spec, k in _candidates(kind):
         device = Device(k, index)
@@ -136,7 +112,7 @@ def _auto(bundle: Bundle, kind: str, index: int, request: Any, options: Dict[str
     raise BackendError(f"no backend can run this bundle on device {kind!r}{wanted} here: " + "; ".join(reasons))
 
 
-# Registration: one line per backend module (its SPEC); ``auto`` and the precision rules read them.
+# Registration: one line per backend module (its SPEC); ``auto`` and the precision plans read them.
 from . import onnxruntime, openvino, tensorrt, torch  # noqa: E402
 
 register_backend(onnxruntime.SPEC)

@@ -14,12 +14,12 @@ import numpy as np
 
 from ..arrays import ArrayOps, host
 from ..errors import BundleError, OptionError
+from ..precision import GRAPHS
 
 if TYPE_CHECKING:
     from ..bundle import Bundle
     from ..precision import PrecisionPlan
 
-GRAPHS = ("proposal", "clip_image", "clip_text", "clip_dense")
 DEVICE_WORDS = {"cpu": "the CPU", "cuda": "a CUDA GPU"}
 
 
@@ -46,7 +46,7 @@ class Backend(ABC):
 
     name = "base"
     device = "cpu"
-    precision: "PrecisionPlan"  # what each graph runs at (set by the constructor from the factory's plan)
+    precision: PrecisionPlan  # what each graph runs at (set by the constructor from the factory's plan)
 
     @property
     def arrays(self) -> ArrayOps:
@@ -85,7 +85,7 @@ Factory = Callable[["Bundle", Device, "PrecisionPlan", Dict[str, Any]], Backend]
 Availability = Callable[["Bundle", Device, "PrecisionPlan"], Optional[str]]
 
 
-def _always(bundle: "Bundle", device: Device, plan: "PrecisionPlan") -> Optional[str]:
+def _always(bundle: Bundle, device: Device, plan: PrecisionPlan) -> Optional[str]:
     return None
 
 
@@ -126,7 +126,7 @@ def every_graph(*tiers: str) -> Dict[str, Tuple[str, ...]]:
     return {g: tuple(tiers) for g in GRAPHS}
 
 
-def as_plan(precision: Any) -> "PrecisionPlan":
+def as_plan(precision: Any) -> PrecisionPlan:
     """A backend constructor's ``precision``: a :class:`~sdk.precision.PrecisionPlan` (``None``: fp32)."""
     from ..precision import FP32, PrecisionPlan
 
@@ -135,7 +135,7 @@ def as_plan(precision: Any) -> "PrecisionPlan":
     if not isinstance(precision, PrecisionPlan):
         raise OptionError(f"a backend takes a PrecisionPlan, not {precision!r}: use "
                           f"create_backend(bundle, name, device, {{'precision': {precision!r}}}) "
-                          "or sdk.precision.resolve")
+                          "or sdk.backends.resolve")
     return precision
 
 

@@ -25,7 +25,8 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from ..bundle import Bundle
-from ..cache import CacheOption, cache_dir as cache_folder
+from ..cache import CacheOption
+from ..cache import cache_dir as cache_folder
 from ..errors import BackendError
 from .base import Backend, BackendSpec, Device, as_plan, check_io, every_graph
 

@@ -37,7 +37,7 @@ from ..arrays import ArrayOps, CupyArrays, host
 from ..bundle import Bundle
 from ..errors import BackendError, EngineMismatchWarning
 from .base import Backend, BackendSpec, Device, as_plan, every_graph
-from .trt_engine import ALIGNMENT, REBUILD, UnusableEngine, Engine, Slot
+from .trt_engine import ALIGNMENT, REBUILD, Engine, Slot, UnusableEngine
 
 log = logging.getLogger(__name__)
 
