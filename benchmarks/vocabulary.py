@@ -1,7 +1,7 @@
 """Image features asked many times: ``classify`` alone vs the full call, relabel throughput, saved bytes.
 
 Per bundle — the full-size synthetic-weight R101 + ViT-B/16 (``benchmarks/setup_models.py``) and
-the zero-shot testbed model when ``/work/qs-shared/bundle`` exists (``--testbed``) — at 640² with
+the zero-shot testbed model when ``quickstart/bundle`` exists (``--testbed``) — at 640² with
 a 171-class vocabulary whose embeddings are already set, interleaved in one run:
 
 * per mode: ``seg(image, v)`` (the full call) against ``seg.classify(features, v)`` (features
@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import summarize, synthetic_image, write_results  # noqa: E402
 
 log = logging.getLogger("vocabulary")
-TESTBED = Path("/work/qs-shared/bundle")
-TESTBED_DATA = Path("/work/qs-shared/data/val/images")
+TESTBED = Path("quickstart/bundle")  # python -m train.quickstart writes it
+TESTBED_DATA = Path("quickstart/data/val/images")
 STORAGES = ("fp32", "fp16", "uint8")
 TARGET_CLASSIFY_MS, TARGET_RELABEL_IPS, TARGET_BYTES, TARGET_AGREEMENT = 300.0, 10.0, 1.5e6, 0.995
 
