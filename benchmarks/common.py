@@ -68,7 +68,7 @@ class PeakRSS:
         self._stop = threading.Event()
         self.start_mb = self.peak_mb = 0.0
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         self.start_mb = self._proc.memory_info().rss / 2**20
         self._peak = self.start_mb
         self._thread = threading.Thread(target=self._run, daemon=True)

@@ -32,8 +32,19 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 WORKERS = ROOT / "benchmarks" / "gpu_workers.py"
-from benchmarks.gpu_carry import (BUDGET_LIMIT, CARRY_LIMIT, REFERENCE, REFERENCE_FILES, WHEELS,  # noqa: E402,F401
-                                  check_folder, folder_bytes, install, pip_platform_args, prepare)
+from benchmarks.gpu_carry import (  # noqa: E402,F401
+    BUDGET_LIMIT,
+    CARRY_LIMIT,
+    REFERENCE,
+    REFERENCE_FILES,
+    WHEELS,
+    check_folder,
+    folder_bytes,
+    install,
+    pip_platform_args,
+    prepare,
+)
+
 # (name, budget in seconds, what it does) in order of value; the sum is checked against BUDGET_LIMIT
 STEPS: Tuple[Tuple[str, float, str], ...] = (
     ("install", 10, "pip install --no-index --no-deps --target the carried wheels whose module is missing"),

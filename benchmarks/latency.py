@@ -32,8 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import accuracy  # noqa: E402
-from benchmarks.common import (PeakRSS, label_agreement, summarize, synthetic_image,  # noqa: E402
-                               time_calls, write_results)
+from benchmarks.common import PeakRSS, label_agreement, summarize, synthetic_image, time_calls, write_results  # noqa: E402
 from benchmarks.setup_models import prepare_bundle  # noqa: E402
 
 log = logging.getLogger("benchmarks.latency")

@@ -34,7 +34,7 @@ def ensure_variants(bundle: Path, tiers: Sequence[str], calibration_images: Opti
     from export.precision import PrecisionOptions, add_precisions
 
     manifest = read_manifest(bundle)
-    have = set((manifest["graphs"]["clip_image"].get("variants") or {}))
+    have = set(manifest["graphs"]["clip_image"].get("variants") or {})
     need = {t.split("=")[-1] for t in tiers} & {"int8", "fp16"} - have  # "clip_image=int8" needs int8 too
     if need:
         log.info("adding %s graphs to %s", sorted(need), bundle)

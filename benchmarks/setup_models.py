@@ -6,8 +6,6 @@ import logging
 from pathlib import Path
 from typing import List, Tuple
 
-import torch
-
 log = logging.getLogger(__name__)
 CACHE = Path(__file__).resolve().parent / ".cache"
 

@@ -137,7 +137,7 @@ def markdown(records: List[Dict[str, Any]], args: argparse.Namespace) -> str:
     rows = {}
     for r in records:
         rows.setdefault((r["classes"], r["config"], r["path"]), []).append(r)
-    lines = [f"# Text embedding: new class names, 33 prompts each, cache off\n",
+    lines = ["# Text embedding: new class names, 33 prompts each, cache off\n",
              f"Machine: {m.get('cpu', m['processor'])}, {m['cpu_count']} cores, {args.threads} threads per backend, "
              f"**shared with other work** (1-minute load average during the runs: "
              f"{min(r['load1'] for r in records):.1f}–{max(r['load1'] for r in records):.1f} on {m['cpu_count']} cores). "

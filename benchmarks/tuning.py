@@ -92,8 +92,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from benchmarks.precision_bench import ensure_variants
     from benchmarks.setup_models import prepare_bundle
-    from sdk.bundle import Bundle
     from sdk.backends import supported_pairs
+    from sdk.bundle import Bundle
 
     args.quick, args.checkpoint = False, None
     with tempfile.TemporaryDirectory() as tmp:

@@ -9,8 +9,15 @@
 
 See ``sdk/README.md``. Importing ``sdk`` never imports torch.
 """
-from .errors import (BackendError, BundleError, EngineMismatchWarning, ImageError, OptionError, SegmenterError,
-                     VocabularyError)
+from .errors import (
+    BackendError,
+    BundleError,
+    EngineMismatchWarning,
+    ImageError,
+    OptionError,
+    SegmenterError,
+    VocabularyError,
+)
 from .features import ImageFeatures
 from .result import Segment, SegmentationResult
 from .segmenter import Segmenter

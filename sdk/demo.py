@@ -145,7 +145,7 @@ class DemoHandlers:
         self.seg = seg
         self.files_dir = files_dir
         self.builtins: Dict[str, Tuple[str, ...]] = {}
-        self._features: "OrderedDict[Tuple[Any, ...], Any]" = OrderedDict()
+        self._features: OrderedDict[Tuple[Any, ...], Any] = OrderedDict()
         self._lock = threading.Lock()
 
     def features(self, image: np.ndarray, mode: str) -> Tuple[Any, Optional[Dict[str, float]]]:

@@ -95,7 +95,7 @@ class ImageFeatures:
             raise OptionError(f"{where} were encoded in mode {self.mode!r}, not {mode!r}; classify them in "
                               f"mode {self.mode!r} or encode again in mode {mode!r}")
 
-    def to(self, arrays: ArrayOps) -> "ImageFeatures":
+    def to(self, arrays: ArrayOps) -> ImageFeatures:
         """These features on ``arrays`` (themselves when already there; else copied through the host)."""
         if arrays is self.arrays:
             return self
@@ -141,7 +141,7 @@ class ImageFeatures:
 
     @classmethod
     def load(cls, path: PathLike, bundle_id: Optional[str] = None, mode: Optional[str] = None,
-             arrays: Optional[ArrayOps] = None) -> "ImageFeatures":
+             arrays: Optional[ArrayOps] = None) -> ImageFeatures:
         """Read features written by :meth:`save`; with ``bundle_id``/``mode`` refuse others.
 
         A file that is not such features (truncated, pickled, foreign, of a newer format) is a

@@ -22,7 +22,7 @@ import html
 import html.entities
 import re
 import unicodedata
-from functools import lru_cache
+from functools import cache, lru_cache
 from itertools import islice
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -42,7 +42,7 @@ _END_OF_WORD = "</w>"
 
 # ---------------------------------------------------------------- bytes <-> symbols
 
-@lru_cache(maxsize=None)
+@cache
 def _byte_symbols() -> tuple[str, ...]:
     """The printable character standing for each byte value 0..255.
 
@@ -74,7 +74,7 @@ def _class_ranges(major: str) -> str:
     return "".join(parts)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _word_pattern() -> re.Pattern[str]:
     r"""open_clip's ``regex`` pattern with ``\p{L}``/``\p{N}`` spelled out.
 
@@ -208,7 +208,7 @@ def fix_text_builtin(text: str) -> str:
     return "".join(fixed)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _text_fixer(use_ftfy: bool | None) -> Callable[[str], str]:
     """ftfy.fix_text when wanted and importable, else the built-in equivalent."""
     if use_ftfy is False:

@@ -9,8 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sdk.atomicio import (TEMP_MARK, atomic_path, current_umask, remove_stale_temps, write_bytes_atomic,
-                          write_json_atomic, write_npz_atomic, write_text_atomic)
+from sdk.atomicio import (
+    TEMP_MARK,
+    atomic_path,
+    current_umask,
+    remove_stale_temps,
+    write_bytes_atomic,
+    write_json_atomic,
+    write_npz_atomic,
+    write_text_atomic,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -71,9 +71,8 @@ def test_the_cases_cover_every_registered_backend():
 def test_cpu_backends_receive_and_run_the_plan(vbundle, name):
     if name == "openvino":
         pytest.importorskip("openvino", reason="OpenVINO is optional: pip install 'zegformer-sdk[openvino]'")
-    from sdk.backends import create_backend
+    from sdk.backends import create_backend, resolve
     from sdk.bundle import Bundle
-    from sdk.backends import resolve
 
     device, spec = CASES[name]
     bundle = Bundle(vbundle)

@@ -6,8 +6,17 @@ import torch.nn.functional as F
 
 from train.data import IGNORE
 from train.data.loader import StepPlan
-from train.data.transforms import (PAD_VALUE, AugmentConfig, augment, class_masks, color_aug_ssd, pad_to,
-                                   random_crop_box, resize_label, shortest_edge_shape)
+from train.data.transforms import (
+    PAD_VALUE,
+    AugmentConfig,
+    augment,
+    class_masks,
+    color_aug_ssd,
+    pad_to,
+    random_crop_box,
+    resize_label,
+    shortest_edge_shape,
+)
 
 
 def test_shortest_edge_shape_as_detectron2():

@@ -18,6 +18,7 @@ import torch
 
 pytestmark = pytest.mark.slow
 from tests.conftest import FIXTURE_TRACE as TRACE
+
 ATOL = RTOL = 1e-3
 
 

@@ -6,8 +6,15 @@ import json
 import numpy as np
 import pytest
 
-from sdk.formats import (coco_dataset, load_label_png, mask_bbox, rle_encode, save_label_png, segments_to_rle,
-                         to_detections)
+from sdk.formats import (
+    coco_dataset,
+    load_label_png,
+    mask_bbox,
+    rle_encode,
+    save_label_png,
+    segments_to_rle,
+    to_detections,
+)
 from sdk.result import SegmentationResult, build_segments
 
 

@@ -12,8 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.hostile_helpers import bundle  # noqa: F401 (pytest fixtures)
-from tests.hostile_helpers import digest, manifest_of, rehash, write_manifest
+from tests.hostile_helpers import (
+    bundle,  # noqa: F401 (pytest fixtures)
+    digest,
+    manifest_of,
+    rehash,
+    write_manifest,
+)
 from tests.sdk_helpers import NAMES, block_image, copy_bundle
 
 pytest.importorskip("torch")  # the bundle is exported with torch

@@ -256,7 +256,6 @@ def test_stale_staging_of_dead_exporters_is_removed(tmp_path):
 
 def test_export_force_replaces_and_never_leaves_no_bundle(bundle, tmp_path):
     from export.__main__ import main
-
     from tests.sdk_helpers import tiny_checkpoint
 
     ckpt = tiny_checkpoint(tmp_path / "tiny.pth")

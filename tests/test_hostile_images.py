@@ -69,7 +69,7 @@ def test_bad_image_paths(seg, tmp_path, target):
 
 def _modes():
     rgb = Image.fromarray(GOOD)
-    gray16 = Image.fromarray((GOOD[..., 0].astype(np.uint16) * 257))
+    gray16 = Image.fromarray(GOOD[..., 0].astype(np.uint16) * 257)
     return {
         "rgb.png": encoded(rgb, "PNG"), "gray.png": encoded(rgb.convert("L"), "PNG"),
         "la.png": encoded(rgb.convert("LA"), "PNG"), "rgba.png": encoded(rgb.convert("RGBA"), "PNG"),

@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from sdk import kernels
-from tests.test_kernels import (assert_labels_match, blob_logits, image, noise_logits, torch_crops,
-                                torch_semantic)
+from tests.test_kernels import assert_labels_match, blob_logits, image, noise_logits, torch_crops, torch_semantic
 
 pytestmark = [
     pytest.mark.gpu,

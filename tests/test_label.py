@@ -181,7 +181,7 @@ def test_label_resumes_after_the_driver_is_killed(ray_address, bundle, images, e
 
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("im*")}
     again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert f"0 labelled" in again.stdout and f"{GOOD} already complete, 2 errors" in again.stdout, again.stdout
+    assert "0 labelled" in again.stdout and f"{GOOD} already complete, 2 errors" in again.stdout, again.stdout
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("im*")} == before  # complete images untouched
 
 

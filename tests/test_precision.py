@@ -117,8 +117,8 @@ def test_openvino_rejects_fp16(qbundle):
 
 
 def test_auto_picks_fastest_tier_meeting_the_bar(qbundle):
-    from sdk.bundle import Bundle
     from sdk.backends import choose_auto
+    from sdk.bundle import Bundle
     from sdk.precision import AUTO_BAR
 
     bundle = Bundle(qbundle)

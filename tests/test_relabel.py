@@ -169,7 +169,7 @@ def test_relabel_resumes_after_it_is_killed(bundle, text_only_bundle, tmp_path):
 
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("im*")}
     again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert f"0 relabelled" in again.stdout and f"{n} already complete, 0 errors" in again.stdout, again.stdout
+    assert "0 relabelled" in again.stdout and f"{n} already complete, 0 errors" in again.stdout, again.stdout
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("im*")} == before  # complete images untouched
 
 

@@ -75,8 +75,16 @@ def test_prompts_and_pooling():
 def test_manifest_sections_fill_defaults_and_round_trip(tmp_path):
     from sdk import constants as C
     from sdk.errors import BundleError
-    from sdk.manifest import (InferenceSettings, ModelInfo, PreprocessInfo, Settings, TokenizerInfo, new_manifest,
-                              read_manifest, write_manifest)
+    from sdk.manifest import (
+        InferenceSettings,
+        ModelInfo,
+        PreprocessInfo,
+        Settings,
+        TokenizerInfo,
+        new_manifest,
+        read_manifest,
+        write_manifest,
+    )
 
     inf = InferenceSettings.from_dict({"min_size": 512, "unknown_key": 1})
     assert inf.min_size == 512 and inf.ensemble_lambda == C.ENSEMBLE_LAMBDA and inf.gzero_calibrate == 0.1

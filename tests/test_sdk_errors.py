@@ -11,7 +11,6 @@ import pytest
 from tests.sdk_helpers import NAMES, block_image, copy_bundle, tiny_bundle
 
 
-
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     return tiny_bundle(tmp_path_factory)

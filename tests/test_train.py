@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from train.checkpoint import load_model
+from train.config import preset
 from train.config_io import ConfigError, load_config
 from train.data.synthetic import generate
 from train.losses import LossConfig, SetCriterion, dice_loss, normalizers, sigmoid_focal_loss
 from train.matcher import HungarianMatcher
-from train.solver import SolverConfig, build_optimizer, lr_factor
 from train.model import build_model
-from train.config import preset
+from train.solver import SolverConfig, build_optimizer, lr_factor
 
 FAST = ["data.crop_size=64", "data.scales=[1.0]", "train.threads=1", "train.progress=false",
         "train.tensorboard=false", "eval.min_size=0", "eval.max_images=2", "model.dropout=0.0"]

@@ -5,8 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from train.clip_pretrain import (ClipTrainConfig, encode_text_short, multi_positive_loss, save_clip, train_clip,
-                                 zero_shot_accuracy)
+from train.clip_pretrain import (
+    ClipTrainConfig,
+    encode_text_short,
+    multi_positive_loss,
+    save_clip,
+    train_clip,
+    zero_shot_accuracy,
+)
 from train.config_io import load_config, model_config
 from train.data import build_dataset
 from train.data.captions import CropSampler, positives, templates

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -31,7 +31,7 @@ def _load(name: str):
         return json.load(f)
 
 
-@lru_cache(maxsize=None)
+@cache
 def dataset_classes(dataset: str) -> ClassSplit:
     """``coco-stuff`` (171: 156 seen then 15 unseen), ``voc`` (20: 15 + 5), ``ade-847`` (572 + 275)."""
     if dataset == "coco-stuff":
@@ -47,7 +47,7 @@ def dataset_classes(dataset: str) -> ClassSplit:
     raise ValueError(f"unknown dataset {dataset!r}; choose coco-stuff, voc or ade-847")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _templates() -> Dict[str, List[str]]:
     t = _load("prompt_templates.json")
     return {"single": t["single"], "imagenet_select": t["IMAGENET_TEMPLATES_SELECT"],

@@ -15,9 +15,9 @@ from typing import Any, Dict, Optional, Sequence
 import yaml
 
 from .config import ModelConfig, preset
+from .config_types import check_types
 from .losses import LossConfig
 from .solver import SolverConfig
-from .config_types import check_types
 
 Config = Dict[str, Any]
 

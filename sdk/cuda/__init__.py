@@ -17,8 +17,16 @@ import logging
 import os
 from typing import List, Optional, Sequence
 
-from .base import (Binding, CudaError, DeviceArray, DeviceBuffer, DeviceInfo, ForeignArray, foreign_array,
-                   is_device_array)
+from .base import (
+    Binding,
+    CudaError,
+    DeviceArray,
+    DeviceBuffer,
+    DeviceInfo,
+    ForeignArray,
+    foreign_array,
+    is_device_array,
+)
 
 log = logging.getLogger(__name__)
 __all__ = ["open_device", "Binding", "CudaError", "DeviceArray", "DeviceBuffer", "DeviceInfo", "ForeignArray",

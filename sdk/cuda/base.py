@@ -128,12 +128,12 @@ class DeviceArray:
             raise CudaError(f"array of {self.nbytes} bytes does not fit its {buffer.nbytes}-byte buffer")
 
     @classmethod
-    def empty(cls, binding: Binding, shape: Tuple[int, ...], dtype: Any) -> "DeviceArray":
+    def empty(cls, binding: Binding, shape: Tuple[int, ...], dtype: Any) -> DeviceArray:
         dtype = np.dtype(dtype)
         return cls(DeviceBuffer(binding, _shape_nbytes(tuple(shape), dtype)), tuple(shape), dtype)
 
     @classmethod
-    def from_host(cls, binding: Binding, host: np.ndarray, stream: int = 0) -> "DeviceArray":
+    def from_host(cls, binding: Binding, host: np.ndarray, stream: int = 0) -> DeviceArray:
         host = np.ascontiguousarray(host)
         arr = cls.empty(binding, host.shape, host.dtype)
         with binding.activate():

@@ -70,7 +70,7 @@ class World:
                 "unseen_pairs": [list(p) for p in self.unseen_pairs], "period": list(self.period)}
 
     @classmethod
-    def from_dict(cls, d: Dict[str, object]) -> "World":
+    def from_dict(cls, d: Dict[str, object]) -> World:
         return cls(tuple(d["colours"]), tuple(d["textures"]), tuple(tuple(p) for p in d["unseen_pairs"]),
                    tuple(d.get("period", (10.0, 14.0))))
 

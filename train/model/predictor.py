@@ -11,7 +11,7 @@ from typing import Dict
 import torch
 from torch import nn
 
-from .layers import ConvNorm, MLP
+from .layers import MLP, ConvNorm
 from .transformer import PositionEmbeddingSine, Transformer
 
 

@@ -15,6 +15,7 @@ from sdk.prompts import expand_prompts
 
 from .clip import encode_text
 
+
 def tokenize(prompts: Sequence[str], context_length: int = 77) -> torch.Tensor:
     """open_clip's CLIP BPE tokenizer (the same ids as the official ``clip.tokenize``)."""
     import open_clip
