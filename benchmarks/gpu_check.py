@@ -218,7 +218,8 @@ def markdown(report: Dict[str, Any]) -> str:
             bytes_ = f"{tr['h2d_bytes']:,} / {tr['d2h_bytes']:,}" if "h2d_bytes" in tr else tr.get("error", "-")
             agree = (report["agreement"].get(tag) or {}).get(key, {})
             lines.append(f"| {tag} | {key} {img['size'][0]}×{img['size'][1]} | {st.get('total', 0):.1f} | {stages} | "
-                         f"{bytes_} | {agree.get('vs_cpu', float('nan')):.4f} | {agree.get('vs_official', float('nan')):.4f} |")
+                         f"{bytes_} | {agree.get('vs_cpu', float('nan')):.4f} | "
+                         f"{agree.get('vs_official', float('nan')):.4f} |")
     extra = report.get("cuda_layer")
     if extra:
         lines += ["", "CUDA layer: " + ", ".join(f"{k} {v}" for k, v in extra.items())]

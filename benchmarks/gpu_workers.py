@@ -9,6 +9,7 @@ inputs and writes ``T.json`` (timings, info, host↔device bytes) and ``T.npz`` 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -109,7 +110,7 @@ def run_pipeline(work: Path, backend: str, device: str, bundle: str, tag: str, r
                                                for s in stages}}
         if device != "cpu":
             try:
-                entry["transfers"] = transfer_bytes(lambda: seg(image))
+                entry["transfers"] = transfer_bytes(functools.partial(seg, image))
             except Exception as e:  # no torch / no CUPTI: say so, keep the timings
                 entry["transfers"] = {"error": f"{type(e).__name__}: {e}"}
         labels[key] = runs[-1].label_map

@@ -74,7 +74,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
-def vocabulary(num_classes: int, dim: int, train_names: Sequence[str]) -> Tuple[List[str], np.ndarray, np.ndarray, List[bool]]:
+def vocabulary(num_classes: int, dim: int,
+               train_names: Sequence[str]) -> Tuple[List[str], np.ndarray, np.ndarray, List[bool]]:
     """COCO-Stuff names (cycled to ``num_classes``) with fixed random unit embeddings."""
     from train.classes import dataset_classes
 
@@ -207,7 +208,8 @@ def run_size(size: int, args, bundle: Path, checkpoint: Path, vocab) -> List[Dic
     return records
 
 
-def markdown(records: List[Dict[str, Any]], title: str, acc: Dict = {}) -> str:
+def markdown(records: List[Dict[str, Any]], title: str, acc: Optional[Dict] = None) -> str:
+    acc = {} if acc is None else acc
     stages = ["preprocess", "proposal", "classify", "prune", "crops", "clip", "pool", "ensemble", "semantic"]
     head = "| size | backend | mode | total ms | × baseline | " + " | ".join(stages) + \
            f" | peak RSS MB | labels vs baseline (synthetic weights) | {accuracy.HEADER} | CLIP queries |"

@@ -93,7 +93,8 @@ def label(bundle: Path, mode: str, paths: Sequence[Path], workers: int, out: Pat
     s = run_label(items, out, segmenter, workers=workers, batch_size=4, progress=False)
     assert s.labelled == len(paths) and not s.errors, s.line()
     return {"name": f"label/{mode}/workers={workers}", "images": s.labelled, "images_per_s": s.images_per_second,
-            "seconds": s.seconds - s.ray_start_seconds, "median_ms": 1e3 * (s.seconds - s.ray_start_seconds) / s.labelled}
+            "seconds": s.seconds - s.ray_start_seconds,
+            "median_ms": 1e3 * (s.seconds - s.ray_start_seconds) / s.labelled}
 
 
 def free_port() -> int:
@@ -123,7 +124,6 @@ def serve(bundle: Path, mode: str, paths: Sequence[Path], args) -> List[Dict[str
             client.wait_ready(180)
             client.segment(data[0])
             times, local, paired = [], [], []
-            start = time.perf_counter()
             for i in range(args.requests):  # alternate, so that the machine's load hits both alike
                 t = time.perf_counter()
                 client.segment(data[i % len(data)])
@@ -173,7 +173,8 @@ def concurrent(url: str, data: List[bytes], args, mode: str) -> Dict[str, Any]:
 
 def markdown(records: List[Dict[str, Any]], args, size) -> str:
     lines = [f"# Scale — {args.mode}, {size[0]}×{size[1]} images, onnxruntime CPU, 1 thread per worker/instance", "",
-             "| what | images/s | ms per image (median; label: wall / images) | overhead ms/request |", "|---|---|---|---|"]
+             "| what | images/s | ms per image (median; label: wall / images) | overhead ms/request |",
+             "|---|---|---|---|"]
     for r in records:
         overhead = f"{r['overhead_ms']:.1f}" if "overhead_ms" in r else ""
         lines.append(f"| {r['name']} | {r['images_per_s']:.1f} | {r['median_ms']:.1f} | {overhead} |")

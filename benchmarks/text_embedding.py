@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> List[Dict[str, Any]]:
             stores[config] = make_store(args.bundle, config, args.threads, args.batch)
         except Exception as e:  # a backend or tier this machine or bundle lacks
             log.warning("skipping %s: %s", config, e)
-    for seg, store in stores.values():  # compile and warm every graph before timing
+    for _seg, store in stores.values():  # compile and warm every graph before timing
         timed(store, SMALL[:1], True)
         timed(store, SMALL[:1], False)
     records: List[Dict[str, Any]] = []
@@ -140,7 +140,8 @@ def markdown(records: List[Dict[str, Any]], args: argparse.Namespace) -> str:
     lines = ["# Text embedding: new class names, 33 prompts each, cache off\n",
              f"Machine: {m.get('cpu', m['processor'])}, {m['cpu_count']} cores, {args.threads} threads per backend, "
              f"**shared with other work** (1-minute load average during the runs: "
-             f"{min(r['load1'] for r in records):.1f}–{max(r['load1'] for r in records):.1f} on {m['cpu_count']} cores). "
+             f"{min(r['load1'] for r in records):.1f}–{max(r['load1'] for r in records):.1f} "
+             f"on {m['cpu_count']} cores). "
              f"Synthetic-weight R101 + ViT-B/16 bundle (the reference fixture's weights). Batches of {args.batch} "
              f"prompts. {args.repeats} interleaved rounds: seconds per round, separated by `/`.\n",
              f"Command: `nice -n 10 python benchmarks/text_embedding.py {' '.join(args.argv)}`\n",
@@ -152,7 +153,8 @@ def markdown(records: List[Dict[str, Any]], args: argparse.Namespace) -> str:
             continue
         before = rows.get((classes, config, "before"), [])
         fmt = lambda rs: " / ".join(f"{r['wall_s']:.1f}" for r in rs) + ("\\*" if rs and rs[0]["scaled"] else "")  # noqa: E731
-        speed = np.median([b["wall_s"] for b in before]) / np.median([a["wall_s"] for a in recs]) if before else float("nan")
+        speed = (np.median([b["wall_s"] for b in before]) / np.median([a["wall_s"] for a in recs])
+                 if before else float("nan"))
         cos = min((r.get("min_cosine_vs_fp32_77", 1.0) for r in recs + before), default=1.0)
         cpu = " / ".join(f"{r['cpu_s']:.1f}" for r in recs)
         lines.append(f"| {classes} | {config} | {fmt(before)} | {fmt(recs)} | {speed:.1f}× | {cpu} | {cos:.6f} |")
@@ -178,7 +180,8 @@ def add_int8_text(bundle: Path) -> None:
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--bundle", type=Path, help="bundle (default: the cached synthetic r101-vit16 bundle, built once)")
     p.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS),

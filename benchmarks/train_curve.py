@@ -99,7 +99,7 @@ def main() -> int:
               "load_avg_max": max(loads, default=0.0), "curve": curve,
               "first_reaching_0.7": reached[0] if reached else None,
               "final": curve[-1] if curve else None,
-              "train_log": [json.loads(l) for l in open(run / "train_log.jsonl")]}
+              "train_log": [json.loads(line) for line in open(run / "train_log.jsonl")]}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     a.out.with_suffix(".md").write_text(markdown(result))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import logging
 import os
 import sys
@@ -123,10 +124,10 @@ def calls(models: Dict[str, Dict[str, Any]], modes: List[str], a) -> List[Dict[s
         for m, ctx in models.items():
             seg, vocab = ctx["seg"], ctx["vocab"]
             for mode in modes:
-                ms, full = timed(lambda: seg(ctx["image"], vocab, mode=mode))
+                ms, full = timed(functools.partial(seg, ctx["image"], vocab, mode=mode))
                 samples.setdefault((m, mode, "full"), []).append(ms)
                 for _ in range(a.classify_reps):
-                    ms, fast = timed(lambda: seg.classify(features[m, mode], vocab))
+                    ms, fast = timed(functools.partial(seg.classify, features[m, mode], vocab))
                     samples.setdefault((m, mode, "classify"), []).append(ms)
                 if mode != "pruned" or full.info.get("clip_queries") == full.info.get("queries"):
                     assert np.array_equal(fast.label_map, full.label_map), (m, mode)
@@ -181,7 +182,8 @@ def markdown(records: List[Dict[str, Any]], a, load: Tuple[Sequence[float], Sequ
              f"(load average {load[0][0]:.1f} at the start, {load[1][0]:.1f} at the end); medians of "
              f"{a.iters} interleaved rounds (full call) and {a.iters * a.classify_reps} classify calls.", "",
              "## Re-asking an encoded image", "",
-             "| model | mode | full call ms | classify ms | × faster | classify ≤ 300 ms |", "|---|---|---:|---:|---:|---|"]
+             "| model | mode | full call ms | classify ms | × faster | classify ≤ 300 ms |",
+             "|---|---|---:|---:|---:|---|"]
     for m in models:
         for mode in a.modes.split(","):
             full, fast = by.get(f"{m}/{mode}/full"), by.get(f"{m}/{mode}/classify")

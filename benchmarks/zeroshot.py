@@ -49,7 +49,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--clip-steps", type=int, default=400)
     p.add_argument("--iters", type=int, default=3000)
     p.add_argument("--backends", default="torch,onnxruntime",
-                   help="comma list; the first one's fp32 cropmask is the faithful reference (default torch,onnxruntime)")
+                   help="comma list; the first one's fp32 cropmask is the faithful reference "
+                        "(default torch,onnxruntime)")
     p.add_argument("--precisions", default="fp32", help="comma list of tiers: fp32,bf16,int8,fp16 (each backend "
                    "runs the ones it supports on the CPU; default fp32)")
     p.add_argument("--calibration-images", type=int, default=40,

@@ -28,7 +28,8 @@ log = logging.getLogger("zegformer.build")
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 DEFAULT_ARCHS = "80;86;89;90+PTX"
-CXX_FLAGS = ["-O3", "-ffp-contract=off", "-Wno-psabi"]  # no silent FMA: torch/torchvision rounding is matched explicitly
+# no silent FMA: torch/torchvision rounding is matched explicitly
+CXX_FLAGS = ["-O3", "-ffp-contract=off", "-Wno-psabi"]
 NVCC_FLAGS = ["-O3", "-std=c++17", "--fmad=false", "-Xcompiler", "-fPIC", "-Xcompiler", "-fvisibility=hidden"]
 
 

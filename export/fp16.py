@@ -123,7 +123,7 @@ def convert_to_fp16(model, keep_fp32: Iterable[str] = KEEP_FP32):
         if init.data_type == FLOAT and uses and all(wants16(i, s) for i, s in uses):
             init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), name))
             dtype[name] = FLOAT16
-    for idx, node in enumerate(g.node):
+    for node in g.node:
         if node.op_type == "Constant" and node.output[0] in floats:
             uses = consumers.get(node.output[0], [])
             if uses and all(wants16(i, s) for i, s in uses):

@@ -18,8 +18,8 @@ accepts and fuses (NVIDIA's "Explicit Quantization" guide, onnx-tensorrt ``opera
 Only the compute-heavy ops with a weight (``MatMul``, ``Conv``, ``Gemm`` whose one input is a
 constant) are quantised; normalisations, softmax, the L2 normalisation and the activation ×
 activation products of attention (``q·kᵀ``, ``softmax·v``: a few percent of the FLOPs, but their
-operands have the widest, input-dependent ranges) stay float. ``DefaultTensorType`` is needed because ONNX shape inference
-cannot type some of the exported graph's MatMul outputs (dynamic reshapes).
+operands have the widest, input-dependent ranges) stay float. ``DefaultTensorType`` is needed
+because ONNX shape inference cannot type some of the exported graph's MatMul outputs (dynamic reshapes).
 """
 from __future__ import annotations
 

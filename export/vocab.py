@@ -1,9 +1,9 @@
 """Vocabularies of the bundle: which class lists, read from where, embedded with which prompts.
 
 A ``--vocab`` value is an existing class file (``sdk.classnames``: one class per line, ``a, b`` =
-synonyms, blank lines and ``#`` comments ignored, or JSON; named after the file's stem) or a built-in name: ``coco-stuff`` (171),
-``voc`` (20), ``ade-847`` (847), ``train`` (the checkpoint's seen classes) or the name of the
-checkpoint's own class list (its dataset, else ``all``).
+synonyms, blank lines and ``#`` comments ignored, or JSON; named after the file's stem) or a
+built-in name: ``coco-stuff`` (171), ``voc`` (20), ``ade-847`` (847), ``train`` (the checkpoint's
+seen classes) or the name of the checkpoint's own class list (its dataset, else ``all``).
 """
 from __future__ import annotations
 

@@ -5,9 +5,10 @@ Image upload or webcam snapshot in, a vocabulary typed (``;`` or one name per li
 present with their areas, a click readout of the class under the cursor, per-stage timings, and
 downloads of the files ``segment`` writes (label map PNG, overlay, record JSON). One
 :class:`~sdk.segmenter.Segmenter` serves every request (it is thread-safe); Gradio's queue runs
-segmentations one at a time (``--concurrency``) while the page and the cheap events stay responsive. Gradio is an optional dependency (``pip install
-'zegformer-sdk[demo]'``) imported only here, and only when the demo starts; analytics, share links
-and server-side rendering are off, so the page works offline on loopback.
+segmentations one at a time (``--concurrency``) while the page and the cheap events stay
+responsive. Gradio is an optional dependency (``pip install 'zegformer-sdk[demo]'``) imported
+only here, and only when the demo starts; analytics, share links and server-side rendering are
+off, so the page works offline on loopback.
 """
 from __future__ import annotations
 

@@ -63,7 +63,8 @@ def test_training_checkpoint_needs_clip(tiny, tmp_path):
     with pytest.raises(CheckpointError, match="--clip"):
         convert(tmp_path / "train.pth", tmp_path / "ours.pth")
     torch.save(clip, tmp_path / "openai_clip.pt")  # OpenAI naming, no prefix
-    convert(tmp_path / "train.pth", tmp_path / "ours.pth", clip=str(tmp_path / "openai_clip.pt"), template=preset("tiny"))
+    convert(tmp_path / "train.pth", tmp_path / "ours.pth", clip=str(tmp_path / "openai_clip.pt"),
+            template=preset("tiny"))
     model, payload = load_model(tmp_path / "ours.pth")
     assert payload["source"]["clip"].endswith("openai_clip.pt")
     torch.testing.assert_close(model.clip.visual.proj, tiny.clip.visual.proj)

@@ -16,8 +16,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
-pytestmark = pytest.mark.slow
 from tests.conftest import FIXTURE_TRACE as TRACE
+
+pytestmark = pytest.mark.slow
 
 ATOL = RTOL = 1e-3
 

@@ -44,8 +44,9 @@ def test_a_failing_or_hanging_step_is_recorded_and_the_rest_goes_on(tmp_path):
     assert not r.run("late", [sys.executable, "-c", "pass"], 30) and r.steps["late"]["status"] == "skipped"
     assert written == [1, 2, 3, 4]  # the report is rewritten after every step
     report = {"machine": {"gpu": "G", "cpu": "C", "cpu_count": 2}, "steps": r.steps, "seconds": 3.0,
-              "pipelines": {"torch": {"images": {"img640": {"size": [640, 640], "stages_ms": {"total": 9.5, "clip": 2.0},
-                                                            "transfers": {"h2d_bytes": 4915200, "d2h_bytes": 1638400}}}}},
+              "pipelines": {"torch": {"images": {"img640": {
+                  "size": [640, 640], "stages_ms": {"total": 9.5, "clip": 2.0},
+                  "transfers": {"h2d_bytes": 4915200, "d2h_bytes": 1638400}}}}},
               "agreement": {"torch": {"img640": {"vs_cpu": 0.9995}}}, "absent": {"tensorrt": "tensorrt not installed"}}
     md = gpu_check.markdown(report)
     assert "| fails | failed |" in md and "| late | skipped |" in md and "timed out after 1 s" in md

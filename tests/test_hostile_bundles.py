@@ -83,7 +83,8 @@ BAD_MANIFESTS = {
     "tokenizer-parent": _set(["tokenizer", "file"], "../bpe.txt.gz"),
     "engine-parent": _set(["engines"], {"proposal": {"file": "../x.engine"}}),
     "crop-huge": _set(["model", "crop_size"], 10 ** 6), "context-huge": _set(["tokenizer", "context_length"], 10 ** 9),
-    "dense-huge": _set(["inference", "dense_size"], [10 ** 6, 64]), "queries-huge": _set(["model", "num_queries"], 10 ** 9),
+    "dense-huge": _set(["inference", "dense_size"], [10 ** 6, 64]),
+    "queries-huge": _set(["model", "num_queries"], 10 ** 9),
 }
 
 
@@ -97,7 +98,8 @@ def test_bad_manifests_are_bundle_errors(bundle, tmp_path, name):
 
 
 @pytest.mark.parametrize("text", ["[]", "null", '"bundle"', "[" * 100000 + "]" * 100000,
-                                  '{"format": "zegformer-sdk/bundle", "format_version": 1, ' * 1 + '"model": ' * 0 + "}",
+                                  '{"format": "zegformer-sdk/bundle", "format_version": 1, ' * 1
+                                  + '"model": ' * 0 + "}",
                                   "\xff\xfe not utf-8"], ids=["list", "null", "string", "deep", "bare", "binary"])
 def test_unparseable_manifests(bundle, tmp_path, text):
     from sdk import BundleError, Segmenter

@@ -41,7 +41,8 @@ def int8_graphs(bundle: Path):
 
 def constants(model):
     out = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    out.update({n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in model.graph.node if n.op_type == "Constant"})
+    out.update({n.output[0]: numpy_helper.to_array(n.attribute[0].t)
+                for n in model.graph.node if n.op_type == "Constant"})
     return out
 
 
@@ -58,7 +59,8 @@ def test_every_dequantize_reads_int8_and_every_scale_is_a_constant(int8_bundle):
         for n in dq:
             x = n.input[0]
             if x in inits:
-                assert inits[x].data_type == TensorProto.INT8, f"{name}/{n.name}: {TensorProto.DataType.Name(inits[x].data_type)} input"
+                assert inits[x].data_type == TensorProto.INT8, \
+                    f"{name}/{n.name}: {TensorProto.DataType.Name(inits[x].data_type)} input"
             else:
                 q = producer[x]
                 assert q.op_type == "QuantizeLinear", f"{name}/{n.name}: input from {q.op_type}"
@@ -86,7 +88,8 @@ def test_weights_per_output_channel_biases_float_outputs_unquantised(int8_bundle
             out_channels = w.shape[0] if n.op_type == "Conv" else w.shape[-1]  # MatMul B is K×N
             if n.op_type == "Gemm":
                 out_channels = w.shape[0] if {a.name: a.i for a in n.attribute}.get("transB") else w.shape[1]
-            assert scale.shape == (out_channels,), f"{name}/{n.name}: weight scale {scale.shape}, {out_channels} channels"
+            assert scale.shape == (out_channels,), \
+                f"{name}/{n.name}: weight scale {scale.shape}, {out_channels} channels"
             if len(n.input) > 2 and n.input[2]:
                 bias = n.input[2]
                 assert bias in consts and consts[bias].dtype == np.float32, f"{name}/{n.name}: bias not float"

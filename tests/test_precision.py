@@ -241,7 +241,8 @@ def test_sdk_and_export_work_without_openvino(qbundle, tmp_path):
             else:
                 raise AssertionError("no error without OpenVINO")
         from export.precision import PrecisionOptions, tiers_to_measure
-        assert tiers_to_measure(PrecisionOptions(int8=True)) == [("onnxruntime", "int8"), ("onnxruntime", "clip_image=int8")]
+        assert tiers_to_measure(PrecisionOptions(int8=True)) == [("onnxruntime", "int8"),
+                                                                 ("onnxruntime", "clip_image=int8")]
         print("OK")
     """)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}

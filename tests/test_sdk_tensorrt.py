@@ -260,7 +260,8 @@ def test_graph_source_reads_the_variants_the_exporter_records():
     from export.tensorrt import graph_source
 
     m = {"graphs": {"clip_image": {"file": "clip_image.onnx"},
-                    "proposal": {"file": "proposal.onnx", "variants": {"fp16": {"file": "p16.onnx", "precision": "fp16"}}}},
+                    "proposal": {"file": "proposal.onnx",
+                                 "variants": {"fp16": {"file": "p16.onnx", "precision": "fp16"}}}},
          "files": {"clip_image.onnx": "x", "clip_image.fp16.onnx": "y"}}
     assert graph_source(m, "clip_image", "fp32") == "clip_image.onnx"
     assert graph_source(m, "clip_image", "fp16") is None  # a file lying about is not a variant

@@ -325,7 +325,8 @@ def test_benchmark_runs_and_reports(exported, tmp_path):
                           cwd=root, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     records = json.loads(out.read_text())["records"]
-    assert {(r["classes"], r["path"]) for r in records} == {(171, "before"), (171, "after"), (4, "before"), (4, "after")}
+    assert {(r["classes"], r["path"]) for r in records} == {(171, "before"), (171, "after"),
+                                                          (4, "before"), (4, "after")}
     assert all(r["wall_s"] > 0 for r in records)
     assert max(r["max_abs_vs_fp32_77"] for r in records if r["path"] == "after") <= TOL
     assert "| 171 | onnxruntime:fp32 |" in out.with_suffix(".md").read_text()

@@ -32,7 +32,7 @@ def test_smoke_training_writes_exportable_checkpoint(tiny_data, tmp_path):
     rc = main(["--config", "configs/synthetic-tiny.yaml", f"data.root={tiny_data}", f"train.output_dir={out}",
                "solver.max_iter=4", "solver.batch_size=2", "train.eval_period=0", "train.log_period=1", *FAST])
     assert rc == 0
-    log = [json.loads(l) for l in open(out / "train_log.jsonl")]
+    log = [json.loads(line) for line in open(out / "train_log.jsonl")]
     assert [r["step"] for r in log] == [1, 2, 3, 4] and all(math.isfinite(r["loss"]) for r in log)
     model, payload = load_model(out / "model_final.pth")      # weights_only load of everything
     assert payload["classes"]["names"][0] == "red plain" and payload["classes"]["seen"] == [True] * 4 + [False]

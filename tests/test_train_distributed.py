@@ -20,7 +20,7 @@ def _run(cmd, out):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return [json.loads(l) for l in open(out / "train_log.jsonl")]
+    return [json.loads(line) for line in open(out / "train_log.jsonl")]
 
 
 def test_torchrun_two_ranks_match_single_process(tmp_path):

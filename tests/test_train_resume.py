@@ -31,7 +31,7 @@ def _env():
 
 def _steps(out):
     try:
-        return [json.loads(l)["step"] for l in open(out / "train_log.jsonl")]
+        return [json.loads(line)["step"] for line in open(out / "train_log.jsonl")]
     except (FileNotFoundError, json.JSONDecodeError):
         return []
 

@@ -62,7 +62,7 @@ def test_captions_never_name_an_unseen_combination():
     for _ in range(6):
         crops, captions, img_att, cap_att = sampler.batch(64)
         assert crops.shape == (64, 3, 32, 32) and torch.isfinite(crops).all()
-        for (c, t, _), text in zip(img_att, captions):
+        for (c, t, _), _text in zip(img_att, captions):
             assert (c, t) not in unseen
         for (c, t, _), text in zip(cap_att, captions):
             assert (c, t) not in unseen

@@ -1,7 +1,7 @@
 """Stand-ins for ``pycuda.driver`` and ``tensorrt`` (10.x and 11.x) that model only their API surface.
 
-Device memory is host bytes behind fake addresses; an "engine" is a JSON plan naming an ONNX file and its profile shapes,
-run with ONNX Runtime on the bytes at the addresses bound with ``set_tensor_address``. They also
+Device memory is host bytes behind fake addresses; an "engine" is a JSON plan naming an ONNX file
+and its profile shapes, run with ONNX Runtime on the bytes at the addresses bound with ``set_tensor_address``. They also
 record what real drivers would punish: context pushes/pops per thread, unfreed allocations, two
 contexts of one engine running on the same optimisation profile at once. As the real API does,
 ``set_tensor_address`` returns False for an unknown tensor or an address that is not 256-byte

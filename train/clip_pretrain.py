@@ -269,7 +269,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", type=Path, default=Path(__file__).resolve().parent.parent / "configs"
                     / "zeroshot-world.yaml", help="the ZegFormer config whose model.clip is trained")
-    ap.add_argument("--data", type=Path, help="a world folder (its meta.json names the world); default: the default world")
+    ap.add_argument("--data", type=Path,
+                    help="a world folder (its meta.json names the world); default: the default world")
     ap.add_argument("--out", type=Path, required=True, help="output folder (replaced when complete)")
     d = ClipTrainConfig()
     ap.add_argument("--steps", type=int, default=d.steps, help=f"optimizer steps (default {d.steps})")

@@ -9,7 +9,8 @@ full phrase (``"lime wavy"``, or ``"wavy lime"``), one attribute alone (``"a lim
 ``"something wavy"``), or with the shape (``"a lime wavy star"``), so that each word is grounded on
 its own. Single-attribute captions are as frequent as full phrases (``CAPTION_MIX``): with 60 %
 full phrases the embeddings memorised seen pairs and held-out crops of unseen pairs were named
-among all classes 22 % of the time after 300 steps, 32 % with the balanced mix. Unseen colour × texture combinations never appear (scenes draw seen classes only).
+among all classes 22 % of the time after 300 steps, 32 % with the balanced mix. Unseen colour ×
+texture combinations never appear (scenes draw seen classes only).
 
 A caption is *true* of every crop whose attributes it names (``"something wavy"`` fits all wavy
 crops): :func:`positives` gives that matrix for a multi-positive contrastive loss.

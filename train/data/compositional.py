@@ -39,7 +39,8 @@ class World:
     colours: Tuple[str, ...] = ("red", "orange", "yellow", "lime", "teal", "blue")
     textures: Tuple[str, ...] = TEXTURES
     unseen_pairs: Tuple[Tuple[str, str], ...] = field(default=())
-    period: Tuple[float, float] = (13.0, 18.0)  # texture period range in pixels (readable in 64-px crops of whole images)
+    # texture period range in pixels (readable in 64-px crops of whole images)
+    period: Tuple[float, float] = (13.0, 18.0)
 
     def __post_init__(self) -> None:
         if not self.unseen_pairs:  # the diagonal: each colour once, textures cycling

@@ -117,7 +117,7 @@ def folder_classes(root: Path) -> Tuple[List[str], List[bool]]:
     names = read_class_list(root / "classes.txt")
     unseen: List[str] = []
     if (root / "unseen.txt").is_file():
-        unseen = [l.strip() for l in (root / "unseen.txt").read_text(encoding="utf-8").splitlines() if l.strip()]
+        unseen = [s.strip() for s in (root / "unseen.txt").read_text(encoding="utf-8").splitlines() if s.strip()]
         unknown = [u for u in unseen if u not in names]
         if unknown:
             raise DatasetError(f"{root / 'unseen.txt'} names classes not in classes.txt: {unknown[:5]}")
