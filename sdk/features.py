@@ -273,6 +273,8 @@ def _checked_arrays(data: Mapping[str, np.ndarray], header: Dict[str, Any]):
     if clip is not None and (clip.dtype != np.float32 or clip.ndim != 2 or clip.shape[1] != emb.shape[1]):
         raise ValueError(f"CLIP rows {clip.dtype} {clip.shape} do not match embeddings {emb.shape}")
     if queries is not None:
+        if clip is None:  # a "proposal" file with clip_queries: refuse it as bad features, not an AttributeError
+            raise ValueError("clip_queries without CLIP rows")
         if queries.dtype != np.int64 or queries.shape != (clip.shape[0],) or np.any(np.diff(queries) <= 0) \
                 or queries.size and not 0 <= queries[0] <= queries[-1] < q:
             raise ValueError("clip_queries are not increasing query indices, one per CLIP row")

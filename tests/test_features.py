@@ -239,6 +239,8 @@ def test_malformed_files_are_one_line_errors(seg, tmp_path):
         "dtype": (_rewrite(good, tmp_path / "dt.npz", masks=np.zeros((1, q, 16, 24), np.float64)), "masks are"),
         "sizes": (_rewrite(good, tmp_path / "s.npz", header={"resized": [640, 1]}), "exceeds padded"),
         "no-clip": (_rewrite(good, tmp_path / "nc.npz", clip=None), "needs CLIP rows"),
+        "queries-no-clip": (_rewrite(good, tmp_path / "qnc.npz", header={"mode": "proposal"}, clip=None,
+                                     clip_queries=np.arange(q, dtype=np.int64)), "clip_queries without CLIP rows"),
     }
     (tmp_path / "garbage.npz").write_bytes(b"PK\x03\x04 not really a zip" * 10)
     (tmp_path / "truncated.npz").write_bytes(raw[: len(raw) // 2])
