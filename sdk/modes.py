@@ -20,6 +20,7 @@ from typing import Any, Dict, Optional, Protocol, Sequence, Tuple
 import numpy as np
 
 from .arrays import ArrayOps
+from .errors import BundleError
 from .features import ImageFeatures
 from .preprocess import Prepared, clip_input, dense_input
 from .scores import clip_logits, clip_probs, ensemble, prune, sigmoid, softmax
@@ -83,6 +84,12 @@ class Mode:
     def encode(self, st: Stages, f: ImageFeatures, prep: Prepared, model_input: Any, timer: Timer,
                selected: Optional[np.ndarray] = None) -> None:
         """Run the mode's CLIP graph for the image (``selected``: only these queries) into ``f``."""
+
+    def select(self, st: Stages, q: QueryScores, timer: Timer) -> Optional[np.ndarray]:
+        """The queries ``q``'s vocabulary needs CLIP rows for (host indices); ``None`` = all of them.
+
+        Called only when :attr:`selects` is true; a mode that does not select needs every query."""
+        return None
 
     def class_scores(self, st: Stages, q: QueryScores, timer: Timer) -> Scores:
         raise NotImplementedError
@@ -167,21 +174,23 @@ class CropMask(Mode):
     @staticmethod
     def _rows(f: ImageFeatures, selected: Optional[np.ndarray], xp: Any) -> Tuple[Any, Optional[np.ndarray], int]:
         """``(CLIP rows, their queries or None = all, selected queries without a row)`` for a selection."""
-        have = f.clip_queries
+        have, clip = f.clip_queries, f.clip
+        if clip is None:  # only "proposal" features lack CLIP rows, and loading them pairs mode and rows
+            raise BundleError(f"{f.mode!r} features have no CLIP rows; encode the image again in a CLIP mode")
         if selected is None or selected.size == f.num_queries:
             if have is None:
-                return f.clip, None, 0
+                return clip, None, 0
             selected = np.arange(f.num_queries)
         if have is None:
-            return f.clip[xp.asarray(selected)], selected, 0
+            return clip[xp.asarray(selected)], selected, 0
         usable = np.intersect1d(selected, have)
         missing = int(selected.size - usable.size)
         if missing:
             log.warning("%d queries this vocabulary selects have no CLIP row (the features were encoded for "
                         "another vocabulary); they keep the neutral value", missing)
         if usable.size == have.size:
-            return f.clip, usable, missing
-        return f.clip[xp.asarray(np.searchsorted(have, usable))], usable, missing
+            return clip, usable, missing
+        return clip[xp.asarray(np.searchsorted(have, usable))], usable, missing
 
     def __repr__(self) -> str:
         return f"CropMask(prune={self.prune})"

@@ -10,7 +10,7 @@ label map, ``probs`` when asked and the small per-class scores are downloaded.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
 import numpy as np
 
@@ -54,8 +54,9 @@ class Pipeline:
         self.crop_size = s.crop_size
         self.stride = int(s.model.mask_stride)
         self.num_queries, self.embed_dim = int(s.model.num_queries), int(s.model.embed_dim)
-        self.dense_size = s.dense_size
-        self.clip_mean, self.clip_std = s.preprocess.clip_pixel_mean, s.preprocess.clip_pixel_std
+        self.dense_size: Sequence[int] = s.dense_size  # annotated as modes.Stages reads them (read-only)
+        self.clip_mean: Sequence[float] = s.preprocess.clip_pixel_mean
+        self.clip_std: Sequence[float] = s.preprocess.clip_pixel_std
         # CPU: batches of 16 were 5-14 % faster than 32 for ViT-B/16 on ORT (fp32, int8) and OpenVINO int8, and
         # within noise on OpenVINO fp32 (benchmarks/results/tuning.md); GPU: all queries at once (engines chunk)
         default_batch = CPU_CLIP_BATCH if backend.device == "cpu" else int(s.model.num_queries)
