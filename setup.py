@@ -34,7 +34,7 @@ def _version() -> str:
 build_support = _load_build_support()
 ext_kwargs = build_support.setup_kwargs() if build_support else {}
 
-SDK_REQUIRES = ["numpy>=1.23", "onnxruntime>=1.16", "pillow>=9", "opencv-python-headless>=4.7", "tqdm"]
+SDK_REQUIRES = ["numpy>=1.23", "onnxruntime>=1.16", "pillow>=9.1", "opencv-python-headless>=4.7", "tqdm"]
 TORCH_REQUIRES = [
     "torch>=2.1",
     "torchvision>=0.16",

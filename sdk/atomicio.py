@@ -81,7 +81,8 @@ def write_json_atomic(path: PathLike, data: Any, indent: Optional[int] = 2) -> N
 def write_npz_atomic(path: PathLike, arrays: Mapping[str, np.ndarray]) -> None:
     """Write an uncompressed ``.npz`` of ``arrays`` to ``path`` atomically (whatever its suffix)."""
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)  # a file object: numpy appends no ".npz" to the name
+    # a file object: numpy appends no ".npz" to the name; numpy's stub checks **kwds against allow_pickle: bool
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]
     write_bytes_atomic(path, buffer.getvalue())
 
 

@@ -15,7 +15,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import List, Sequence, Tuple, Union
+from typing import Any, Dict, List, Sequence, Tuple, Union
 
 from .constants import SYNONYM_SEPARATOR
 from .errors import VocabularyError
@@ -31,8 +31,8 @@ def normalise_name(text: str) -> str:
     return SYNONYM_SEPARATOR.join(part.strip() for part in text.split(",") if part.strip())
 
 
-def validate_names(names: Sequence[str]) -> List[str]:
-    """A list of non-empty strings, 1..MAX_NAMES long, else :class:`VocabularyError`."""
+def validate_names(names: Any) -> List[str]:
+    """A list of non-empty strings, 1..MAX_NAMES long, else :class:`VocabularyError` (any input: it validates)."""
     if isinstance(names, (str, bytes)) or not hasattr(names, "__len__"):
         raise VocabularyError(f"a vocabulary is a list of class names, not {type(names).__name__}")
     names = list(names)
@@ -113,7 +113,7 @@ def read_class_file(path: Union[str, os.PathLike]) -> List[str]:
 
 
 def _unique(entries: Sequence[Tuple[str, str]], source: str) -> List[str]:
-    first = {}
+    first: Dict[str, str] = {}
     for name, where in entries:
         if name in first:
             raise VocabularyError(f"class file {source} lists {name!r} twice ({first[name]} and {where}); "

@@ -119,7 +119,8 @@ class ImageFeatures:
         arrays = self._host_arrays(storage)
         path = Path(path)
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            (np.savez if storage == "fp32" else np.savez_compressed)(f, **arrays)
+            # numpy's stub checks **kwds against its keyword-only allow_pickle: bool
+            (np.savez if storage == "fp32" else np.savez_compressed)(f, **arrays)  # type: ignore[arg-type]
         return path
 
     def _host_arrays(self, storage: str) -> Dict[str, np.ndarray]:

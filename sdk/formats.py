@@ -89,7 +89,8 @@ def coco_dataset(images: Sequence[Dict[str, Any]], class_names: Sequence[str],
 
     Image ids follow the order of ``images`` (1-based); ``segments`` as :func:`segments_to_rle` makes.
     """
-    out_images, annotations = [], []
+    out_images: List[Dict[str, Any]] = []
+    annotations: List[Dict[str, Any]] = []
     for image_id, record in enumerate(images, start=1):
         entry = {"id": image_id, "file_name": record["file_name"], "height": int(record["height"]),
                  "width": int(record["width"])}

@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence, Tuple
 
 try:
-    from . import _kernels as _k
+    from . import _kernels as _k  # type: ignore[attr-defined]  # compiled from cpp_ext/: no stub to read
 except ImportError as err:  # pragma: no cover - only without a build
     raise ImportError(
         "sdk._kernels is not built: run `pip install -e .` (or `pip install .`) in the repository"

@@ -18,7 +18,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -65,7 +65,7 @@ def make_items(pairs: Sequence[Tuple[str, str]]) -> List[Item]:
     """Items with unique output stems: ``<name>``, or ``<name>_N`` when its files would collide with
     another image's (``x.png`` and ``x_overlay.png``, two ``x`` in subfolders) or the dataset files."""
     stems: List[str] = []
-    taken = set()
+    taken: Set[str] = set()
     for _, name in pairs:
         base = Path(name).stem or "image"
         stem, n = base, 0

@@ -13,7 +13,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import bundle_format as fmt
 from . import constants as C
@@ -26,6 +26,8 @@ PathLike = Union[str, os.PathLike]
 
 class _Section:
     """A manifest section: ``from_dict`` fills the defaults and ignores unknown keys."""
+
+    __dataclass_fields__: ClassVar[Dict[str, Any]]  # every section is a dataclass (the type checker's view)
 
     @classmethod
     def from_dict(cls, data: Optional[Mapping[str, Any]]):

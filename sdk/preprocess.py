@@ -13,7 +13,7 @@ import io
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence, Tuple, Union
+from typing import Any, Literal, Optional, Sequence, Tuple, Union, overload
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -69,6 +69,12 @@ def _bytes_of(data: Any, what: str) -> bytes:
     return bytes(data)
 
 
+@overload
+def _decode(source: Any, what: str, header_only: Literal[False] = ...) -> np.ndarray: ...
+@overload
+def _decode(source: Any, what: str, header_only: Literal[True]) -> None: ...
+
+
 def _decode(source: Any, what: str, header_only: bool = False) -> Optional[np.ndarray]:
     """Decode ``source`` (a path or a file object) with PIL; ``what`` names it in errors."""
     try:
@@ -79,8 +85,7 @@ def _decode(source: Any, what: str, header_only: bool = False) -> Optional[np.nd
                 if header_only:
                     return None
                 im.load()
-                im = ImageOps.exif_transpose(im) or im
-                return pil_to_rgb(im, what)
+                return pil_to_rgb(ImageOps.exif_transpose(im) or im, what)
     except (ImageError, FileNotFoundError, IsADirectoryError):
         raise
     except MemoryError as e:
@@ -217,7 +222,7 @@ def resize_shortest_edge(image: np.ndarray, min_size: Optional[int], max_size: i
     if newh < 1 or neww < 1:
         raise ImageError(f"a {w}×{h} image resizes to {neww}×{newh} (min_size {min_size}, max_size {max_size}): "
                          "its aspect ratio is too extreme; crop it into tiles first")
-    resized = Image.fromarray(image).resize((neww, newh), Image.BILINEAR)
+    resized = Image.fromarray(image).resize((neww, newh), Image.Resampling.BILINEAR)
     return np.asarray(resized)
 
 
@@ -293,5 +298,5 @@ def dense_input(prepared: Prepared, size: Sequence[int], mean: Sequence[float], 
                 ) -> np.ndarray:
     """The (unpadded) resized image, PIL-bilinear to ``size`` = (H, W), CLIP-normalised: ``[1,3,H,W]``."""
     h, w = int(size[0]), int(size[1])
-    im = np.asarray(Image.fromarray(prepared.image).resize((w, h), Image.BILINEAR))
+    im = np.asarray(Image.fromarray(prepared.image).resize((w, h), Image.Resampling.BILINEAR))
     return np.ascontiguousarray(normalize(im.transpose(2, 0, 1).astype(np.float32), mean, std)[None])

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -63,14 +63,15 @@ class Segmenter:
         self.bundle = Bundle(bundle_dir)
         self.mode = self._check_mode(mode)
         inf = self.bundle.settings.inference
-        self.min_size = inf.min_size if min_size == BUNDLE_DEFAULT else min_size
+        # check_options let through one string, BUNDLE_DEFAULT
+        self.min_size: Optional[int] = inf.min_size if isinstance(min_size, str) else min_size
         self.max_size = int(max_size or inf.max_size)
         self.divisor = int(inf.size_divisibility)
         self.bgr = bool(bgr)
         self.device = device
         self._options = {"threads": threads, "checkpoint": checkpoint, "precision": precision,
                          "cache_dir": cache_dir}
-        self._pipeline_options = {"clip_batch": clip_batch, "prune_threshold": prune_threshold}
+        self._pipeline_options: Dict[str, Any] = {"clip_batch": clip_batch, "prune_threshold": prune_threshold}
         self._backend = create_backend(self.bundle, backend, device, self._options)
         self._pipeline = Pipeline(self.bundle, self._backend, **self._pipeline_options)
         self._store = VocabularyStore(self.bundle, lambda tokens: self._backend.clip_text(tokens),
@@ -125,7 +126,7 @@ class Segmenter:
         """
         if (text_features is None) != (text_features_clip is None):
             raise VocabularyError("give both text_features and text_features_clip, or neither")
-        if text_features is not None:
+        if text_features is not None and text_features_clip is not None:
             vocab = self._store.make(self._names(vocabulary), text_features, text_features_clip, "user")
         else:
             vocab = self.resolve_vocabulary(vocabulary)

@@ -85,4 +85,6 @@ def encode_cut(tokens: np.ndarray, encoder: Callable[[np.ndarray], np.ndarray], 
             advance(len(rows))
     finally:
         close()
+    if out is None:  # callers validate names first, so there is always a prompt
+        raise ValueError("no prompts to embed")
     return out

@@ -25,7 +25,7 @@ import unicodedata
 from functools import cache, lru_cache
 from itertools import islice
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Sequence, cast
 
 import numpy as np
 from numpy.typing import DTypeLike
@@ -251,7 +251,7 @@ def _read_merges(vocab_path: Path) -> list[tuple[str, str]]:
     merges = [tuple(line.split()) for line in lines]
     if len(merges) != _NUM_MERGES or any(len(m) != 2 for m in merges):
         raise ValueError(f"{vocab_path} is not a CLIP BPE merges file")
-    return merges
+    return cast("list[tuple[str, str]]", merges)  # every rule was checked to be a pair
 
 
 def _merge_pair(symbols: list[str], pair: tuple[str, str]) -> list[str]:

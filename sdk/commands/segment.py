@@ -18,7 +18,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 from ..errors import SegmenterError
 from .options import add_output_arguments, add_run_arguments, add_segmenter_arguments, segmenter_kwargs
@@ -179,7 +179,8 @@ class _VideoSink:
     """An mp4 written under a temporary name and renamed onto ``target`` when the video ends."""
 
     def __init__(self, stack, target: Optional[Path], fps: float):
-        self.stack, self.target, self.fps, self.writer = stack, target, fps, None
+        self.stack, self.target, self.fps = stack, target, fps
+        self.writer: Optional[Any] = None  # a cv2.VideoWriter from the first frame on
 
     def write(self, frame) -> None:
         import cv2
@@ -190,7 +191,8 @@ class _VideoSink:
             return
         if self.writer is None:
             tmp = self.stack.enter_context(atomic_path(self.target))
-            self.writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps,
+            self.writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"),  # type: ignore[attr-defined]  # stub gap
+                                          self.fps,
                                           (frame.shape[1], frame.shape[0]))
             self.stack.callback(self.writer.release)  # runs before the rename (callbacks unwind in reverse)
         self.writer.write(frame)

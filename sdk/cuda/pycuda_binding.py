@@ -29,7 +29,7 @@ class PyCuda(Binding):
             raise CudaError(f"CUDA device {self.index} not found ({count} present)")
         self.device = self._guard(lambda: drv.Device(self.index), "cuDeviceGet")
         self._info = self._read_info()
-        self._context = None
+        self._context: Any = None  # the retained primary context, on first activate()
         self._lock = threading.Lock()
         self._allocations: Dict[int, Any] = {}   # ptr → pycuda DeviceAllocation (owned here)
         self._streams: Dict[int, Any] = {}       # handle → pycuda Stream
@@ -58,7 +58,8 @@ class PyCuda(Binding):
         with self._lock:
             if self._context is None:
                 self._context = self._guard(self.device.retain_primary_context, "retain_primary_context")
-        self._guard(self._context.push, "context push")
+            context = self._context
+        self._guard(context.push, "context push")
         try:
             yield
         finally:
