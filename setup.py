@@ -5,6 +5,7 @@ CUDA when ``nvcc`` is found and ``ZEGFORMER_NO_CUDA`` is unset); a build reuses 
 ``sdk/_kernels*.so`` when it is newer than every kernel source and was built with the same settings.
 The installed package is ``sdk``; ``train/`` and ``export/`` run from the checkout.
 """
+
 import importlib.util
 import os
 
@@ -63,8 +64,14 @@ setup(
     extras_require={
         "train": TORCH_REQUIRES,
         "export": TORCH_REQUIRES,
-        "dev": TORCH_REQUIRES + ["pytest>=7", "matplotlib>=3.5", "psutil>=5", "ruff==0.17.6",
-                                   "mypy==2.4.1; python_version >= '3.10'"],  # the linters CI runs, pinned
+        "dev": TORCH_REQUIRES
+        + [
+            "pytest>=7",
+            "matplotlib>=3.5",
+            "psutil>=5",
+            "ruff==0.17.6",
+            "mypy==2.4.1; python_version >= '3.10'",
+        ],  # the linters CI runs, pinned
         # CUDA 13 wheels, as PyPI ships them today: onnxruntime-gpu >= 1.27 needs CUDA 13 (its [cuda,cudnn]
         # extras pull nvidia-cuda-runtime 13 / cudnn-cu13), cupy-cuda13x (>= 13.6) the device arrays of
         # sdk.arrays. CUDA 12 drivers: pip install "onnxruntime-gpu[cuda,cudnn]<1.27" cupy-cuda12x

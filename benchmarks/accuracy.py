@@ -6,6 +6,7 @@ fast modes and reduced precisions. ``benchmarks/zeroshot.py --precisions ...`` m
 trained zero-shot model instead (``benchmarks/results/zeroshot.json``); this module looks those
 records up so that every latency row shows the accuracy of the same configuration.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,12 @@ def cells(acc: Dict[Key, Dict[str, Any]], backend: str, precision: str, mode: st
 
 def note(acc: Dict[Key, Dict[str, Any]], path: Path = DEFAULT) -> str:
     if not acc:
-        return (f"Zero-shot accuracy columns are empty: run `python benchmarks/zeroshot.py --precisions ...` "
-                f"first ({path} is absent).")
-    return ("Zero-shot columns: the same backend / precision / mode on the trained zero-shot testbed "
-            "(`benchmarks/results/zeroshot.md`: 60 held-out images, 30 classes of which 6 unseen): label-map "
-            "agreement with its faithful fp32 cropmask map, and the official unseen mIoU / hIoU (%).")
+        return (
+            f"Zero-shot accuracy columns are empty: run `python benchmarks/zeroshot.py --precisions ...` "
+            f"first ({path} is absent)."
+        )
+    return (
+        "Zero-shot columns: the same backend / precision / mode on the trained zero-shot testbed "
+        "(`benchmarks/results/zeroshot.md`: 60 held-out images, 30 classes of which 6 unseen): label-map "
+        "agreement with its faithful fp32 cropmask map, and the official unseen mIoU / hIoU (%)."
+    )

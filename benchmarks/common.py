@@ -1,4 +1,5 @@
 """Shared benchmark plumbing: machine description, synthetic inputs, statistics, result files."""
+
 from __future__ import annotations
 
 import json
@@ -17,9 +18,12 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def machine() -> Dict[str, Any]:
     """CPU/GPU and library versions, recorded with every result."""
-    info: Dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform(),
-                            "processor": platform.processor() or platform.machine(),
-                            "cpu_count": os.cpu_count()}
+    info: Dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+    }
     try:
         with open("/proc/cpuinfo") as f:
             info["cpu"] = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
@@ -53,8 +57,12 @@ def synthetic_image(height: int, width: int, seed: int = 0) -> np.ndarray:
 
 def summarize(samples: Sequence[float]) -> Dict[str, float]:
     s = sorted(samples)
-    return {"median_ms": statistics.median(s), "p90_ms": s[min(len(s) - 1, int(round(0.9 * (len(s) - 1))))],
-            "min_ms": s[0], "n": len(s)}
+    return {
+        "median_ms": statistics.median(s),
+        "p90_ms": s[min(len(s) - 1, int(round(0.9 * (len(s) - 1))))],
+        "min_ms": s[0],
+        "n": len(s),
+    }
 
 
 class PeakRSS:
@@ -112,14 +120,18 @@ def label_agreement(a: np.ndarray, b: np.ndarray) -> Dict[str, float]:
     return {"pixel_agreement": float(np.mean(a == b)), "miou": float(np.mean(ious))}
 
 
-def write_results(stem: str, records: List[Dict[str, Any]], markdown: str, out_dir: Optional[Path] = None,
-                  json_path: Optional[Path] = None) -> Path:
+def write_results(
+    stem: str,
+    records: List[Dict[str, Any]],
+    markdown: str,
+    out_dir: Optional[Path] = None,
+    json_path: Optional[Path] = None,
+) -> Path:
     """JSON (records + machine) and markdown side by side; returns the JSON path."""
     out_dir = Path(out_dir or RESULTS)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = Path(json_path or out_dir / f"{stem}.json")
-    payload = {"machine": machine(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-               "records": records}
+    payload = {"machine": machine(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "records": records}
     tmp = json_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=1))
     os.replace(tmp, json_path)

@@ -4,6 +4,7 @@ The GPU machine has Python 3.12, torch (CUDA 13), CuPy, cuda-bindings, CPU onnxr
 and nvcc, but no internet: the wheels below and the reference fixture travel in one folder of at
 most 64 MiB, and are installed there only where the module is missing.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,20 +20,33 @@ from typing import Any, Dict, List
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = Path(os.environ.get("ZEGFORMER_REFERENCE", ROOT.parent / "shared" / "reference"))
-CARRY_LIMIT = 64 * 2 ** 20  # what the device tool carries along with the checkout
+CARRY_LIMIT = 64 * 2**20  # what the device tool carries along with the checkout
 BUDGET_LIMIT = 360.0  # seconds, all steps together (a device command may run 10 minutes)
 PYTHON = "3.12"  # the GPU machine's Python
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
 # what export/sdk/tests need beyond torch, numpy, onnx, onnxruntime, CuPy and cuda-bindings (found by
 # blocking imports: open_clip imports torchvision, PIL, tqdm, regex, ftfy, wcwidth; huggingface_hub,
 # timm, safetensors and yaml are optional to it); requirement → the module that shows it is installed
-WHEELS = {"open_clip_torch": "open_clip", "ftfy": "ftfy", "wcwidth": "wcwidth", "regex": "regex",
-          "tqdm": "tqdm", "pillow": "PIL",
-          "torchvision==0.26.*": "torchvision",  # the release paired with torch 2.11 (its CUDA 13 wheel)
-          "pytest": "pytest", "iniconfig": "iniconfig", "pluggy": "pluggy", "pygments": "pygments",
-          "packaging": "packaging", "setuptools": "setuptools"}  # setuptools: setup.py build_ext
-REFERENCE_FILES = ("reference_r101_vit16_cocostuff.npz", "official_state_dict_shapes.json",
-                   "cocostuff_all_classnames.json")
+WHEELS = {
+    "open_clip_torch": "open_clip",
+    "ftfy": "ftfy",
+    "wcwidth": "wcwidth",
+    "regex": "regex",
+    "tqdm": "tqdm",
+    "pillow": "PIL",
+    "torchvision==0.26.*": "torchvision",  # the release paired with torch 2.11 (its CUDA 13 wheel)
+    "pytest": "pytest",
+    "iniconfig": "iniconfig",
+    "pluggy": "pluggy",
+    "pygments": "pygments",
+    "packaging": "packaging",
+    "setuptools": "setuptools",
+}  # setuptools: setup.py build_ext
+REFERENCE_FILES = (
+    "reference_r101_vit16_cocostuff.npz",
+    "official_state_dict_shapes.json",
+    "cocostuff_all_classnames.json",
+)
 
 
 def folder_bytes(folder: Path) -> int:
@@ -48,8 +62,16 @@ def sha256(path: Path) -> str:
 
 
 def pip_platform_args() -> List[str]:
-    return ["--python-version", PYTHON, "--implementation", "cp", "--abi", "cp" + PYTHON.replace(".", ""),
-            *[a for p in PLATFORMS for a in ("--platform", p)], "--only-binary=:all:"]
+    return [
+        "--python-version",
+        PYTHON,
+        "--implementation",
+        "cp",
+        "--abi",
+        "cp" + PYTHON.replace(".", ""),
+        *[a for p in PLATFORMS for a in ("--platform", p)],
+        "--only-binary=:all:",
+    ]
 
 
 def wheel_import_name(wheel: str) -> str:
@@ -71,18 +93,35 @@ def prepare(folder: Path, reference: Path = REFERENCE) -> Dict[str, Any]:
     for sub in ("wheels", "reference"):
         shutil.rmtree(folder / sub, ignore_errors=True)
         (folder / sub).mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q",
-           *pip_platform_args(), "-d", str(folder / "wheels"), *WHEELS]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--disable-pip-version-check",
+        "-q",
+        *pip_platform_args(),
+        "-d",
+        str(folder / "wheels"),
+        *WHEELS,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         tail = " ".join((proc.stderr or proc.stdout).split())[-300:]
         raise RuntimeError(f"cannot download the wheels (pip download exit {proc.returncode}): {tail}")
     for name in REFERENCE_FILES:
         shutil.copy2(reference / name, folder / "reference" / name)
-    wheels = {p.name: {"import": wheel_import_name(p.name), "sha256": sha256(p), "bytes": p.stat().st_size}
-              for p in sorted((folder / "wheels").glob("*.whl"))}
-    manifest = {"python": PYTHON, "platforms": list(PLATFORMS), "wheels": wheels,
-                "reference": {n: sha256(folder / "reference" / n) for n in REFERENCE_FILES}}
+    wheels = {
+        p.name: {"import": wheel_import_name(p.name), "sha256": sha256(p), "bytes": p.stat().st_size}
+        for p in sorted((folder / "wheels").glob("*.whl"))
+    }
+    manifest = {
+        "python": PYTHON,
+        "platforms": list(PLATFORMS),
+        "wheels": wheels,
+        "reference": {n: sha256(folder / "reference" / n) for n in REFERENCE_FILES},
+    }
     (folder / "carry.json").write_text(json.dumps(manifest, indent=1))
     manifest["bytes"] = folder_bytes(folder)
     return manifest
@@ -95,8 +134,10 @@ def check_folder(folder: Path) -> List[str]:
         return [f"{folder}/carry.json missing: run --prepare {folder}"]
     manifest = json.loads((folder / "carry.json").read_text())
     problems = []
-    for kind, files in (("wheels", {n: w["sha256"] for n, w in manifest["wheels"].items()}),
-                        ("reference", manifest["reference"])):
+    for kind, files in (
+        ("wheels", {n: w["sha256"] for n, w in manifest["wheels"].items()}),
+        ("reference", manifest["reference"]),
+    ):
         for name, digest in files.items():
             path = folder / kind / name
             if not path.is_file() or sha256(path) != digest:
@@ -117,9 +158,23 @@ def install(folder: Path, site: Path) -> Dict[str, Any]:
     how = "nothing missing"
     if need:
         paths = [str(Path(folder) / "wheels" / n) for n in need]
-        proc = subprocess.run([sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "-q",
-                               "--disable-pip-version-check", "--target", str(site), *paths],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--no-index",
+                "--no-deps",
+                "-q",
+                "--disable-pip-version-check",
+                "--target",
+                str(site),
+                *paths,
+            ],
+            capture_output=True,
+            text=True,
+        )
         how = "pip install --target"
         if proc.returncode != 0:  # no pip in this Python: unpack (purelib/platlib are the wheel's root)
             for p in paths:

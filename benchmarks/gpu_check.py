@@ -16,6 +16,7 @@ budgets sum to at most 6 minutes; time a step leaves unused goes to the next one
 ``OUT/gpu_check.json`` + ``OUT/gpu_check.md`` after every step, so a run cut short still reports
 what it measured. Without a GPU it says so in one line and exits 0.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -84,8 +85,14 @@ class Runner:
     """Runs steps as subprocesses within a total time budget; records each outcome and calls
     ``after_step`` (the report writer) after every one."""
 
-    def __init__(self, out: Path, budget: float, env: Optional[Dict[str, str]] = None,
-                 after_step: Optional[Callable[[], None]] = None, work: Optional[Path] = None):
+    def __init__(
+        self,
+        out: Path,
+        budget: float,
+        env: Optional[Dict[str, str]] = None,
+        after_step: Optional[Callable[[], None]] = None,
+        work: Optional[Path] = None,
+    ):
         self.out, self.deadline, self.steps = out, time.monotonic() + budget, {}
         self.work = work or out / "work"  # bundles and label maps: large, kept out of OUT when OUT travels back
         self.env, self.after_step, self.slack = env or dict(os.environ), after_step, 0.0
@@ -98,12 +105,18 @@ class Runner:
         t0 = time.monotonic()
         try:
             proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=self.env)
-            rec = {"status": "ok" if proc.returncode == 0 else "failed", "returncode": proc.returncode,
-                   "tail": (proc.stdout + proc.stderr)[-2500:]}
+            rec = {
+                "status": "ok" if proc.returncode == 0 else "failed",
+                "returncode": proc.returncode,
+                "tail": (proc.stdout + proc.stderr)[-2500:],
+            }
         except subprocess.TimeoutExpired as e:
             out = (e.stdout or b"") + (e.stderr or b"")
-            rec = {"status": "failed", "error": f"timed out after {timeout:.0f} s",
-                   "tail": (out.decode(errors="replace") if isinstance(out, bytes) else str(out))[-2500:]}
+            rec = {
+                "status": "failed",
+                "error": f"timed out after {timeout:.0f} s",
+                "tail": (out.decode(errors="replace") if isinstance(out, bytes) else str(out))[-2500:],
+            }
         except Exception as e:
             rec = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
         rec["seconds"] = round(time.monotonic() - t0, 1)
@@ -137,14 +150,32 @@ def rehearse(folder: Path) -> int:
     problems = check_folder(folder) + budget_problems()
     with tempfile.TemporaryDirectory() as tmp:
         wheels = sorted(str(p) for p in (Path(folder) / "wheels").glob("*.whl"))
-        proc = subprocess.run([sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "-q",
-                               "--disable-pip-version-check", *pip_platform_args(), "--target", tmp, *wheels],
-                              capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--no-index",
+                "--no-deps",
+                "-q",
+                "--disable-pip-version-check",
+                *pip_platform_args(),
+                "--target",
+                tmp,
+                *wheels,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if proc.returncode != 0:
             problems.append("pip install --target failed: " + " ".join(proc.stderr.split())[-300:])
-    print(f"gpu_check: rehearsal: {folder} holds {folder_bytes(folder) / 2**20:.1f} MiB "
-          f"(limit {CARRY_LIMIT / 2**20:.0f}); steps budget {sum(b for _, b, _ in STEPS):.0f} s "
-          f"(limit {BUDGET_LIMIT:.0f}); on the GPU machine it would run:")
+    print(
+        f"gpu_check: rehearsal: {folder} holds {folder_bytes(folder) / 2**20:.1f} MiB "
+        f"(limit {CARRY_LIMIT / 2**20:.0f}); steps budget {sum(b for _, b, _ in STEPS):.0f} s "
+        f"(limit {BUDGET_LIMIT:.0f}); on the GPU machine it would run:"
+    )
     for name, budget, what in STEPS:
         print(f"  {name:16s} {budget:4.0f} s  {what}")
     for p in problems:
@@ -174,8 +205,9 @@ def gpu_backends() -> Dict[str, str]:
     try:
         import onnxruntime as ort
 
-        found["onnxruntime"] = "" if "CUDAExecutionProvider" in ort.get_available_providers() else \
-            "onnxruntime-gpu not installed"
+        found["onnxruntime"] = (
+            "" if "CUDAExecutionProvider" in ort.get_available_providers() else "onnxruntime-gpu not installed"
+        )
     except ImportError:
         found["onnxruntime"] = "onnxruntime not installed"
     found["tensorrt"] = "" if importlib.util.find_spec("tensorrt") else "tensorrt not installed"
@@ -202,14 +234,24 @@ def compare(work: Path, tag: str, cpu_tag: str) -> Dict[str, Any]:
 
 def markdown(report: Dict[str, Any]) -> str:
     m = report["machine"]
-    lines = ["# GPU check", "", f"Machine: {m.get('gpu', '?')}, {m.get('cpu', '?')} ({m.get('cpu_count')} cores), "
-             f"torch {m.get('torch', '-')}; bundle: {report.get('bundle_source', '-')}; "
-             f"{report['seconds']:.0f} s in all.", "", "| step | status | seconds | error |", "|---|---|---|---|"]
+    lines = [
+        "# GPU check",
+        "",
+        f"Machine: {m.get('gpu', '?')}, {m.get('cpu', '?')} ({m.get('cpu_count')} cores), "
+        f"torch {m.get('torch', '-')}; bundle: {report.get('bundle_source', '-')}; "
+        f"{report['seconds']:.0f} s in all.",
+        "",
+        "| step | status | seconds | error |",
+        "|---|---|---|---|",
+    ]
     for name, s in report["steps"].items():
-        err = (s.get("error") or (s.get("tail", "").strip().splitlines() or [""])[-1] if s["status"] != "ok" else "")
+        err = s.get("error") or (s.get("tail", "").strip().splitlines() or [""])[-1] if s["status"] != "ok" else ""
         lines.append(f"| {name} | {s['status']} | {s.get('seconds', '-')} | {str(err)[:160].replace('|', '/')} |")
-    lines += ["", "| backend | image | total ms | stages (median ms) | H→D / D→H bytes | agreement vs CPU | "
-              "vs official |", "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| backend | image | total ms | stages (median ms) | H→D / D→H bytes | agreement vs CPU | vs official |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for tag, rec in report["pipelines"].items():
         for key, img in rec["images"].items():
             st = img["stages_ms"]
@@ -217,9 +259,11 @@ def markdown(report: Dict[str, Any]) -> str:
             tr = img.get("transfers") or {}
             bytes_ = f"{tr['h2d_bytes']:,} / {tr['d2h_bytes']:,}" if "h2d_bytes" in tr else tr.get("error", "-")
             agree = (report["agreement"].get(tag) or {}).get(key, {})
-            lines.append(f"| {tag} | {key} {img['size'][0]}×{img['size'][1]} | {st.get('total', 0):.1f} | {stages} | "
-                         f"{bytes_} | {agree.get('vs_cpu', float('nan')):.4f} | "
-                         f"{agree.get('vs_official', float('nan')):.4f} |")
+            lines.append(
+                f"| {tag} | {key} {img['size'][0]}×{img['size'][1]} | {st.get('total', 0):.1f} | {stages} | "
+                f"{bytes_} | {agree.get('vs_cpu', float('nan')):.4f} | "
+                f"{agree.get('vs_official', float('nan')):.4f} |"
+            )
     extra = report.get("cuda_layer")
     if extra:
         lines += ["", "CUDA layer: " + ", ".join(f"{k} {v}" for k, v in extra.items())]
@@ -234,14 +278,22 @@ class Report:
         from benchmarks.common import machine
 
         self.out, self.work, self.t0 = out, work, time.monotonic()
-        self.data: Dict[str, Any] = {"machine": machine(), "bundle_source": None, "steps": {}, "pipelines": {},
-                                     "agreement": {}, "absent": {}, "budgets": {n: b for n, b, _ in STEPS}}
+        self.data: Dict[str, Any] = {
+            "machine": machine(),
+            "bundle_source": None,
+            "steps": {},
+            "pipelines": {},
+            "agreement": {},
+            "absent": {},
+            "budgets": {n: b for n, b, _ in STEPS},
+        }
 
     def write(self) -> None:
         self.data["seconds"] = time.monotonic() - self.t0
         work = self.work
-        self.data["agreement"] = {tag: compare(work, f"gpu_{tag}" if tag != "cpu" else "cpu", "cpu")
-                                  for tag in self.data["pipelines"]}
+        self.data["agreement"] = {
+            tag: compare(work, f"gpu_{tag}" if tag != "cpu" else "cpu", "cpu") for tag in self.data["pipelines"]
+        }
         tmp = self.out / ".gpu_check.json.tmp"
         tmp.write_text(json.dumps(self.data, indent=1, default=str))
         os.replace(tmp, self.out / "gpu_check.json")
@@ -249,8 +301,15 @@ class Report:
         os.replace(self.out / ".gpu_check.md.tmp", self.out / "gpu_check.md")
 
 
-def run_all(folder: Optional[Path], out: Path, work: Path, repeats: int, skip_build: bool, device: str = "cuda",
-            scale: float = 1.0) -> int:
+def run_all(
+    folder: Optional[Path],
+    out: Path,
+    work: Path,
+    repeats: int,
+    skip_build: bool,
+    device: str = "cuda",
+    scale: float = 1.0,
+) -> int:
     out.mkdir(parents=True, exist_ok=True)
     report = Report(out, work)
     budgets = {n: b * scale for n, b, _ in STEPS}
@@ -267,8 +326,11 @@ def run_all(folder: Optional[Path], out: Path, work: Path, repeats: int, skip_bu
         r.record("install", {**rec, "seconds": round(time.monotonic() - t0, 1)})
     if not skip_build:
         r.run("build", [sys.executable, "setup.py", "build_ext", "--inplace"], budgets["build"])
-    r.run("kernel_tests", [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
-                           "tests/test_kernels_cuda.py"], budgets["kernel_tests"])
+    r.run(
+        "kernel_tests",
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", "tests/test_kernels_cuda.py"],
+        budgets["kernel_tests"],
+    )
     report.data["cuda_layer"] = r.worker("cuda_layer", budgets["cuda_layer"], "cuda_layer")
     made = r.worker("bundle", budgets["bundle"], "bundle") or {}
     report.data["bundle_source"] = made.get("source")
@@ -301,12 +363,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     what = p.add_mutually_exclusive_group()
     what.add_argument("--prepare", type=Path, metavar="DIR", help="here: download the wheels, copy the fixture")
-    what.add_argument("--rehearse", type=Path, metavar="DIR",
-                      help="here, no GPU: prepare DIR if needed, check it and the step budgets, print the plan")
+    what.add_argument(
+        "--rehearse",
+        type=Path,
+        metavar="DIR",
+        help="here, no GPU: prepare DIR if needed, check it and the step budgets, print the plan",
+    )
     p.add_argument("--from", dest="folder", type=Path, metavar="DIR", help="there: the prepared folder")
     p.add_argument("--out", type=Path, help="there: directory for gpu_check.json / gpu_check.md")
-    p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "zegformer-gpu-work",
-                   help="there: scratch for the bundle, engines and label maps (default: the temp dir, not OUT)")
+    p.add_argument(
+        "--work",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "zegformer-gpu-work",
+        help="there: scratch for the bundle, engines and label maps (default: the temp dir, not OUT)",
+    )
     p.add_argument("--repeats", type=int, default=3, help="timed runs per image after a warm-up (default 3)")
     p.add_argument("--skip-build", action="store_true", help="use the kernels already built")
     p.add_argument("--device", default="cuda", help=argparse.SUPPRESS)  # "cpu": the steps' plumbing, no GPU
@@ -321,9 +391,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"gpu_check: prepare failed: {' '.join(str(e).split())}")
             return 2
         problems = check_folder(args.prepare)
-        print(f"gpu_check: prepared {args.prepare}: {len(manifest['wheels'])} wheels + fixture, "
-              f"{manifest['bytes'] / 2**20:.1f} MiB (limit {CARRY_LIMIT / 2**20:.0f}); carry it with the checkout"
-              + "".join(f"\ngpu_check: problem: {q}" for q in problems))
+        print(
+            f"gpu_check: prepared {args.prepare}: {len(manifest['wheels'])} wheels + fixture, "
+            f"{manifest['bytes'] / 2**20:.1f} MiB (limit {CARRY_LIMIT / 2**20:.0f}); carry it with the checkout"
+            + "".join(f"\ngpu_check: problem: {q}" for q in problems)
+        )
         return 1 if problems else 0
     if args.out is None:
         p.error("--out DIR is needed to run the checks (or --prepare / --rehearse DIR)")

@@ -6,6 +6,7 @@ inputs and writes ``T.json`` (timings, info, host↔device bytes) and ``T.npz`` 
 ``... engines --work DIR`` copies the bundle and builds its TensorRT engines;
 ``... cuda_layer --work DIR`` exercises ``sdk.cuda`` (cuda-python) against the real driver.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -105,9 +106,11 @@ def run_pipeline(work: Path, backend: str, device: str, bundle: str, tag: str, r
         first = seg(image)  # warm-up (engines, kernels, cuDNN autotuning)
         runs = [seg(image) for _ in range(repeats)] or [first]  # repeats 0: the labels (CPU reference) only
         stages = sorted({s for r in runs for s in r.timings})
-        entry: Dict[str, Any] = {"size": list(image.shape[:2]), "info": first.info,
-                                 "stages_ms": {s: statistics.median(r.timings.get(s, 0.0) for r in runs)
-                                               for s in stages}}
+        entry: Dict[str, Any] = {
+            "size": list(image.shape[:2]),
+            "info": first.info,
+            "stages_ms": {s: statistics.median(r.timings.get(s, 0.0) for r in runs) for s in stages},
+        }
         if device != "cpu":
             try:
                 entry["transfers"] = transfer_bytes(functools.partial(seg, image))
@@ -128,8 +131,11 @@ def build_engines(work: Path, bundle: str) -> Dict[str, Any]:
     shutil.copytree(bundle, target)
     t0 = time.perf_counter()
     engines = build(target)
-    return {"bundle": str(target), "build_s": time.perf_counter() - t0,
-            "engines": {g: {k: e.get(k) for k in ("file", "precision", "tensorrt", "gpu")} for g, e in engines.items()}}
+    return {
+        "bundle": str(target),
+        "build_s": time.perf_counter() - t0,
+        "engines": {g: {k: e.get(k) for k in ("file", "precision", "tensorrt", "gpu")} for g, e in engines.items()},
+    }
 
 
 def cuda_layer() -> Dict[str, Any]:
@@ -157,8 +163,12 @@ def cuda_layer() -> Dict[str, Any]:
     view = foreign_array(t)
     if view.ptr != t.data_ptr() or tuple(view.shape) != (3, 4):
         raise AssertionError(f"foreign_array({t.shape}) read {view.ptr:#x} {view.shape}")
-    return {"binding": dev.describe(), "h2d_GBps": round(host.nbytes / h2d / 1e9, 2), "round_trip": "equal",
-            "foreign_array": "zero-copy view of a torch tensor"}
+    return {
+        "binding": dev.describe(),
+        "h2d_GBps": round(host.nbytes / h2d / 1e9, 2),
+        "round_trip": "equal",
+        "foreign_array": "zero-copy view of a torch tensor",
+    }
 
 
 def main(argv: Optional[list] = None) -> int:

@@ -13,6 +13,7 @@ normalised with the CLIP mean/std, 100 mask logits at stride 4 shaped as ellipti
 fixture's designed masks; "noise" masks, the worst case for the box search, are timed too), and
 Dirichlet-random class scores for 171 classes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,6 +56,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 # ---------- inputs ----------
 
+
 def blob_logits(rng: np.random.Generator, q: int, h: int, w: int) -> np.ndarray:
     """Elliptic blobs, logit +10 at the centre, crossing 0 at the rim."""
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -70,14 +72,22 @@ def inputs(size: int, queries: int, masks: str) -> Dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
     img = (synthetic_image(size, size).astype(np.float32) - CLIP_MEAN) / CLIP_STD
     h = w = size // 4
-    logits = blob_logits(rng, queries, h, w) if masks == "blobs" else (
-        rng.standard_normal((1, queries, h, w)) * 4).astype(np.float32)
+    logits = (
+        blob_logits(rng, queries, h, w)
+        if masks == "blobs"
+        else (rng.standard_normal((1, queries, h, w)) * 4).astype(np.float32)
+    )
     probs = rng.dirichlet(np.ones(CLASSES), size=(1, queries)).astype(np.float32)
-    return {"image": np.ascontiguousarray(img.transpose(2, 0, 1)[None]), "logits": logits, "probs": probs,
-            "seen": np.arange(CLASSES) < 156}
+    return {
+        "image": np.ascontiguousarray(img.transpose(2, 0, 1)[None]),
+        "logits": logits,
+        "probs": probs,
+        "seen": np.arange(CLASSES) < 156,
+    }
 
 
 # ---------- variants ----------
+
 
 def ours(op: str, x: Dict[str, np.ndarray], size: int, device: str) -> Callable[[], Any]:
     from sdk import kernels
@@ -88,8 +98,9 @@ def ours(op: str, x: Dict[str, np.ndarray], size: int, device: str) -> Callable[
         x = {k: torch.from_numpy(v).cuda() if k != "seen" else v for k, v in x.items()}
     if op == "masked_crops":
         return lambda: kernels.masked_crops(x["image"], x["logits"], 224)
-    return lambda: kernels.semantic_inference(x["logits"], x["probs"], (size, size), (size, size), x["seen"], 0.1,
-                                              return_scores=op == "semantic_scores")
+    return lambda: kernels.semantic_inference(
+        x["logits"], x["probs"], (size, size), (size, size), x["seen"], 0.1, return_scores=op == "semantic_scores"
+    )
 
 
 def official(op: str, x: Dict[str, np.ndarray], size: int, device: str) -> Callable[[], Any]:
@@ -160,8 +171,16 @@ def run_worker(spec: str, args: argparse.Namespace) -> Dict[str, Any]:
         if i >= args.warmup:
             samples.append((time.perf_counter() - t0) * 1e3)
         del out
-    record = {"name": f"{op}/{impl}/{device}/{masks}/{args.size}", "op": op, "impl": impl, "device": device,
-              "masks": masks, "size": args.size, "queries": args.queries, **summarize(samples)}
+    record = {
+        "name": f"{op}/{impl}/{device}/{masks}/{args.size}",
+        "op": op,
+        "impl": impl,
+        "device": device,
+        "masks": masks,
+        "size": args.size,
+        "queries": args.queries,
+        **summarize(samples),
+    }
     if device == "cpu":
         record["peak_mb"] = max_rss_mb() - baseline
     record["threads"] = threads_used(impl)
@@ -181,8 +200,12 @@ def threads_used(impl: str) -> int:
 def variants(with_gpu: bool, quick: bool) -> List[str]:
     out = []
     for device in ["cpu"] + (["cuda"] if with_gpu else []):
-        for op, masks in [("masked_crops", "blobs"), ("masked_crops", "noise"), ("semantic_inference", "blobs"),
-                          ("semantic_scores", "blobs")]:
+        for op, masks in [
+            ("masked_crops", "blobs"),
+            ("masked_crops", "noise"),
+            ("semantic_inference", "blobs"),
+            ("semantic_scores", "blobs"),
+        ]:
             if quick and masks == "noise":
                 continue
             out += [f"{op}/official/{device}/{masks}", f"{op}/ours/{device}/{masks}"]
@@ -201,8 +224,20 @@ def gpu_present() -> bool:
 
 
 def spawn(spec: str, args: argparse.Namespace) -> Dict[str, Any]:
-    cmd = [sys.executable, __file__, "--worker", spec, "--size", str(args.size), "--queries", str(args.queries),
-           "--iters", str(args.iters), "--warmup", str(args.warmup)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        spec,
+        "--size",
+        str(args.size),
+        "--queries",
+        str(args.queries),
+        "--iters",
+        str(args.iters),
+        "--warmup",
+        str(args.warmup),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -220,18 +255,26 @@ def add_ratios(records: List[Dict[str, Any]]) -> None:
 
 
 def markdown(records: List[Dict[str, Any]], args: argparse.Namespace) -> str:
-    lines = [f"# Compiled kernels vs the official torch composition ({args.size}x{args.size}, B=1, "
-             f"{args.queries} queries, {CLASSES} classes)", "",
-             "| op | masks | device | implementation | median ms | peak MB | x faster | x less memory |",
-             "|---|---|---|---|---:|---:|---:|---:|"]
+    lines = [
+        f"# Compiled kernels vs the official torch composition ({args.size}x{args.size}, B=1, "
+        f"{args.queries} queries, {CLASSES} classes)",
+        "",
+        "| op | masks | device | implementation | median ms | peak MB | x faster | x less memory |",
+        "|---|---|---|---|---:|---:|---:|---:|",
+    ]
     for r in records:
         peak = f"{r['peak_mb']:.1f}" if "peak_mb" in r else "-"
         fast = f"{r['speedup_vs_official']:.1f}" if "speedup_vs_official" in r else "-"
         mem = f"{r['memory_ratio_vs_official']:.1f}" if "memory_ratio_vs_official" in r else "-"
-        lines.append(f"| {r['op']} | {r['masks']} | {r['device']} | {r['impl']} | {r['median_ms']:.1f} | {peak} "
-                     f"| {fast} | {mem} |")
-    lines += ["", "Peak MB: increase of the process's maximum resident set over its level after imports and "
-              "input creation (outputs included; CPU only). Each variant ran in its own process."]
+        lines.append(
+            f"| {r['op']} | {r['masks']} | {r['device']} | {r['impl']} | {r['median_ms']:.1f} | {peak} "
+            f"| {fast} | {mem} |"
+        )
+    lines += [
+        "",
+        "Peak MB: increase of the process's maximum resident set over its level after imports and "
+        "input creation (outputs included; CPU only). Each variant ran in its own process.",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -15,6 +15,7 @@ not depend on weight values, but the pruned mode's savings and the agreement do.
 shows the accuracy of the same backend / precision / mode on the trained zero-shot testbed model
 (``benchmarks/accuracy.py``, from ``benchmarks/zeroshot.py --precisions ...``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,13 +45,23 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--bundle", type=Path, help="bundle to time (default: build one with synthetic weights)")
     p.add_argument("--checkpoint", type=Path, help="checkpoint of the bundle (for the baseline/torch backend)")
     p.add_argument("--model", default="r101-vit16", help="preset for the synthetic model (default r101-vit16)")
-    p.add_argument("--backends", default="onnxruntime", help="comma list of SDK backends "
-                   "(onnxruntime, openvino, tensorrt, torch; default onnxruntime)")
-    p.add_argument("--precisions", help="precision axis: comma list of tiers (fp32,bf16,int8,fp16); every "
-                   "supported backend x tier runs interleaved with the baseline and faithful fp32 "
-                   "(int8/fp16 graphs are added to the bundle when missing)")
-    p.add_argument("--fixture", action="store_true", help="with --precisions: the conformance fixture's image, "
-                   "171-class text features and weights (model r101-vit16) instead of a synthetic image")
+    p.add_argument(
+        "--backends",
+        default="onnxruntime",
+        help="comma list of SDK backends (onnxruntime, openvino, tensorrt, torch; default onnxruntime)",
+    )
+    p.add_argument(
+        "--precisions",
+        help="precision axis: comma list of tiers (fp32,bf16,int8,fp16); every "
+        "supported backend x tier runs interleaved with the baseline and faithful fp32 "
+        "(int8/fp16 graphs are added to the bundle when missing)",
+    )
+    p.add_argument(
+        "--fixture",
+        action="store_true",
+        help="with --precisions: the conformance fixture's image, "
+        "171-class text features and weights (model r101-vit16) instead of a synthetic image",
+    )
     p.add_argument("--no-baseline", action="store_true", help="with --precisions: skip the PyTorch baseline")
     p.add_argument("--calibration-images", type=int, help="int8 calibration images when graphs are added")
     p.add_argument("--modes", default="cropmask,pruned,maskpool,proposal", help="comma list of modes")
@@ -65,17 +76,22 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--out-dir", type=Path, help="results directory (default benchmarks/results)")
     p.add_argument("--json", type=Path, help="JSON path (default <out-dir>/latency[_quick].json)")
     p.add_argument("--no-plot", action="store_true")
-    p.add_argument("--accuracy", type=Path, default=accuracy.DEFAULT,
-                   help="zero-shot results whose accuracy is shown beside each speed (default "
-                        "benchmarks/results/zeroshot.json, from benchmarks/zeroshot.py --precisions ...)")
+    p.add_argument(
+        "--accuracy",
+        type=Path,
+        default=accuracy.DEFAULT,
+        help="zero-shot results whose accuracy is shown beside each speed (default "
+        "benchmarks/results/zeroshot.json, from benchmarks/zeroshot.py --precisions ...)",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.model, args.sizes, args.iters, args.warmup = "tiny", "64", 2, 1
     return args
 
 
-def vocabulary(num_classes: int, dim: int,
-               train_names: Sequence[str]) -> Tuple[List[str], np.ndarray, np.ndarray, List[bool]]:
+def vocabulary(
+    num_classes: int, dim: int, train_names: Sequence[str]
+) -> Tuple[List[str], np.ndarray, np.ndarray, List[bool]]:
     """COCO-Stuff names (cycled to ``num_classes``) with fixed random unit embeddings."""
     from train.classes import dataset_classes
 
@@ -117,12 +133,20 @@ class Baseline:
         return timings, out["sem_seg"].argmax(0).cpu().numpy().astype(np.int32)
 
 
-def sdk_runner(bundle: Path, backend: str, mode: str, args, vocab, checkpoint: Optional[Path],
-               precision: str = "fp32"):
+def sdk_runner(bundle: Path, backend: str, mode: str, args, vocab, checkpoint: Optional[Path], precision: str = "fp32"):
     from sdk import Segmenter
 
-    seg = Segmenter(bundle, backend=backend, device=args.device, mode=mode, min_size=None,
-                    threads=args.threads, checkpoint=checkpoint, cache_dir=False, precision=precision)
+    seg = Segmenter(
+        bundle,
+        backend=backend,
+        device=args.device,
+        mode=mode,
+        min_size=None,
+        threads=args.threads,
+        checkpoint=checkpoint,
+        cache_dir=False,
+        precision=precision,
+    )
     names, tf, tfc, _ = vocab
     seg.set_vocabulary(names, text_features=tf, text_features_clip=tfc)
     return seg, mode_runner(seg, mode)
@@ -130,6 +154,7 @@ def sdk_runner(bundle: Path, backend: str, mode: str, args, vocab, checkpoint: O
 
 def mode_runner(seg, mode: str):
     """``image → (timings, label map, info)`` of ``seg`` in ``mode``."""
+
     def run(image: np.ndarray) -> Tuple[Dict[str, float], np.ndarray, Dict[str, Any]]:
         result = seg(image, mode=mode)
         return dict(result.timings), result.label_map, dict(result.info)
@@ -137,8 +162,15 @@ def mode_runner(seg, mode: str):
     return run
 
 
-def measure(name: Tuple[str, str], run, image: np.ndarray, args, reference: Optional[np.ndarray],
-            size: int, baseline_total: Optional[float]) -> Tuple[List[Dict[str, Any]], np.ndarray]:
+def measure(
+    name: Tuple[str, str],
+    run,
+    image: np.ndarray,
+    args,
+    reference: Optional[np.ndarray],
+    size: int,
+    baseline_total: Optional[float],
+) -> Tuple[List[Dict[str, Any]], np.ndarray]:
     """Times one configuration: one record per stage (the ``total`` record carries the extras),
     and the label map of the first (warm-up) call."""
     with PeakRSS() as mem:
@@ -147,8 +179,14 @@ def measure(name: Tuple[str, str], run, image: np.ndarray, args, reference: Opti
     backend, mode = name
     records = []
     for stage, values in samples.items():
-        rec = {"name": f"{backend}/{mode}/{stage}/{size}", "backend": backend, "mode": mode, "stage": stage,
-               "size": size, **summarize(values)}
+        rec = {
+            "name": f"{backend}/{mode}/{stage}/{size}",
+            "backend": backend,
+            "mode": mode,
+            "stage": stage,
+            "size": size,
+            **summarize(values),
+        }
         if stage == "total":
             rec["peak_rss_mb"] = round(mem.peak_mb, 1)
             if baseline_total:
@@ -163,6 +201,7 @@ def measure(name: Tuple[str, str], run, image: np.ndarray, args, reference: Opti
 
 def throughput(run, image: np.ndarray, batch: int, iters: int) -> float:
     """Images per second with ``batch`` threads each segmenting an image (one Segmenter)."""
+
     def work():
         for _ in range(iters):
             run(image)
@@ -194,16 +233,32 @@ def run_size(size: int, args, bundle: Path, checkpoint: Path, vocab) -> List[Dic
                 seg, run = sdk_runner(bundle, backend, mode, args, vocab, checkpoint)
             except Exception as e:  # e.g. tensorrt absent: say so in the results, keep going
                 log.warning("skipping %s/%s: %s", backend, mode, e)
-                records.append({"name": f"{backend}/{mode}/total/{size}", "backend": backend, "mode": mode,
-                                "stage": "total", "size": size, "skipped": str(e)})
+                records.append(
+                    {
+                        "name": f"{backend}/{mode}/total/{size}",
+                        "backend": backend,
+                        "mode": mode,
+                        "stage": "total",
+                        "size": size,
+                        "skipped": str(e),
+                    }
+                )
                 continue
             records += measure((backend, mode), run, image, args, reference, size, base_total)[0]
             for b in (int(x) for x in args.batch.split(",")):
                 if b > 1:
                     ips = throughput(run, image, b, max(1, args.iters))
-                    records.append({"name": f"{backend}/{mode}/throughput_b{b}/{size}", "backend": backend,
-                                    "mode": mode, "stage": f"throughput_b{b}", "size": size,
-                                    "images_per_s": ips, "median_ms": 1e3 / ips})
+                    records.append(
+                        {
+                            "name": f"{backend}/{mode}/throughput_b{b}/{size}",
+                            "backend": backend,
+                            "mode": mode,
+                            "stage": f"throughput_b{b}",
+                            "size": size,
+                            "images_per_s": ips,
+                            "median_ms": 1e3 / ips,
+                        }
+                    )
             del seg
     return records
 
@@ -211,8 +266,11 @@ def run_size(size: int, args, bundle: Path, checkpoint: Path, vocab) -> List[Dic
 def markdown(records: List[Dict[str, Any]], title: str, acc: Optional[Dict] = None) -> str:
     acc = {} if acc is None else acc
     stages = ["preprocess", "proposal", "classify", "prune", "crops", "clip", "pool", "ensemble", "semantic"]
-    head = "| size | backend | mode | total ms | × baseline | " + " | ".join(stages) + \
-           f" | peak RSS MB | labels vs baseline (synthetic weights) | {accuracy.HEADER} | CLIP queries |"
+    head = (
+        "| size | backend | mode | total ms | × baseline | "
+        + " | ".join(stages)
+        + f" | peak RSS MB | labels vs baseline (synthetic weights) | {accuracy.HEADER} | CLIP queries |"
+    )
     lines = [f"# {title}", "", head, "|" + "---|" * (head.count("|") - 1)]
     by_cfg: Dict[Tuple, Dict[str, Any]] = {}
     for r in records:
@@ -225,11 +283,17 @@ def markdown(records: List[Dict[str, Any]], title: str, acc: Optional[Dict] = No
         cells = [f"{st[s]['median_ms']:.0f}" if s in st else "" for s in stages]
         speed = f"{t['speedup_vs_baseline']:.2f}" if "speedup_vs_baseline" in t else "1.00"
         agree = f"{100 * t['pixel_agreement']:.2f} %" if "pixel_agreement" in t else "(reference)"
-        lines.append(f"| {size} | {backend} | {mode} | {t.get('median_ms', 0):.0f} | {speed} | "
-                     + " | ".join(cells) + f" | {t.get('peak_rss_mb', '')} | {agree} | "
-                     f"{accuracy.cells(acc, backend, 'fp32', mode)} | {t.get('clip_queries', '')} |")
-    lines += ["", "Medians over the timed iterations, milliseconds; × baseline = baseline total / total.",
-              accuracy.note(acc)]
+        lines.append(
+            f"| {size} | {backend} | {mode} | {t.get('median_ms', 0):.0f} | {speed} | "
+            + " | ".join(cells)
+            + f" | {t.get('peak_rss_mb', '')} | {agree} | "
+            f"{accuracy.cells(acc, backend, 'fp32', mode)} | {t.get('clip_queries', '')} |"
+        )
+    lines += [
+        "",
+        "Medians over the timed iterations, milliseconds; × baseline = baseline total / total.",
+        accuracy.note(acc),
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -243,13 +307,22 @@ def plot(records: List[Dict[str, Any]], path: Path) -> None:
     stages = ["preprocess", "proposal", "classify", "prune", "crops", "clip", "pool", "ensemble", "semantic"]
     fig, axes = plt.subplots(len(sizes), 1, figsize=(10, 3 + 2.5 * len(sizes)), squeeze=False)
     for ax, size in zip(axes[:, 0], sizes):
-        cfgs = [(r["backend"], r["mode"]) for r in records
-                if r["size"] == size and r["stage"] == "total" and "median_ms" in r]
+        cfgs = [
+            (r["backend"], r["mode"])
+            for r in records
+            if r["size"] == size and r["stage"] == "total" and "median_ms" in r
+        ]
         for i, cfg in enumerate(cfgs):
             left = 0.0
             for j, stage in enumerate(stages):
-                rec = next((r for r in records if r["size"] == size and (r["backend"], r["mode"]) == cfg
-                            and r["stage"] == stage), None)
+                rec = next(
+                    (
+                        r
+                        for r in records
+                        if r["size"] == size and (r["backend"], r["mode"]) == cfg and r["stage"] == stage
+                    ),
+                    None,
+                )
                 if rec:
                     ax.barh(i, rec["median_ms"], left=left, color=plt.cm.tab10(j), label=stage if i == 0 else None)
                     left += rec["median_ms"]
@@ -273,8 +346,10 @@ def precision_axis(args, bundle: Path, checkpoint: Path, train_names, dim: int) 
 
         images = {"fixture": pb.fixture_inputs(REFERENCE_DIR)}
     else:
-        images = {str(s): (synthetic_image(int(s), int(s), seed=int(s)), vocabulary(args.classes, dim, train_names))
-                  for s in args.sizes.split(",")}
+        images = {
+            str(s): (synthetic_image(int(s), int(s), seed=int(s)), vocabulary(args.classes, dim, train_names))
+            for s in args.sizes.split(",")
+        }
     records, text = [], []
     acc = accuracy.load(args.accuracy)
     stem = "precision_fixture" if args.fixture else "precision"
@@ -292,17 +367,25 @@ def precision_axis(args, bundle: Path, checkpoint: Path, train_names, dim: int) 
                 base = Baseline(checkpoint, args.device, args.threads, vocab)
                 runners[BASELINE] = lambda im, b=base: (*b(im), {"precision": "fp32 (torch)"})
             runners.update({f"{b}/{mode}/{t}": mode_runner(seg, mode) for (b, t), seg in segs.items()})
-            rows = pb.run_interleaved(runners, image, args.iters, BASELINE if BASELINE in runners else None,
-                                      f"onnxruntime/{mode}/fp32")
+            rows = pb.run_interleaved(
+                runners, image, args.iters, BASELINE if BASELINE in runners else None, f"onnxruntime/{mode}/fp32"
+            )
             runners = base = None
             gc.collect()
             for name, row in rows.items():
                 records.append({"name": f"{name}/total/{size}", "size": size, "mode": mode, "stage": "total", **row})
-            text.append(pb.markdown(rows, acc, mode, f"{size} ({image.shape[0]}x{image.shape[1]}), mode {mode}, "
-                                          f"{len(vocab[0])} classes, threads={args.threads or 'default'}",
-                                    f"{args.iters} interleaved rounds; × = median of per-round ratios; agreement = "
-                                    "label map of the first call vs faithful ONNX Runtime fp32 (synthetic weights). "
-                                    + accuracy.note(acc)))
+            text.append(
+                pb.markdown(
+                    rows,
+                    acc,
+                    mode,
+                    f"{size} ({image.shape[0]}x{image.shape[1]}), mode {mode}, "
+                    f"{len(vocab[0])} classes, threads={args.threads or 'default'}",
+                    f"{args.iters} interleaved rounds; × = median of per-round ratios; agreement = "
+                    "label map of the first call vs faithful ONNX Runtime fp32 (synthetic weights). "
+                    + accuracy.note(acc),
+                )
+            )
             path = write_results(stem, records, "\n".join(text), args.out_dir, args.json)  # each mode as it ends
     print(path.with_suffix(".md").read_text())
     return 0
@@ -325,8 +408,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             records += run_size(size, args, bundle, checkpoint, vocab)
     stem = "latency_quick" if args.quick else "latency"
     title = f"Latency — {args.model}, {args.classes} classes, {args.device}, threads={args.threads or 'default'}"
-    path = write_results(stem, records, markdown(records, title, accuracy.load(args.accuracy)), args.out_dir,
-                         args.json)
+    path = write_results(stem, records, markdown(records, title, accuracy.load(args.accuracy)), args.out_dir, args.json)
     if not args.no_plot:
         plot(records, path.with_suffix(".png"))
     print(path.with_suffix(".md").read_text())

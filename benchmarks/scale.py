@@ -13,6 +13,7 @@ Records (``benchmarks/results/scale.json`` + ``.md``):
 * ``serve/<mode>/clients=C`` — C concurrent clients against ``--instances`` model instances.
 The server runs under ``--serve-python`` (default ``$ZEGFORMER_SERVE_PYTHON``: PyTriton needs numpy<2).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--requests", type=int, default=192, help="server requests per measurement (default 192)")
     p.add_argument("--clients", type=int, default=4, help="concurrent clients (default 4)")
     p.add_argument("--instances", type=int, default=2, help="server model instances (default 2)")
-    p.add_argument("--serve-python", default=os.environ.get("ZEGFORMER_SERVE_PYTHON"),
-                   help="python of the PyTriton venv (default $ZEGFORMER_SERVE_PYTHON); none skips the server")
+    p.add_argument(
+        "--serve-python",
+        default=os.environ.get("ZEGFORMER_SERVE_PYTHON"),
+        help="python of the PyTriton venv (default $ZEGFORMER_SERVE_PYTHON); none skips the server",
+    )
     p.add_argument("--skip", default="", help="comma list of parts to skip: label, serve")
     p.add_argument("--out-dir", type=Path, help="results directory (default benchmarks/results)")
     p.add_argument("--json", type=Path, help="JSON path (default <out-dir>/scale.json)")
@@ -92,9 +96,13 @@ def label(bundle: Path, mode: str, paths: Sequence[Path], workers: int, out: Pat
     segmenter = {"bundle_dir": str(bundle), "backend": "onnxruntime", "mode": mode, "min_size": None, "threads": 1}
     s = run_label(items, out, segmenter, workers=workers, batch_size=4, progress=False)
     assert s.labelled == len(paths) and not s.errors, s.line()
-    return {"name": f"label/{mode}/workers={workers}", "images": s.labelled, "images_per_s": s.images_per_second,
-            "seconds": s.seconds - s.ray_start_seconds,
-            "median_ms": 1e3 * (s.seconds - s.ray_start_seconds) / s.labelled}
+    return {
+        "name": f"label/{mode}/workers={workers}",
+        "images": s.labelled,
+        "images_per_s": s.images_per_second,
+        "seconds": s.seconds - s.ray_start_seconds,
+        "median_ms": 1e3 * (s.seconds - s.ray_start_seconds) / s.labelled,
+    }
 
 
 def free_port() -> int:
@@ -107,11 +115,33 @@ def serve(bundle: Path, mode: str, paths: Sequence[Path], args) -> List[Dict[str
     from sdk.serve.client import SegmenterClient
 
     ports = [free_port() for _ in range(3)]
-    cmd = [args.serve_python, "-m", "sdk", "serve", "--bundle", str(bundle), "--backend", "onnxruntime", "--mode", mode,
-           "--min-size", "none", "--threads", "1", "--instances", str(args.instances), "--http-port", str(ports[0]),
-           "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2])]
-    server = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cmd = [
+        args.serve_python,
+        "-m",
+        "sdk",
+        "serve",
+        "--bundle",
+        str(bundle),
+        "--backend",
+        "onnxruntime",
+        "--mode",
+        mode,
+        "--min-size",
+        "none",
+        "--threads",
+        "1",
+        "--instances",
+        str(args.instances),
+        "--http-port",
+        str(ports[0]),
+        "--grpc-port",
+        str(ports[1]),
+        "--metrics-port",
+        str(ports[2]),
+    ]
+    server = subprocess.Popen(
+        cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     url = f"127.0.0.1:{ports[0]}"
     data = [p.read_bytes() for p in paths]
     records = []
@@ -133,8 +163,13 @@ def serve(bundle: Path, mode: str, paths: Sequence[Path], args) -> List[Dict[str
                 local.append((time.perf_counter() - t) * 1e3)
                 paired.append(times[-1] - local[-1])
             wall = sum(times) / 1e3
-        rec = {"name": f"serve/{mode}/clients=1", "requests": args.requests, "images_per_s": args.requests / wall,
-               "instances": args.instances, **summarize(times)}
+        rec = {
+            "name": f"serve/{mode}/clients=1",
+            "requests": args.requests,
+            "images_per_s": args.requests / wall,
+            "instances": args.instances,
+            **summarize(times),
+        }
         rec["inprocess_median_ms"] = summarize(local)["median_ms"]
         rec["overhead_ms"] = summarize(paired)["median_ms"]  # median of paired (server − in-process)
         records.append(rec)
@@ -167,19 +202,30 @@ def concurrent(url: str, data: List[bytes], args, mode: str) -> Dict[str, Any]:
     for t in threads:
         t.join()
     wall = time.perf_counter() - start
-    return {"name": f"serve/{mode}/clients={args.clients}", "requests": len(times), "instances": args.instances,
-            "images_per_s": len(times) / wall, **summarize(times)}
+    return {
+        "name": f"serve/{mode}/clients={args.clients}",
+        "requests": len(times),
+        "instances": args.instances,
+        "images_per_s": len(times) / wall,
+        **summarize(times),
+    }
 
 
 def markdown(records: List[Dict[str, Any]], args, size) -> str:
-    lines = [f"# Scale — {args.mode}, {size[0]}×{size[1]} images, onnxruntime CPU, 1 thread per worker/instance", "",
-             "| what | images/s | ms per image (median; label: wall / images) | overhead ms/request |",
-             "|---|---|---|---|"]
+    lines = [
+        f"# Scale — {args.mode}, {size[0]}×{size[1]} images, onnxruntime CPU, 1 thread per worker/instance",
+        "",
+        "| what | images/s | ms per image (median; label: wall / images) | overhead ms/request |",
+        "|---|---|---|---|",
+    ]
     for r in records:
         overhead = f"{r['overhead_ms']:.1f}" if "overhead_ms" in r else ""
         lines.append(f"| {r['name']} | {r['images_per_s']:.1f} | {r['median_ms']:.1f} | {overhead} |")
-    lines += ["", "label: Ray's start-up excluded, actor start-up included; serve: 1 client sequential (overhead = "
-              "median of paired server − in-process times) and concurrent clients."]
+    lines += [
+        "",
+        "label: Ray's start-up excluded, actor start-up included; serve: 1 client sequential (overhead = "
+        "median of paired server − in-process times) and concurrent clients.",
+    ]
     return "\n".join(lines) + "\n"
 
 

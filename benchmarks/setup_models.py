@@ -1,4 +1,5 @@
 """Models and bundles for the benchmarks: synthetic-weight checkpoints exported once and cached."""
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,7 @@ def synthetic_checkpoint(preset_name: str, path: Path) -> None:
     model = build_model(preset(preset_name))
     ours = list(model.state_dict())
     official = to_official_names(model.state_dict())
-    model.load_state_dict({k: recipe_tensor(name, tuple(v.shape))
-                           for k, (name, v) in zip(ours, official.items())})
+    model.load_state_dict({k: recipe_tensor(name, tuple(v.shape)) for k, (name, v) in zip(ours, official.items())})
     split = dataset_classes("coco-stuff")
     save_checkpoint(path, model, split.names, split.seen)
 
@@ -38,8 +38,9 @@ def export_bundle(checkpoint: Path, bundle: Path) -> None:
 
     vocab = bundle.parent / "bench_classes.txt"
     vocab.write_text("person\ntree\nsky\n")
-    code = export_main(["--checkpoint", str(checkpoint), "--out", str(bundle), "--vocab", str(vocab),
-                        "--no-progress", "-q", "--force"])
+    code = export_main(
+        ["--checkpoint", str(checkpoint), "--out", str(bundle), "--vocab", str(vocab), "--no-progress", "-q", "--force"]
+    )
     if code:
         raise RuntimeError(f"export failed with exit code {code}")
 

@@ -15,6 +15,7 @@ default, 171, times them all). The tables say which rows are scaled.
 
     nice -n 10 python benchmarks/text_embedding.py --repeats 2 --before-classes 16
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,8 +50,15 @@ def make_store(bundle: Path, config: str, threads: int, batch: int):
     from sdk import Segmenter
 
     backend, precision = config.split(":", 1)
-    seg = Segmenter(bundle, backend=backend, precision=precision, threads=threads, cache_dir=False,
-                    reuse_builtin=False, text_batch=batch)
+    seg = Segmenter(
+        bundle,
+        backend=backend,
+        precision=precision,
+        threads=threads,
+        cache_dir=False,
+        reuse_builtin=False,
+        text_batch=batch,
+    )
     store = seg._store
     store.progress = False
     return seg, store
@@ -73,8 +81,7 @@ def run(args: argparse.Namespace) -> List[Dict[str, Any]]:
     from train.classes import dataset_classes
 
     names = list(dataset_classes("coco-stuff").names)
-    sets = {"171": (spaced(names, args.after_classes), spaced(names, args.before_classes)),
-            "4": (SMALL, SMALL)}
+    sets = {"171": (spaced(names, args.after_classes), spaced(names, args.before_classes)), "4": (SMALL, SMALL)}
     stores = {}
     for config in args.configs:
         try:
@@ -94,23 +101,45 @@ def run(args: argparse.Namespace) -> List[Dict[str, Any]]:
                     wall, cpu, out = timed(store, subset, path == "after")
                     key = (size, path)
                     scale = int(size) / len(subset)
-                    rec = {"name": f"{config}/{path}/{size}", "config": config, "path": path, "classes": int(size),
-                           "timed_classes": len(subset), "scaled": scale != 1, "repeat": rep,
-                           "wall_s": wall * scale, "cpu_s": cpu * scale, "load1": load,
-                           "prompts": 33 * len(subset), "info_precision": seg.precision}
+                    rec = {
+                        "name": f"{config}/{path}/{size}",
+                        "config": config,
+                        "path": path,
+                        "classes": int(size),
+                        "timed_classes": len(subset),
+                        "scaled": scale != 1,
+                        "repeat": rep,
+                        "wall_s": wall * scale,
+                        "cpu_s": cpu * scale,
+                        "load1": load,
+                        "prompts": 33 * len(subset),
+                        "info_precision": seg.precision,
+                    }
                     if config == args.configs[0] and path == "before" and rep == 0:
                         reference[key] = out
                     rec.update(compare(config, path, size, subset, out, reference, names, args))
                     records.append(rec)
-                    log.info("%s: %.1f s wall (%s), load %.1f%s", rec["name"], rec["wall_s"],
-                             f"scaled from {len(subset)} classes" if scale != 1 else "measured", load,
-                             "".join(f", {k} {v:.6f}" for k, v in rec.items() if k.startswith(("min_cos", "max_abs"))))
+                    log.info(
+                        "%s: %.1f s wall (%s), load %.1f%s",
+                        rec["name"],
+                        rec["wall_s"],
+                        f"scaled from {len(subset)} classes" if scale != 1 else "measured",
+                        load,
+                        "".join(f", {k} {v:.6f}" for k, v in rec.items() if k.startswith(("min_cos", "max_abs"))),
+                    )
     return records
 
 
-def compare(config: str, path: str, size: str, subset: Sequence[str], out: List[np.ndarray],
-            reference: Dict[Tuple[str, str], List[np.ndarray]], names: Sequence[str],
-            args: argparse.Namespace) -> Dict[str, float]:
+def compare(
+    config: str,
+    path: str,
+    size: str,
+    subset: Sequence[str],
+    out: List[np.ndarray],
+    reference: Dict[Tuple[str, str], List[np.ndarray]],
+    names: Sequence[str],
+    args: argparse.Namespace,
+) -> Dict[str, float]:
     """Cosine with fp32 at 77 tokens (classes both paths embedded) and, for fp32 cut, vs the fixture."""
     rec: Dict[str, float] = {}
     before = reference.get((size, "before"))
@@ -127,8 +156,12 @@ def compare(config: str, path: str, size: str, subset: Sequence[str], out: List[
         official = json.loads((REFERENCE / "cocostuff_all_classnames.json").read_text())
         with np.load(fixture) as f:
             idx = [official.index(n) for n in subset]
-            rec["max_abs_vs_fixture"] = float(max(np.abs(out[0] - f["text_features_test"][idx]).max(),
-                                                  np.abs(out[1] - f["text_features_test_clip"][idx]).max()))
+            rec["max_abs_vs_fixture"] = float(
+                max(
+                    np.abs(out[0] - f["text_features_test"][idx]).max(),
+                    np.abs(out[1] - f["text_features_test_clip"][idx]).max(),
+                )
+            )
     return rec
 
 
@@ -137,29 +170,36 @@ def markdown(records: List[Dict[str, Any]], args: argparse.Namespace) -> str:
     rows = {}
     for r in records:
         rows.setdefault((r["classes"], r["config"], r["path"]), []).append(r)
-    lines = ["# Text embedding: new class names, 33 prompts each, cache off\n",
-             f"Machine: {m.get('cpu', m['processor'])}, {m['cpu_count']} cores, {args.threads} threads per backend, "
-             f"**shared with other work** (1-minute load average during the runs: "
-             f"{min(r['load1'] for r in records):.1f}–{max(r['load1'] for r in records):.1f} "
-             f"on {m['cpu_count']} cores). "
-             f"Synthetic-weight R101 + ViT-B/16 bundle (the reference fixture's weights). Batches of {args.batch} "
-             f"prompts. {args.repeats} interleaved rounds: seconds per round, separated by `/`.\n",
-             f"Command: `nice -n 10 python benchmarks/text_embedding.py {' '.join(args.argv)}`\n",
-             "| classes | backend:precision | 77 tokens (before) s | cut (after) s | speed-up | cut, process CPU s "
-             "| min class cosine vs fp32 77 tokens |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Text embedding: new class names, 33 prompts each, cache off\n",
+        f"Machine: {m.get('cpu', m['processor'])}, {m['cpu_count']} cores, {args.threads} threads per backend, "
+        f"**shared with other work** (1-minute load average during the runs: "
+        f"{min(r['load1'] for r in records):.1f}–{max(r['load1'] for r in records):.1f} "
+        f"on {m['cpu_count']} cores). "
+        f"Synthetic-weight R101 + ViT-B/16 bundle (the reference fixture's weights). Batches of {args.batch} "
+        f"prompts. {args.repeats} interleaved rounds: seconds per round, separated by `/`.\n",
+        f"Command: `nice -n 10 python benchmarks/text_embedding.py {' '.join(args.argv)}`\n",
+        "| classes | backend:precision | 77 tokens (before) s | cut (after) s | speed-up | cut, process CPU s "
+        "| min class cosine vs fp32 77 tokens |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for (classes, config, path), recs in sorted(rows.items(), key=lambda kv: (-kv[0][0], kv[0][1])):
         if path != "after":
             continue
         before = rows.get((classes, config, "before"), [])
         fmt = lambda rs: " / ".join(f"{r['wall_s']:.1f}" for r in rs) + ("\\*" if rs and rs[0]["scaled"] else "")  # noqa: E731
-        speed = (np.median([b["wall_s"] for b in before]) / np.median([a["wall_s"] for a in recs])
-                 if before else float("nan"))
+        speed = (
+            np.median([b["wall_s"] for b in before]) / np.median([a["wall_s"] for a in recs])
+            if before
+            else float("nan")
+        )
         cos = min((r.get("min_cosine_vs_fp32_77", 1.0) for r in recs + before), default=1.0)
         cpu = " / ".join(f"{r['cpu_s']:.1f}" for r in recs)
         lines.append(f"| {classes} | {config} | {fmt(before)} | {fmt(recs)} | {speed:.1f}× | {cpu} | {cos:.6f} |")
-    lines.append("\n\\* scaled to the class count from the evenly spaced classes timed "
-                 f"({args.before_classes} for 77 tokens, {args.after_classes} cut): cost is linear in prompts.\n")
+    lines.append(
+        "\n\\* scaled to the class count from the evenly spaced classes timed "
+        f"({args.before_classes} for 77 tokens, {args.after_classes} cut): cost is linear in prompts.\n"
+    )
     fixture = [r["max_abs_vs_fixture"] for r in records if "max_abs_vs_fixture" in r]
     exact = [r["max_abs_vs_fp32_77"] for r in records if "max_abs_vs_fp32_77" in r and r["path"] == "after"]
     if exact:
@@ -180,20 +220,29 @@ def add_int8_text(bundle: Path) -> None:
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     p.add_argument("--bundle", type=Path, help="bundle (default: the cached synthetic r101-vit16 bundle, built once)")
-    p.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS),
-                   help="backend:precision, e.g. onnxruntime:fp32 openvino:clip_text=bf16 (first = the reference)")
+    p.add_argument(
+        "--configs",
+        nargs="+",
+        default=list(DEFAULT_CONFIGS),
+        help="backend:precision, e.g. onnxruntime:fp32 openvino:clip_text=bf16 (first = the reference)",
+    )
     p.add_argument("--repeats", type=int, default=2, help="interleaved rounds (default 2)")
     p.add_argument("--after-classes", type=int, default=171, help="classes timed on the cut path (scaled to 171)")
     p.add_argument("--before-classes", type=int, default=16, help="classes timed at 77 tokens (scaled to 171)")
     p.add_argument("--batch", type=int, default=64, help="prompts per text-graph call (the Segmenter default: 64)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-fixture", dest="fixture", action="store_false", help="skip the comparison with the fixture")
-    p.add_argument("--int8-text", action="store_true",
-                   help="add clip_text.int8.onnx (export/text_int8.py) to the bundle when it has none")
+    p.add_argument(
+        "--int8-text",
+        action="store_true",
+        help="add clip_text.int8.onnx (export/text_int8.py) to the bundle when it has none",
+    )
     p.add_argument("--json", type=Path, help="write here instead of benchmarks/results/text_embedding.json")
     args = p.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])

@@ -7,6 +7,7 @@ generalized zero-shot protocols), and writes ``benchmarks/results/train_curve.js
 with the machine, the load average during the run (other processes slow a 2-core CPU down), and
 per evaluation: step, wall time (training only and in all), and the metrics.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,28 +39,40 @@ def machine() -> dict:
 
 def markdown(result: dict) -> str:
     overrides = f"with `{' '.join(result['overrides'])}`" if result["overrides"] else "as shipped"
-    lines = ["# Training curve: tiny ZegFormer on synthetic data (CPU)", "",
-             f"Config `{result['config']}` {overrides}; "
-             f"{result['machine']['cpu_count']} CPU cores, torch {result['machine']['torch']}; "
-             f"load average during the run: mean {result['load_avg_mean']:.2f}, max {result['load_avg_max']:.2f} "
-             "(values above the core count mean other processes competed for the CPU).", "",
-             f"Total wall time {result['wall_s']:.0f} s. Seen-class mIoU = the *seen* protocol "
-             "(vocabulary = seen classes, unseen pixels ignored; the official training-time test). GZSS = all "
-             "classes, official evaluator (unseen classes cannot work: the tiny CLIP is random).", "",
-             "| step | train time (s) | wall time (s) | seen-class mIoU | GZSS seen mIoU | GZSS unseen mIoU "
-             "| GZSS hIoU |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Training curve: tiny ZegFormer on synthetic data (CPU)",
+        "",
+        f"Config `{result['config']}` {overrides}; "
+        f"{result['machine']['cpu_count']} CPU cores, torch {result['machine']['torch']}; "
+        f"load average during the run: mean {result['load_avg_mean']:.2f}, max {result['load_avg_max']:.2f} "
+        "(values above the core count mean other processes competed for the CPU).",
+        "",
+        f"Total wall time {result['wall_s']:.0f} s. Seen-class mIoU = the *seen* protocol "
+        "(vocabulary = seen classes, unseen pixels ignored; the official training-time test). GZSS = all "
+        "classes, official evaluator (unseen classes cannot work: the tiny CLIP is random).",
+        "",
+        "| step | train time (s) | wall time (s) | seen-class mIoU | GZSS seen mIoU | GZSS unseen mIoU | GZSS hIoU |",
+        "|---|---|---|---|---|---|---|",
+    ]
 
     def pct(x):
         return "n/a" if x is None else f"{100 * x:.1f}"
 
     for p in result["curve"]:
-        lines.append(f"| {p['step']} | {p['train_time_s']:.0f} | {p['time_s']:.0f} | {pct(p['seen_protocol_mIoU'])} "
-                     f"| {pct(p['gzss_seen_mIoU'])} | {pct(p['gzss_unseen_mIoU'])} | {pct(p['gzss_hIoU'])} |")
+        lines.append(
+            f"| {p['step']} | {p['train_time_s']:.0f} | {p['time_s']:.0f} | {pct(p['seen_protocol_mIoU'])} "
+            f"| {pct(p['gzss_seen_mIoU'])} | {pct(p['gzss_unseen_mIoU'])} | {pct(p['gzss_hIoU'])} |"
+        )
     first = result.get("first_reaching_0.7")
-    lines += ["", "First evaluation with seen-class mIoU ≥ 70 %: "
-              + (f"step {first['step']}, {first['train_time_s']:.0f} s of training ({first['time_s']:.0f} s wall)."
-                 if first else "not reached.")]
+    lines += [
+        "",
+        "First evaluation with seen-class mIoU ≥ 70 %: "
+        + (
+            f"step {first['step']}, {first['train_time_s']:.0f} s of training ({first['time_s']:.0f} s wall)."
+            if first
+            else "not reached."
+        ),
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -76,30 +89,50 @@ def main() -> int:
     work = a.work or Path(tempfile.mkdtemp(prefix="train_curve_"))
     data = generate(work / "data", seed=0)
     run = work / "run"
-    overrides = [f"data.root={data}", f"train.output_dir={run}", f"train.eval_period={a.eval_every}",
-                 "train.progress=false", *a.overrides]
+    overrides = [
+        f"data.root={data}",
+        f"train.output_dir={run}",
+        f"train.eval_period={a.eval_every}",
+        "train.progress=false",
+        *a.overrides,
+    ]
     stop, loads = threading.Event(), []
     threading.Thread(target=sample_load, args=(stop, loads), daemon=True).start()
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, str(REPO / "train" / "train.py"), "--config", a.config, *overrides],
-                   cwd=REPO, check=True)
+    subprocess.run(
+        [sys.executable, str(REPO / "train" / "train.py"), "--config", a.config, *overrides], cwd=REPO, check=True
+    )
     wall = time.perf_counter() - t0
     stop.set()
     curve = []
     for line in open(run / "eval_log.jsonl"):
         r = json.loads(line)
-        curve.append({"step": r["step"], "time_s": r["time_s"], "train_time_s": r["train_time_s"],
-                      "seen_protocol_mIoU": r["seen"]["official"]["mIoU"],
-                      "gzss_seen_mIoU": r["gzss"]["official"]["seen_mIoU"],
-                      "gzss_unseen_mIoU": r["gzss"]["official"]["unseen_mIoU"],
-                      "gzss_hIoU": r["gzss"]["official"]["hIoU"], "gzss_nan_safe": r["gzss"]["nan_safe"]})
+        curve.append(
+            {
+                "step": r["step"],
+                "time_s": r["time_s"],
+                "train_time_s": r["train_time_s"],
+                "seen_protocol_mIoU": r["seen"]["official"]["mIoU"],
+                "gzss_seen_mIoU": r["gzss"]["official"]["seen_mIoU"],
+                "gzss_unseen_mIoU": r["gzss"]["official"]["unseen_mIoU"],
+                "gzss_hIoU": r["gzss"]["official"]["hIoU"],
+                "gzss_nan_safe": r["gzss"]["nan_safe"],
+            }
+        )
     reached = [p for p in curve if (p["seen_protocol_mIoU"] or 0) >= 0.7]
-    result = {"name": "train_curve/synthetic-tiny/cpu", "config": a.config, "overrides": a.overrides,
-              "machine": machine(), "wall_s": wall, "load_avg_mean": sum(loads) / max(len(loads), 1),
-              "load_avg_max": max(loads, default=0.0), "curve": curve,
-              "first_reaching_0.7": reached[0] if reached else None,
-              "final": curve[-1] if curve else None,
-              "train_log": [json.loads(line) for line in open(run / "train_log.jsonl")]}
+    result = {
+        "name": "train_curve/synthetic-tiny/cpu",
+        "config": a.config,
+        "overrides": a.overrides,
+        "machine": machine(),
+        "wall_s": wall,
+        "load_avg_mean": sum(loads) / max(len(loads), 1),
+        "load_avg_max": max(loads, default=0.0),
+        "curve": curve,
+        "first_reaching_0.7": reached[0] if reached else None,
+        "final": curve[-1] if curve else None,
+        "train_log": [json.loads(line) for line in open(run / "train_log.jsonl")],
+    }
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     a.out.with_suffix(".md").write_text(markdown(result))

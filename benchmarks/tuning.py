@@ -9,6 +9,7 @@ of its per-round ratio to batches of 32 on all cores (the SDK's CPU default befo
     python benchmarks/tuning.py                                  # r101-vit16 synthetic bundle (cached)
     python benchmarks/tuning.py --batches 8,16,32,100 --threads 1,2 --backends onnxruntime,openvino
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,14 +35,15 @@ def encoder(bundle: Path, backend: str, precision: str, threads: int) -> Callabl
     from sdk.backends import create_backend
     from sdk.bundle import Bundle
 
-    b = create_backend(Bundle(bundle), backend, "cpu", {"precision": precision, "threads": threads or None,
-                                                         "cache_dir": False})
+    b = create_backend(
+        Bundle(bundle), backend, "cpu", {"precision": precision, "threads": threads or None, "cache_dir": False}
+    )
     return b.clip_image
 
 
 def batched(fn: Callable[[np.ndarray], Any], crops: np.ndarray, batch: int) -> None:
     for i in range(0, len(crops), batch):
-        fn(crops[i:i + batch])
+        fn(crops[i : i + batch])
 
 
 def run(bundle: Path, configs: Sequence[Tuple[str, str, int, int]], crops: np.ndarray, rounds: int) -> List[Dict]:
@@ -62,18 +64,33 @@ def run(bundle: Path, configs: Sequence[Tuple[str, str, int, int]], crops: np.nd
     rows = []
     for c in configs:
         ref = times[(c[0], c[1]) + DEFAULT]
-        rows.append({"backend": c[0], "precision": c[1], "batch": c[2], "threads": c[3] or "all",
-                     "ms_per_crop": 1e3 * statistics.median(times[c]) / len(crops),
-                     "vs_default": statistics.median(t / d for t, d in zip(times[c], ref))})
+        rows.append(
+            {
+                "backend": c[0],
+                "precision": c[1],
+                "batch": c[2],
+                "threads": c[3] or "all",
+                "ms_per_crop": 1e3 * statistics.median(times[c]) / len(crops),
+                "vs_default": statistics.median(t / d for t, d in zip(times[c], ref)),
+            }
+        )
     return rows
 
 
 def markdown(rows: List[Dict], crops: int, note: str) -> str:
-    lines = [f"# CLIP image encoder: batch size × threads ({crops} crops)", "", note, "",
-             "| backend | precision | batch | threads | ms / crop | time vs default (32, all) |",
-             "|---|---|---|---|---|---|"]
-    lines += [f"| {r['backend']} | {r['precision']} | {r['batch']} | {r['threads']} | {r['ms_per_crop']:.1f} | "
-              f"{r['vs_default']:.2f} |" for r in rows]
+    lines = [
+        f"# CLIP image encoder: batch size × threads ({crops} crops)",
+        "",
+        note,
+        "",
+        "| backend | precision | batch | threads | ms / crop | time vs default (32, all) |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['backend']} | {r['precision']} | {r['batch']} | {r['threads']} | {r['ms_per_crop']:.1f} | "
+        f"{r['vs_default']:.2f} |"
+        for r in rows
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -108,8 +125,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         crops = np.random.default_rng(0).standard_normal((args.crops, 3, size, size)).astype(np.float32)
         rows = run(bundle, configs, crops, args.rounds)
     host = machine()
-    note = (f"{args.rounds} interleaved rounds on {host.get('cpu', '?')} ({host['cpu_count']} cores); "
-            "medians. `python benchmarks/tuning.py` reproduces it.")
+    note = (
+        f"{args.rounds} interleaved rounds on {host.get('cpu', '?')} ({host['cpu_count']} cores); "
+        "medians. `python benchmarks/tuning.py` reproduces it."
+    )
     text = markdown(rows, args.crops, note)
     print(text)
     write_results("tuning", rows, text, args.out_dir)

@@ -15,6 +15,7 @@ a 171-class vocabulary whose embeddings are already set, interleaved in one run:
     nice -n 10 python benchmarks/vocabulary.py --bundle benchmarks/.cache/r101-vit16/bundle
     python benchmarks/vocabulary.py --quick      # the tiny model, 64², a smoke run
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,12 @@ TARGET_CLASSIFY_MS, TARGET_RELABEL_IPS, TARGET_BYTES, TARGET_AGREEMENT = 300.0, 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bundle", type=Path, help="full-size bundle (default: the synthetic r101-vit16, built once)")
-    p.add_argument("--testbed", type=Path, default=TESTBED if TESTBED.is_dir() else None,
-                   help=f"zero-shot testbed bundle (default {TESTBED} when it exists)")
+    p.add_argument(
+        "--testbed",
+        type=Path,
+        default=TESTBED if TESTBED.is_dir() else None,
+        help=f"zero-shot testbed bundle (default {TESTBED} when it exists)",
+    )
     p.add_argument("--skip-full", action="store_true", help="only the testbed (the full-size run is long)")
     p.add_argument("--testbed-images", type=Path, default=TESTBED_DATA, help="its held-out images")
     p.add_argument("--modes", default="cropmask,pruned,maskpool,proposal")
@@ -81,8 +86,9 @@ def random_vocabulary(seg, k: int):
     names = [names[i % len(names)] + ("" if i < len(names) else f" {i}") for i in range(k)]
     rng = np.random.default_rng(0)
     dim = int(seg.bundle.settings.model.embed_dim)
-    tf, tfc = (f / np.linalg.norm(f, axis=1, keepdims=True)
-               for f in rng.standard_normal((2, k, dim)).astype(np.float32))
+    tf, tfc = (
+        f / np.linalg.norm(f, axis=1, keepdims=True) for f in rng.standard_normal((2, k, dim)).astype(np.float32)
+    )
     return seg.set_vocabulary(names, text_features=tf, text_features_clip=tfc)
 
 
@@ -131,10 +137,18 @@ def calls(models: Dict[str, Dict[str, Any]], modes: List[str], a) -> List[Dict[s
                     samples.setdefault((m, mode, "classify"), []).append(ms)
                 if mode != "pruned" or full.info.get("clip_queries") == full.info.get("queries"):
                     assert np.array_equal(fast.label_map, full.label_map), (m, mode)
-                log.info("round %d %s %s: full %.0f ms, classify %.0f ms", r, m, mode,
-                         samples[m, mode, "full"][-1], samples[m, mode, "classify"][-1])
-    return [{"name": f"{m}/{mode}/{kind}", "model": m, "mode": mode, "kind": kind, **summarize(v)}
-            for (m, mode, kind), v in samples.items()]
+                log.info(
+                    "round %d %s %s: full %.0f ms, classify %.0f ms",
+                    r,
+                    m,
+                    mode,
+                    samples[m, mode, "full"][-1],
+                    samples[m, mode, "classify"][-1],
+                )
+    return [
+        {"name": f"{m}/{mode}/{kind}", "model": m, "mode": mode, "kind": kind, **summarize(v)}
+        for (m, mode, kind), v in samples.items()
+    ]
 
 
 def storage_and_relabel(m: str, ctx: Dict[str, Any], a, work: Path) -> List[Dict[str, Any]]:
@@ -153,9 +167,18 @@ def storage_and_relabel(m: str, ctx: Dict[str, Any], a, work: Path) -> List[Dict
             path = f.save(folder / f"im{i:03d}.features.npz", storage)
             sizes.append(path.stat().st_size)
             agree.append(float((seg.classify(seg.load_features(path), vocab).label_map == exact[i]).mean()))
-        records.append({"name": f"{m}/storage/{storage}", "model": m, "storage": storage, "mode": a.relabel_mode,
-                        "bytes_per_image": float(np.mean(sizes)), "agreement": float(np.mean(agree)),
-                        "agreement_min": float(np.min(agree)), "n": len(sizes)})
+        records.append(
+            {
+                "name": f"{m}/storage/{storage}",
+                "model": m,
+                "storage": storage,
+                "mode": a.relabel_mode,
+                "bytes_per_image": float(np.mean(sizes)),
+                "agreement": float(np.mean(agree)),
+                "agreement_min": float(np.min(agree)),
+                "n": len(sizes),
+            }
+        )
     rates: Dict[str, List[float]] = {}
     for r in range(max(1, a.iters)):
         for storage in ("fp32", "uint8"):  # alternating: the exact and the compact file
@@ -167,9 +190,19 @@ def storage_and_relabel(m: str, ctx: Dict[str, Any], a, work: Path) -> List[Dict
             assert summary.labelled == len(items), summary.errors
             rates.setdefault(storage, []).append(summary.images_per_second)
     for storage, v in rates.items():
-        records.append({"name": f"{m}/relabel/{storage}", "model": m, "storage": storage, "mode": a.relabel_mode,
-                        "images_per_second": float(np.median(v)), "runs": v, "images": len(encoded),
-                        "workers": a.workers, "classes": len(ctx["vocab"])})
+        records.append(
+            {
+                "name": f"{m}/relabel/{storage}",
+                "model": m,
+                "storage": storage,
+                "mode": a.relabel_mode,
+                "images_per_second": float(np.median(v)),
+                "runs": v,
+                "images": len(encoded),
+                "workers": a.workers,
+                "classes": len(ctx["vocab"]),
+            }
+        )
     return records
 
 
@@ -177,33 +210,59 @@ def storage_and_relabel(m: str, ctx: Dict[str, Any], a, work: Path) -> List[Dict
 def markdown(records: List[Dict[str, Any]], a, load: Tuple[Sequence[float], Sequence[float]]) -> str:
     by = {r["name"]: r for r in records}
     models = list(dict.fromkeys(r["model"] for r in records))
-    lines = [f"# Image features: one encoding, many vocabularies ({a.size}², {a.classes} classes, ONNX Runtime CPU)",
-             "", f"Machine: {os.cpu_count()} CPU cores shared with other work, run under `nice -n 10` "
-             f"(load average {load[0][0]:.1f} at the start, {load[1][0]:.1f} at the end); medians of "
-             f"{a.iters} interleaved rounds (full call) and {a.iters * a.classify_reps} classify calls.", "",
-             "## Re-asking an encoded image", "",
-             "| model | mode | full call ms | classify ms | × faster | classify ≤ 300 ms |",
-             "|---|---|---:|---:|---:|---|"]
+    lines = [
+        f"# Image features: one encoding, many vocabularies ({a.size}², {a.classes} classes, ONNX Runtime CPU)",
+        "",
+        f"Machine: {os.cpu_count()} CPU cores shared with other work, run under `nice -n 10` "
+        f"(load average {load[0][0]:.1f} at the start, {load[1][0]:.1f} at the end); medians of "
+        f"{a.iters} interleaved rounds (full call) and {a.iters * a.classify_reps} classify calls.",
+        "",
+        "## Re-asking an encoded image",
+        "",
+        "| model | mode | full call ms | classify ms | × faster | classify ≤ 300 ms |",
+        "|---|---|---:|---:|---:|---|",
+    ]
     for m in models:
         for mode in a.modes.split(","):
             full, fast = by.get(f"{m}/{mode}/full"), by.get(f"{m}/{mode}/classify")
             if full and fast:
                 met = "met" if fast["median_ms"] <= TARGET_CLASSIFY_MS else "**not met**"
-                lines.append(f"| {m} | {mode} | {full['median_ms']:.0f} | {fast['median_ms']:.0f} | "
-                             f"{full['median_ms'] / fast['median_ms']:.0f} | {met} |")
-    lines += ["", f"## Saved features per {a.size}² image ({a.relabel_mode} features)", "",
-              "| model | masks stored as | MB per image | label agreement with the in-memory features (min) | "
-              "compact target (≤ 1.5 MB, ≥ 99.5 %) |", "|---|---|---:|---:|---|"]
+                lines.append(
+                    f"| {m} | {mode} | {full['median_ms']:.0f} | {fast['median_ms']:.0f} | "
+                    f"{full['median_ms'] / fast['median_ms']:.0f} | {met} |"
+                )
+    lines += [
+        "",
+        f"## Saved features per {a.size}² image ({a.relabel_mode} features)",
+        "",
+        "| model | masks stored as | MB per image | label agreement with the in-memory features (min) | "
+        "compact target (≤ 1.5 MB, ≥ 99.5 %) |",
+        "|---|---|---:|---:|---|",
+    ]
     for m in models:
         for s in STORAGES:
             r = by.get(f"{m}/storage/{s}")
             if r:
-                met = "-" if s == "fp32" else ("met" if r["bytes_per_image"] <= TARGET_BYTES and
-                                               r["agreement"] >= TARGET_AGREEMENT else "**not met**")
-                lines.append(f"| {m} | {s} | {r['bytes_per_image'] / 1e6:.2f} | {100 * r['agreement']:.2f} % "
-                             f"({100 * r['agreement_min']:.2f} %) | {met} |")
-    lines += ["", "## Relabel throughput (`python -m sdk relabel`: load, classify, write PNG + overlay + JSON/RLE)",
-              "", "| model | features | images/s | relabel ≥ 10 images/s |", "|---|---|---:|---|"]
+                met = (
+                    "-"
+                    if s == "fp32"
+                    else (
+                        "met"
+                        if r["bytes_per_image"] <= TARGET_BYTES and r["agreement"] >= TARGET_AGREEMENT
+                        else "**not met**"
+                    )
+                )
+                lines.append(
+                    f"| {m} | {s} | {r['bytes_per_image'] / 1e6:.2f} | {100 * r['agreement']:.2f} % "
+                    f"({100 * r['agreement_min']:.2f} %) | {met} |"
+                )
+    lines += [
+        "",
+        "## Relabel throughput (`python -m sdk relabel`: load, classify, write PNG + overlay + JSON/RLE)",
+        "",
+        "| model | features | images/s | relabel ≥ 10 images/s |",
+        "|---|---|---:|---|",
+    ]
     for m in models:
         for s in ("fp32", "uint8"):
             r = by.get(f"{m}/relabel/{s}")

@@ -23,6 +23,7 @@ seed-spread table — per mode, seen / unseen mIoU and hIoU as mean, min, max ov
 quick start prints its result against (``train/resources/zeroshot_band.json``, ``--no-band`` keeps it).
 One run is one draw: only a difference larger than the spread is a measured difference.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,27 +43,53 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--work", type=Path, default=Path("runs/zeroshot-benchmark"),
-                   help="working folder, reused when re-run (default runs/zeroshot-benchmark)")
+    p.add_argument(
+        "--work",
+        type=Path,
+        default=Path("runs/zeroshot-benchmark"),
+        help="working folder, reused when re-run (default runs/zeroshot-benchmark)",
+    )
     p.add_argument("--train", type=int, default=400)
     p.add_argument("--val", type=int, default=200)
     p.add_argument("--clip-steps", type=int, default=400)
     p.add_argument("--iters", type=int, default=3000)
-    p.add_argument("--backends", default="torch,onnxruntime",
-                   help="comma list; the first one's fp32 cropmask is the faithful reference "
-                        "(default torch,onnxruntime)")
-    p.add_argument("--precisions", default="fp32", help="comma list of tiers: fp32,bf16,int8,fp16 (each backend "
-                   "runs the ones it supports on the CPU; default fp32)")
-    p.add_argument("--calibration-images", type=int, default=40,
-                   help="int8: training images of the world to calibrate on (default 40)")
+    p.add_argument(
+        "--backends",
+        default="torch,onnxruntime",
+        help="comma list; the first one's fp32 cropmask is the faithful reference (default torch,onnxruntime)",
+    )
+    p.add_argument(
+        "--precisions",
+        default="fp32",
+        help="comma list of tiers: fp32,bf16,int8,fp16 (each backend "
+        "runs the ones it supports on the CPU; default fp32)",
+    )
+    p.add_argument(
+        "--calibration-images",
+        type=int,
+        default=40,
+        help="int8: training images of the world to calibrate on (default 40)",
+    )
     p.add_argument("--out-dir", type=Path, default=RESULTS, help="where zeroshot.{json,md} go")
     p.add_argument("--docs", action="store_true", help="copy the example picture to docs/zeroshot_example.png")
-    p.add_argument("--seeds", default="", help="comma list: one quick start per seed in WORK/seed-N, then the "
-                   "seed-spread table and the expected band (fp32 only)")
-    p.add_argument("--band", type=Path, default=None, help="with --seeds: where the quick start's expected band "
-                   "goes (default train/resources/zeroshot_band.json)")
-    p.add_argument("--native-kernels", action="store_true", help="this CPU's fastest kernels (as the quick start's "
-                   "--native-kernels); default: the AVX2 ones every x86 CPU shares")
+    p.add_argument(
+        "--seeds",
+        default="",
+        help="comma list: one quick start per seed in WORK/seed-N, then the "
+        "seed-spread table and the expected band (fp32 only)",
+    )
+    p.add_argument(
+        "--band",
+        type=Path,
+        default=None,
+        help="with --seeds: where the quick start's expected band goes (default train/resources/zeroshot_band.json)",
+    )
+    p.add_argument(
+        "--native-kernels",
+        action="store_true",
+        help="this CPU's fastest kernels (as the quick start's "
+        "--native-kernels); default: the AVX2 ones every x86 CPU shares",
+    )
     p.add_argument("--no-band", action="store_true", help="with --seeds: leave the quick start's band as it is")
     return p.parse_args(argv)
 
@@ -79,33 +106,40 @@ def markdown(clip: Dict[str, Any], records: List[Dict[str, Any]], meta: Dict[str
     from train.quickstart import summary
 
     m = machine()
-    tiers = (f" --precisions {','.join(meta['precisions'])} --backends {','.join(meta['backends'])}"
-             if meta.get("precisions", ["fp32"]) != ["fp32"] else "")
-    lines = ["# Zero-shot world: GZSS per SDK mode and backend", "",
-             f"`python benchmarks/zeroshot.py --clip-steps {meta['clip_steps']} --iters {meta['iters']}"
-             f"{tiers}` — "
-             f"{meta['classes']} classes ({meta['unseen']} unseen), {meta['val']} held-out images at their own size "
-             f"(~144 px). CLIP: {clip['clip_config']['vision_layers']}-layer ViT width "
-             f"{clip['clip_config']['vision_width']}, patch {clip['clip_config']['patch_size']} on "
-             f"{clip['clip_config']['image_size']}-px crops, {clip['clip_config']['text_layers']}-layer text "
-             f"transformer width {clip['clip_config']['text_width']}, 77 tokens. Wall times: CLIP "
-             f"{clip['seconds']:.0f} s, ZegFormer {meta['zegformer_seconds'] or float('nan'):.0f} s "
-             f"({meta['iters']} steps). Machine: {m.get('cpu', m['processor'])}, {m['cpu_count']} cores, "
-             "shared with other jobs during the run (times are pessimistic).", "",
-             summary(clip, records)]
+    tiers = (
+        f" --precisions {','.join(meta['precisions'])} --backends {','.join(meta['backends'])}"
+        if meta.get("precisions", ["fp32"]) != ["fp32"]
+        else ""
+    )
+    lines = [
+        "# Zero-shot world: GZSS per SDK mode and backend",
+        "",
+        f"`python benchmarks/zeroshot.py --clip-steps {meta['clip_steps']} --iters {meta['iters']}"
+        f"{tiers}` — "
+        f"{meta['classes']} classes ({meta['unseen']} unseen), {meta['val']} held-out images at their own size "
+        f"(~144 px). CLIP: {clip['clip_config']['vision_layers']}-layer ViT width "
+        f"{clip['clip_config']['vision_width']}, patch {clip['clip_config']['patch_size']} on "
+        f"{clip['clip_config']['image_size']}-px crops, {clip['clip_config']['text_layers']}-layer text "
+        f"transformer width {clip['clip_config']['text_width']}, 77 tokens. Wall times: CLIP "
+        f"{clip['seconds']:.0f} s, ZegFormer {meta['zegformer_seconds'] or float('nan'):.0f} s "
+        f"({meta['iters']} steps). Machine: {m.get('cpu', m['processor'])}, {m['cpu_count']} cores, "
+        "shared with other jobs during the run (times are pessimistic).",
+        "",
+        summary(clip, records),
+    ]
     return "\n".join(lines)
 
 
-def evaluate_tiers(bundle: Path, data: Path, backends: List[str], precisions: List[str],
-                   calibration_images: int) -> List[Dict[str, Any]]:
+def evaluate_tiers(
+    bundle: Path, data: Path, backends: List[str], precisions: List[str], calibration_images: int
+) -> List[Dict[str, Any]]:
     """GZSS of every backend × precision × mode; int8/fp16 graphs added first (int8 calibrated on
     the world's training images, at their own size)."""
     from benchmarks.precision_bench import ensure_variants
     from train.data import build_dataset
     from train.zeroshot_eval import evaluate_bundle
 
-    ensure_variants(bundle, precisions, calibration_images, calibration=data / "train" / "images",
-                    calibration_size=144)
+    ensure_variants(bundle, precisions, calibration_images, calibration=data / "train" / "images", calibration_size=144)
     dataset = build_dataset("folder", str(data), "val")
     return evaluate_bundle(bundle, dataset, backends=backends, precisions=precisions, progress=True)
 
@@ -140,9 +174,14 @@ def run_seed(work: Path, seed: int, a: argparse.Namespace, backends: List[str]) 
     checkpoint = qs.step_zegformer(out, data, a.iters, [], seed)
     bundle = qs.step_export(out, checkpoint)
     records = qs.step_evaluate(out, bundle, data, backends, 0)
-    return {"seed": seed, "clip_zero_shot": clip["zero_shot"], "clip_seconds": clip["seconds"],
-            "zegformer_seconds": train_seconds(out / "run"), "records": records,
-            "seconds_this_run": round(time.perf_counter() - t0, 1)}
+    return {
+        "seed": seed,
+        "clip_zero_shot": clip["zero_shot"],
+        "clip_seconds": clip["seconds"],
+        "zegformer_seconds": train_seconds(out / "run"),
+        "records": records,
+        "seconds_this_run": round(time.perf_counter() - t0, 1),
+    }
 
 
 def seeds_markdown(runs: List[Dict[str, Any]], spread: Dict[str, Any], a: argparse.Namespace, backend: str) -> str:
@@ -152,19 +191,27 @@ def seeds_markdown(runs: List[Dict[str, Any]], spread: Dict[str, Any], a: argpar
     seeds = [r["seed"] for r in runs]
     clip = " / ".join(f"{100 * r['clip_zero_shot']['unseen_acc_all']:.1f}" for r in runs)
     times = " / ".join(f"{r['clip_seconds'] or 0:.0f} + {r['zegformer_seconds'] or 0:.0f}" for r in runs)
-    return "\n".join([
-        SECTION[0], "## Seed spread", "",
-        f"`python benchmarks/zeroshot.py --seeds {','.join(map(str, seeds))}` — the quick start's defaults "
-        f"({a.train} training images, {a.clip_steps} CLIP steps, {a.iters} ZegFormer steps), evaluated on "
-        f"{a.val} held-out images per seed ({backend}, fp32); each seed seeds the world, CLIP and ZegFormer. "
-        f"Machine: {m.get('cpu', m['processor'])}, {m['cpu_count']} cores, torch {m.get('torch', '?')}, "
-        f"CPU kernels {a.kernels}.", "",
-        spread_markdown(spread, seeds),
-        f"CLIP held-out crops of unseen classes named correctly among all 30, per seed: {clip} %. "
-        f"Training wall time per seed (CLIP + ZegFormer, s): {times}.", "",
-        "One run is one draw: a difference between two runs smaller than the spread is not a measured "
-        "difference (why: `zeroshot_reproducibility.md`). `python -m train.quickstart` prints its result next "
-        "to this band (`train/resources/zeroshot_band.json`).", SECTION[1]])
+    return "\n".join(
+        [
+            SECTION[0],
+            "## Seed spread",
+            "",
+            f"`python benchmarks/zeroshot.py --seeds {','.join(map(str, seeds))}` — the quick start's defaults "
+            f"({a.train} training images, {a.clip_steps} CLIP steps, {a.iters} ZegFormer steps), evaluated on "
+            f"{a.val} held-out images per seed ({backend}, fp32); each seed seeds the world, CLIP and ZegFormer. "
+            f"Machine: {m.get('cpu', m['processor'])}, {m['cpu_count']} cores, torch {m.get('torch', '?')}, "
+            f"CPU kernels {a.kernels}.",
+            "",
+            spread_markdown(spread, seeds),
+            f"CLIP held-out crops of unseen classes named correctly among all 30, per seed: {clip} %. "
+            f"Training wall time per seed (CLIP + ZegFormer, s): {times}.",
+            "",
+            "One run is one draw: a difference between two runs smaller than the spread is not a measured "
+            "difference (why: `zeroshot_reproducibility.md`). `python -m train.quickstart` prints its result next "
+            "to this band (`train/resources/zeroshot_band.json`).",
+            SECTION[1],
+        ]
+    )
 
 
 def main_seeds(a: argparse.Namespace) -> int:
@@ -180,8 +227,16 @@ def main_seeds(a: argparse.Namespace) -> int:
     if main_md.is_file():
         main_md.write_text(with_section(main_md.read_text(encoding="utf-8"), section), encoding="utf-8")
     if not a.no_band:
-        write_band(make_band(spread, seeds, vars(a), {**machine(), "kernels": a.kernels},
-                             f"python benchmarks/zeroshot.py --seeds {','.join(map(str, seeds))}"), a.band or BAND_PATH)
+        write_band(
+            make_band(
+                spread,
+                seeds,
+                vars(a),
+                {**machine(), "kernels": a.kernels},
+                f"python benchmarks/zeroshot.py --seeds {','.join(map(str, seeds))}",
+            ),
+            a.band or BAND_PATH,
+        )
     print(section)
     return 0
 
@@ -216,14 +271,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from train.data.compositional import read_world
 
     world = read_world(data)
-    meta = {"clip_steps": clip["steps"], "iters": a.iters, "classes": len(world.class_names),
-            "unseen": len(world.unseen_pairs), "val": a.val, "zegformer_seconds": train_seconds(a.work / "run"),
-            "clip_seconds": clip["seconds"], "clip_zero_shot": clip["zero_shot"], "bundle": str(bundle),
-            "precisions": precisions, "backends": backends, "seconds_this_run": round(time.perf_counter() - t0, 1)}
+    meta = {
+        "clip_steps": clip["steps"],
+        "iters": a.iters,
+        "classes": len(world.class_names),
+        "unseen": len(world.unseen_pairs),
+        "val": a.val,
+        "zegformer_seconds": train_seconds(a.work / "run"),
+        "clip_seconds": clip["seconds"],
+        "clip_zero_shot": clip["zero_shot"],
+        "bundle": str(bundle),
+        "precisions": precisions,
+        "backends": backends,
+        "seconds_this_run": round(time.perf_counter() - t0, 1),
+    }
     section = old_section(a.out_dir / "zeroshot.md")
-    out = write_results("zeroshot", [{**r, "meta": meta} for r in records],
-                        markdown(clip, records, meta) + ("\n\n" + section + "\n" if section else ""),
-                        out_dir=a.out_dir)
+    out = write_results(
+        "zeroshot",
+        [{**r, "meta": meta} for r in records],
+        markdown(clip, records, meta) + ("\n\n" + section + "\n" if section else ""),
+        out_dir=a.out_dir,
+    )
     if a.docs:
         shutil.copyfile(picture, ROOT / "docs" / "zeroshot_example.png")
     print(out.with_suffix(".md").read_text())

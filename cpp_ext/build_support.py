@@ -10,6 +10,7 @@ Environment:
   ZEGFORMER_BUILD_JOBS       parallel compiler processes (default: CPU count)
   CUDA_HOME / CUDA_PATH      where to look for nvcc when it is not on PATH
 """
+
 from __future__ import annotations
 
 import glob
@@ -173,8 +174,9 @@ class BuildExt(Pybind11BuildExt):
         newest = max(os.path.getmtime(p) for p in [*ext.sources, *ext.depends, *ext.cuda_sources])
         if _read(_stamp_path(rel)) != _stamp(ext, built) or os.path.getmtime(built) < newest:
             return False
-        log.warning("reusing %s (built with the same settings, newer than its sources; "
-                    "ZEGFORMER_REBUILD=1 rebuilds)", rel)
+        log.warning(
+            "reusing %s (built with the same settings, newer than its sources; ZEGFORMER_REBUILD=1 rebuilds)", rel
+        )
         if os.path.abspath(target) != os.path.abspath(built):
             os.makedirs(os.path.dirname(target), exist_ok=True)
             shutil.copy2(built, target)
@@ -252,8 +254,12 @@ def kernels_extension() -> Pybind11Extension:
         sources=_sources("src/*.cpp"),
         include_dirs=[_rel(os.path.join(HERE, "include"))],
         # Headers, CUDA sources and this file: rebuild triggers, and what an sdist must carry.
-        depends=_sources("include/zk/*.h") + _sources("src/*.h") + _sources("cuda/*.h") + _sources("cuda/*.cuh")
-        + _sources("cuda/*.cu") + _sources("build_support.py"),
+        depends=_sources("include/zk/*.h")
+        + _sources("src/*.h")
+        + _sources("cuda/*.h")
+        + _sources("cuda/*.cuh")
+        + _sources("cuda/*.cu")
+        + _sources("build_support.py"),
         extra_compile_args=list(CXX_FLAGS),
         cxx_std=17,
     )

@@ -12,6 +12,7 @@ The text transformer needs it too (:func:`text_attention`): traced, ``nn.Multihe
 the sequence length into its reshapes, so a graph traced at 77 tokens refuses any other length;
 the text form reshapes from the traced batch size, leaves the length dynamic and adds the causal mask.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -39,8 +40,14 @@ class ExportAttention(nn.Module):
         self.mha, self.tokens = mha, None if tokens is None else int(tokens)
         self.heads, self.head_dim = mha.num_heads, mha.embed_dim // mha.num_heads
 
-    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, need_weights: bool = False,
-                attn_mask: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, None]:
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        need_weights: bool = False,
+        attn_mask: Optional[torch.Tensor] = None,
+    ) -> Tuple[torch.Tensor, None]:
         if attn_mask is not None and self.tokens is not None:
             raise ValueError("ExportAttention with a fixed token count is for unmasked (image) attention")
         d, h, hd = self.mha.embed_dim, self.heads, self.head_dim
@@ -48,7 +55,7 @@ class ExportAttention(nn.Module):
         qkv = F.linear(query, self.mha.in_proj_weight, self.mha.in_proj_bias)  # [B,n,3d]
         qkv = qkv.reshape(b, n, 3, h, hd).permute(2, 0, 3, 1, 4)  # [3,B,h,n,hd]
         q, k, v = qkv[0], qkv[1], qkv[2]
-        scores = (q * hd ** -0.5) @ k.transpose(-2, -1)
+        scores = (q * hd**-0.5) @ k.transpose(-2, -1)
         if attn_mask is not None:
             scores = scores + attn_mask
         out = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(b, n, d)

@@ -1,4 +1,5 @@
 """Checkpoint → bundle directory: graphs, background, tokenizer, vocabularies, manifest, checks."""
+
 from __future__ import annotations
 
 import logging
@@ -46,15 +47,18 @@ class ExportOptions:
 def check_options(model_cfg, opts: ExportOptions) -> None:
     div, patch = model_cfg.size_divisibility, model_cfg.clip.patch_size
     if opts.opset not in graphs.SUPPORTED_OPSETS:
-        raise ExportError(f"--opset {opts.opset} is not supported; use "
-                          f"{graphs.SUPPORTED_OPSETS.start}..{graphs.SUPPORTED_OPSETS.stop - 1}")
+        raise ExportError(
+            f"--opset {opts.opset} is not supported; use "
+            f"{graphs.SUPPORTED_OPSETS.start}..{graphs.SUPPORTED_OPSETS.stop - 1}"
+        )
     h, w = opts.image_size
     if h <= 0 or w <= 0 or h % div or w % div:
         raise ExportError(f"--image-size {h}x{w}: both sides must be positive multiples of {div}")
     hd, wd = opts.dense_size
     if hd <= 0 or wd <= 0 or hd % patch or wd % patch:
-        raise ExportError(f"--dense-size {hd}x{wd}: both sides must be positive multiples of the "
-                          f"CLIP patch size {patch}")
+        raise ExportError(
+            f"--dense-size {hd}x{wd}: both sides must be positive multiples of the CLIP patch size {patch}"
+        )
 
 
 def load(checkpoint: Path) -> Tuple[ZegFormer, Dict[str, Any]]:
@@ -65,40 +69,76 @@ def load(checkpoint: Path) -> Tuple[ZegFormer, Dict[str, Any]]:
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise ExportError(f"checkpoint {checkpoint} is inconsistent: {type(e).__name__}: {e}") from e
     classes = payload.get("classes")
-    if (not isinstance(classes, dict) or not isinstance(classes.get("names"), list) or not classes["names"]
-            or not isinstance(classes.get("seen"), list) or len(classes["seen"]) != len(classes["names"])):
+    if (
+        not isinstance(classes, dict)
+        or not isinstance(classes.get("names"), list)
+        or not classes["names"]
+        or not isinstance(classes.get("seen"), list)
+        or len(classes["seen"]) != len(classes["names"])
+    ):
         raise ExportError(f"checkpoint {checkpoint} has no valid class list (classes.names / classes.seen)")
     return model.float().eval(), payload
 
 
-def manifest_sections(model: ZegFormer, opts: ExportOptions
-                      ) -> Tuple[ModelInfo, PreprocessInfo, InferenceSettings, TokenizerInfo]:
+def manifest_sections(
+    model: ZegFormer, opts: ExportOptions
+) -> Tuple[ModelInfo, PreprocessInfo, InferenceSettings, TokenizerInfo]:
     """The typed manifest sections of ``model`` (the settings not given keep ``sdk.manifest``'s defaults)."""
     cfg = model.cfg
-    info = ModelInfo(num_queries=cfg.num_queries, embed_dim=cfg.embed_dim, mask_stride=cfg.mask_stride,
-                     size_divisibility=cfg.size_divisibility, crop_size=cfg.crop_size,
-                     segment_logit_scale=float(model.predictor.logit_scale.detach().exp().item()),
-                     clip_logit_scale=float(model.clip.logit_scale.detach().exp().item()), config=cfg.to_dict())
-    pre = PreprocessInfo(**{k: [float(v) for v in getattr(cfg, k)]
-                            for k in ("pixel_mean", "pixel_std", "clip_pixel_mean", "clip_pixel_std")})
-    inference = InferenceSettings(size_divisibility=cfg.size_divisibility, crop_size=cfg.crop_size,
-                                  ensemble_lambda=cfg.ensemble_lambda, gzero_calibrate=cfg.gzero_calibrate,
-                                  dense_size=[int(s) for s in opts.dense_size])
+    info = ModelInfo(
+        num_queries=cfg.num_queries,
+        embed_dim=cfg.embed_dim,
+        mask_stride=cfg.mask_stride,
+        size_divisibility=cfg.size_divisibility,
+        crop_size=cfg.crop_size,
+        segment_logit_scale=float(model.predictor.logit_scale.detach().exp().item()),
+        clip_logit_scale=float(model.clip.logit_scale.detach().exp().item()),
+        config=cfg.to_dict(),
+    )
+    pre = PreprocessInfo(
+        **{
+            k: [float(v) for v in getattr(cfg, k)]
+            for k in ("pixel_mean", "pixel_std", "clip_pixel_mean", "clip_pixel_std")
+        }
+    )
+    inference = InferenceSettings(
+        size_divisibility=cfg.size_divisibility,
+        crop_size=cfg.crop_size,
+        ensemble_lambda=cfg.ensemble_lambda,
+        gzero_calibrate=cfg.gzero_calibrate,
+        dense_size=[int(s) for s in opts.dense_size],
+    )
     return info, pre, inference, TokenizerInfo(context_length=cfg.clip.context_length)
 
 
-def build_manifest(model: ZegFormer, payload: Dict[str, Any], checkpoint: Path, graph_entries: Dict,
-                   vocab_entries: Dict[str, str], default_vocab: str, opts: ExportOptions) -> Dict[str, Any]:
+def build_manifest(
+    model: ZegFormer,
+    payload: Dict[str, Any],
+    checkpoint: Path,
+    graph_entries: Dict,
+    vocab_entries: Dict[str, str],
+    default_vocab: str,
+    opts: ExportOptions,
+) -> Dict[str, Any]:
     """Everything of ``manifest.json`` except ``files`` (filled in when written)."""
     import onnx
     import open_clip
 
     return new_manifest(
-        *manifest_sections(model, opts), classes=payload["classes"],
-        default_vocabulary=default_vocab, vocabularies=vocab_entries, graphs=graph_entries,
+        *manifest_sections(model, opts),
+        classes=payload["classes"],
+        default_vocabulary=default_vocab,
+        vocabularies=vocab_entries,
+        graphs=graph_entries,
         checkpoint={"path": str(checkpoint.resolve()), "sha256": bf.sha256_file(checkpoint)},
-        versions={"zegformer_sdk": __version__, "torch": str(torch.__version__), "onnx": str(onnx.__version__),
-                  "opset": opts.opset, "open_clip": str(open_clip.__version__)})
+        versions={
+            "zegformer_sdk": __version__,
+            "torch": str(torch.__version__),
+            "onnx": str(onnx.__version__),
+            "opset": opts.opset,
+            "open_clip": str(open_clip.__version__),
+        },
+    )
 
 
 def write_static_files(model: ZegFormer, bundle: Path) -> None:
@@ -139,8 +179,9 @@ def export_bundle(checkpoint: Path, out: Path, opts: ExportOptions) -> Dict[str,
         if opts.verify:
             from .verify import verify_graphs
 
-            verify_graphs(tmp, specs, model, opts.image_size, opts.dense_size, opts.verify_sizes,
-                          progress=opts.progress)
+            verify_graphs(
+                tmp, specs, model, opts.image_size, opts.dense_size, opts.verify_sizes, progress=opts.progress
+            )
         if opts.precision is not None and (opts.precision.int8 or opts.precision.fp16):
             from .precision import add_precisions
 
@@ -171,17 +212,26 @@ def _build_engines(bundle: Path, opts: ExportOptions) -> Dict[str, Any]:
     from .tensorrt import TensorRTError, build_engines
 
     try:
-        build_engines(bundle, workspace=opts.workspace_gb, profiles=opts.profiles,
-                      precision=engine_precision(opts), num_profiles=opts.trt_contexts)
+        build_engines(
+            bundle,
+            workspace=opts.workspace_gb,
+            profiles=opts.profiles,
+            precision=engine_precision(opts),
+            num_profiles=opts.trt_contexts,
+        )
     except TensorRTError as e:
         raise ExportError(str(e)) from e
     return read_manifest(bundle)
 
 
-def export_graphs_only(checkpoint: Path, out_dir: Path, image_size: Tuple[int, int] = (640, 640),
-                       dense_size: Tuple[int, int] = (448, 448), names: Sequence[str] = ("proposal",
-                       "clip_image", "clip_text", "clip_dense"), opset: int = graphs.DEFAULT_OPSET
-                       ) -> List[graphs.GraphSpec]:
+def export_graphs_only(
+    checkpoint: Path,
+    out_dir: Path,
+    image_size: Tuple[int, int] = (640, 640),
+    dense_size: Tuple[int, int] = (448, 448),
+    names: Sequence[str] = ("proposal", "clip_image", "clip_text", "clip_dense"),
+    opset: int = graphs.DEFAULT_OPSET,
+) -> List[graphs.GraphSpec]:
     """Just the ONNX graphs (no vocabularies, no manifest) into an existing directory; for tests."""
     model, _ = load(Path(checkpoint))
     specs = [s for s in graphs.graph_specs(model, image_size, dense_size) if s.name in names]

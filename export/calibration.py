@@ -13,6 +13,7 @@ The graphs are calibrated on what they see in the SDK: the proposal graph on res
 images; the CLIP image graph on the *masked crops* the SDK makes from the FP32 proposal graph's own
 masks (``sdk.kernels.masked_crops``); the dense CLIP graph on the whole image at its fixed size.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -28,9 +29,19 @@ from .errors import ExportError
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # scikit-image's sample photographs (in the wheel): natural scenes, objects, textures
-SKIMAGE_CALIBRATION = ("astronaut.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png", "camera.png",
-                       "hubble_deep_field.jpg", "grass.png", "gravel.png",
-                       "brick.png", "coins.png", "ihc.png")
+SKIMAGE_CALIBRATION = (
+    "astronaut.png",
+    "chelsea.png",
+    "rocket.jpg",
+    "motorcycle_left.png",
+    "camera.png",
+    "hubble_deep_field.jpg",
+    "grass.png",
+    "gravel.png",
+    "brick.png",
+    "coins.png",
+    "ihc.png",
+)
 SKIMAGE_VERIFICATION = ("coffee.png", "motorcycle_right.png")  # held out: agreement is measured on these
 DEFAULT_SEED = 0
 
@@ -48,9 +59,15 @@ class CalibrationSet:
     record: Dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> Dict[str, Any]:
-        return {"source": self.source, "images": len(self.calibration),
-                "files": [p.name for p in self.calibration], "seed": self.seed, "min_size": self.min_size,
-                "crops_per_image": self.crops_per_image, **self.record}
+        return {
+            "source": self.source,
+            "images": len(self.calibration),
+            "files": [p.name for p in self.calibration],
+            "seed": self.seed,
+            "min_size": self.min_size,
+            "crops_per_image": self.crops_per_image,
+            **self.record,
+        }
 
 
 def skimage_data_dir() -> Optional[Path]:
@@ -73,12 +90,15 @@ def check_options(limit: Optional[int], min_size: int) -> None:
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ExportError(f"--calibration-images {limit!r}: must be a whole number of images, at least 1")
     if isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < MIN_CALIBRATION_SIZE:
-        raise ExportError(f"--calibration-size {min_size!r}: must be a whole number of pixels, at least "
-                          f"{MIN_CALIBRATION_SIZE} (default 320)")
+        raise ExportError(
+            f"--calibration-size {min_size!r}: must be a whole number of pixels, at least "
+            f"{MIN_CALIBRATION_SIZE} (default 320)"
+        )
 
 
-def check_calibration(folder: Optional[Path] = None, limit: Optional[int] = None,
-                      min_size: int = 320) -> CalibrationSet:
+def check_calibration(
+    folder: Optional[Path] = None, limit: Optional[int] = None, min_size: int = 320
+) -> CalibrationSet:
     """Validate the calibration options and decode every image that will be used, before any export
     work; an unreadable image is an :class:`ExportError` naming it (see the module docstring)."""
     from sdk.errors import ImageError
@@ -88,13 +108,16 @@ def check_calibration(folder: Optional[Path] = None, limit: Optional[int] = None
         try:
             read_rgb(path)
         except ImageError as e:
-            raise ExportError(f"--calibration: {' '.join(str(e).split())}; remove or replace that file "
-                              "(calibration images are never skipped silently)") from e
+            raise ExportError(
+                f"--calibration: {' '.join(str(e).split())}; remove or replace that file "
+                "(calibration images are never skipped silently)"
+            ) from e
     return cal
 
 
-def calibration_set(folder: Optional[Path] = None, limit: Optional[int] = None, seed: int = DEFAULT_SEED,
-                    min_size: int = 320) -> CalibrationSet:
+def calibration_set(
+    folder: Optional[Path] = None, limit: Optional[int] = None, seed: int = DEFAULT_SEED, min_size: int = 320
+) -> CalibrationSet:
     """The user's ``folder`` (every 5th image held out for verification when there are ≥ 5), or the
     scikit-image photographs (``pip install scikit-image``)."""
     check_options(limit, min_size)
@@ -112,8 +135,10 @@ def calibration_set(folder: Optional[Path] = None, limit: Optional[int] = None, 
     else:
         data = skimage_data_dir()
         if data is None:
-            raise ExportError("int8 calibration needs images: pip install scikit-image (its sample photographs "
-                              "ship in the wheel) or pass --calibration DIR")
+            raise ExportError(
+                "int8 calibration needs images: pip install scikit-image (its sample photographs "
+                "ship in the wheel) or pass --calibration DIR"
+            )
         cal = [data / n for n in SKIMAGE_CALIBRATION if (data / n).is_file()]
         verify = [data / n for n in SKIMAGE_VERIFICATION if (data / n).is_file()]
         if not cal:
@@ -139,8 +164,13 @@ def prepared_images(paths: Sequence[Path], manifest: Dict[str, Any], min_size: i
 
     inf, pre = manifest["inference"], manifest["preprocess"]
     for p in paths:
-        yield prepare(read_rgb(p), min_size, int(inf.get("max_size", 2560)), int(inf.get("size_divisibility", 32)),
-                      pre["pixel_mean"])
+        yield prepare(
+            read_rgb(p),
+            min_size,
+            int(inf.get("max_size", 2560)),
+            int(inf.get("size_divisibility", 32)),
+            pre["pixel_mean"],
+        )
 
 
 def graph_inputs(bundle_dir: Path, manifest: Dict[str, Any], cal: CalibrationSet) -> Dict[str, List[np.ndarray]]:
@@ -156,8 +186,9 @@ def graph_inputs(bundle_dir: Path, manifest: Dict[str, Any], cal: CalibrationSet
     rng = np.random.default_rng(cal.seed)
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    proposal = ort.InferenceSession(str(bundle_dir / manifest["graphs"]["proposal"]["file"]), opts,
-                                    providers=["CPUExecutionProvider"])
+    proposal = ort.InferenceSession(
+        str(bundle_dir / manifest["graphs"]["proposal"]["file"]), opts, providers=["CPUExecutionProvider"]
+    )
     inputs: Dict[str, List[np.ndarray]] = {"proposal": [], "clip_image": [], "clip_dense": []}
     for prep in prepared_images(cal.calibration, manifest, cal.min_size):
         inputs["proposal"].append(prep.model_input)
@@ -166,6 +197,6 @@ def graph_inputs(bundle_dir: Path, manifest: Dict[str, Any], cal: CalibrationSet
         image = clip_input(prep.model_input, prep.resized, pre["clip_pixel_mean"], pre["clip_pixel_std"])
         crops = np.asarray(kernels.masked_crops(image, np.ascontiguousarray(masks[:, pick]), crop)[0])[0]
         for i in range(0, crops.shape[0], 8):
-            inputs["clip_image"].append(np.ascontiguousarray(crops[i:i + 8], dtype=np.float32))
+            inputs["clip_image"].append(np.ascontiguousarray(crops[i : i + 8], dtype=np.float32))
         inputs["clip_dense"].append(dense_input(prep, dense, pre["clip_pixel_mean"], pre["clip_pixel_std"]))
     return inputs

@@ -16,6 +16,7 @@ What is computed, on a fixed input size ``(Hd, Wd)`` (multiples of the patch siz
 No CLIP weights are copied or redefined: the wrapper holds the model's ``clip.visual`` and reads
 its parameters at run time; only the resized positional embedding is a new (derived) buffer.
 """
+
 from __future__ import annotations
 
 import math
@@ -75,8 +76,8 @@ class DenseClipGraph(nn.Module):
         block = self.visual.transformer.resblocks[-1]
         attn = block.attn
         width = attn.embed_dim
-        w_v = attn.in_proj_weight[2 * width:]
-        b_v = attn.in_proj_bias[2 * width:] if attn.in_proj_bias is not None else None
+        w_v = attn.in_proj_weight[2 * width :]
+        b_v = attn.in_proj_bias[2 * width :] if attn.in_proj_bias is not None else None
         return attn.out_proj(F.linear(block.ln_1(x), w_v, b_v))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
 """The one exception type the exporter raises for problems the user can fix."""
+
 from __future__ import annotations
 
 

@@ -15,6 +15,7 @@ the types the graph declares. So the FP16 graph must say everything explicitly:
 * the graph's inputs and outputs stay FP32 (a Cast after the input, before each output), so the
   SDK feeds and reads both graphs the same way.
 """
+
 from __future__ import annotations
 
 import logging
@@ -25,8 +26,18 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 FLOAT, FLOAT16 = 1, 10  # onnx.TensorProto.FLOAT / FLOAT16
-KEEP_FP32 = frozenset({"LayerNormalization", "InstanceNormalization", "GroupNormalization", "Softmax",
-                       "LogSoftmax", "ReduceL2", "ReduceSumSquare", "LpNormalization"})
+KEEP_FP32 = frozenset(
+    {
+        "LayerNormalization",
+        "InstanceNormalization",
+        "GroupNormalization",
+        "Softmax",
+        "LogSoftmax",
+        "ReduceL2",
+        "ReduceSumSquare",
+        "LpNormalization",
+    }
+)
 NORM_FOLLOWERS = frozenset({"Div", "Clip", "Max", "Add", "Expand", "Reciprocal", "Mul"})
 SHAPE_SOURCES = frozenset({"Shape", "Size"})
 
@@ -64,8 +75,9 @@ def _fp32_nodes(graph, data_nodes: Set[int], keep_ops: Iterable[str] = KEEP_FP32
     """Data nodes kept in FP32: the ``keep_ops`` plus the elementwise ops that apply an L2 norm."""
     keep_ops = frozenset(keep_ops)
     keep = {i for i in data_nodes if graph.node[i].op_type in keep_ops}
-    norm_out = {o for i in keep if graph.node[i].op_type in ("ReduceL2", "ReduceSumSquare")
-                for o in graph.node[i].output}
+    norm_out = {
+        o for i in keep if graph.node[i].op_type in ("ReduceL2", "ReduceSumSquare") for o in graph.node[i].output
+    }
     for idx, node in enumerate(graph.node):
         if idx in data_nodes and node.op_type in NORM_FOLLOWERS and any(x in norm_out for x in node.input):
             keep.add(idx)
@@ -128,8 +140,9 @@ def convert_to_fp16(model, keep_fp32: Iterable[str] = KEEP_FP32):
             uses = consumers.get(node.output[0], [])
             if uses and all(wants16(i, s) for i, s in uses):
                 t = node.attribute[0].t
-                node.attribute[0].t.CopyFrom(numpy_helper.from_array(
-                    numpy_helper.to_array(t).astype(np.float16), t.name))
+                node.attribute[0].t.CopyFrom(
+                    numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float16), t.name)
+                )
                 dtype[node.output[0]] = FLOAT16
 
     new_nodes, casts = [], {}
@@ -183,8 +196,7 @@ def fp16_counts(model) -> Dict[str, int]:
     g = model.graph
     data = _data_nodes(g)
     keep = _fp32_nodes(g, data)
-    return {"fp16_nodes": len(data - keep), "fp32_kept": len(keep),
-            "casts": sum(n.op_type == "Cast" for n in g.node)}
+    return {"fp16_nodes": len(data - keep), "fp32_kept": len(keep), "casts": sum(n.op_type == "Cast" for n in g.node)}
 
 
 def write_fp16_graph(src: Path, dst: Path) -> Dict[str, int]:

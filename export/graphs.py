@@ -15,6 +15,7 @@ The CLIP image graph's attention is traced through ``export.attention`` (one QKV
 reshapes, one scale): the same numbers (≤ 1e-7) with 86 instead of 662 constants and no
 Shape/Gather/Concat per block, ~5 % faster on ONNX Runtime's CPU provider.
 """
+
 from __future__ import annotations
 
 import logging
@@ -97,8 +98,11 @@ class GraphSpec:
 
     def manifest_entry(self) -> Dict[str, object]:
         fmt = lambda dims: "[" + ",".join(str(d) for d in dims) + "]"  # noqa: E731
-        return {"file": self.file, "inputs": {k: fmt(v) for k, v in self.inputs.items()},
-                "outputs": {k: fmt(v) for k, v in self.outputs.items()}}
+        return {
+            "file": self.file,
+            "inputs": {k: fmt(v) for k, v in self.inputs.items()},
+            "outputs": {k: fmt(v) for k, v in self.outputs.items()},
+        }
 
 
 def graph_specs(model: ZegFormer, image_size: Sequence[int], dense_size: Sequence[int]) -> List[GraphSpec]:
@@ -112,18 +116,35 @@ def graph_specs(model: ZegFormer, image_size: Sequence[int], dense_size: Sequenc
     gen = torch.Generator().manual_seed(0)
     tokens = torch.randint(1, cfg.clip.vocab_size - 1, (2, ctx), generator=gen, dtype=torch.int32)
     return [
-        GraphSpec("proposal", ProposalGraph(model), (torch.rand(2, 3, h, w, generator=gen) * 255,),
-                  {"image": ["B", 3, "H", "W"]},
-                  {"mask_logits": ["B", q, f"H/{stride}", f"W/{stride}"], "segment_embeddings": ["B", q, d]},
-                  {"image": {0: "B", 2: "H", 3: "W"}, "mask_logits": {0: "B", 2: f"H/{stride}", 3: f"W/{stride}"},
-                   "segment_embeddings": {0: "B"}}),
-        GraphSpec("clip_image", ClipImageGraph(model), (torch.randn(2, 3, s, s, generator=gen),),
-                  {"crops": ["N", 3, s, s]}, {"embeddings": ["N", d]},
-                  {"crops": {0: "N"}, "embeddings": {0: "N"}},
-                  trace_context=lambda: fusable_attention(model.clip.visual, s)),
+        GraphSpec(
+            "proposal",
+            ProposalGraph(model),
+            (torch.rand(2, 3, h, w, generator=gen) * 255,),
+            {"image": ["B", 3, "H", "W"]},
+            {"mask_logits": ["B", q, f"H/{stride}", f"W/{stride}"], "segment_embeddings": ["B", q, d]},
+            {
+                "image": {0: "B", 2: "H", 3: "W"},
+                "mask_logits": {0: "B", 2: f"H/{stride}", 3: f"W/{stride}"},
+                "segment_embeddings": {0: "B"},
+            },
+        ),
+        GraphSpec(
+            "clip_image",
+            ClipImageGraph(model),
+            (torch.randn(2, 3, s, s, generator=gen),),
+            {"crops": ["N", 3, s, s]},
+            {"embeddings": ["N", d]},
+            {"crops": {0: "N"}, "embeddings": {0: "N"}},
+            trace_context=lambda: fusable_attention(model.clip.visual, s),
+        ),
         text_spec(model, tokens),
-        GraphSpec("clip_dense", DenseClipGraph(model.clip, (hd, wd)), (torch.randn(1, 3, hd, wd, generator=gen),),
-                  {"image": [1, 3, hd, wd]}, {"features": [1, d, hd // p, wd // p]}),
+        GraphSpec(
+            "clip_dense",
+            DenseClipGraph(model.clip, (hd, wd)),
+            (torch.randn(1, 3, hd, wd, generator=gen),),
+            {"image": [1, 3, hd, wd]},
+            {"features": [1, d, hd // p, wd // p]},
+        ),
     ]
 
 
@@ -132,9 +153,15 @@ def text_spec(model: ZegFormer, tokens: torch.Tensor, dynamic_length: bool = Tru
     fixed ``[T,77]`` graph older bundles have, kept to test that they still work)."""
     length = TEXT_LENGTH if dynamic_length else tokens.shape[1]
     axes = {0: "T", 1: TEXT_LENGTH} if dynamic_length else {0: "T"}
-    return GraphSpec("clip_text", ClipTextGraph(model), (tokens,), {"tokens": ["T", length]},
-                     {"embeddings": ["T", model.cfg.embed_dim]}, {"tokens": axes, "embeddings": {0: "T"}},
-                     trace_context=(lambda: text_attention(model.clip)) if dynamic_length else nullcontext)
+    return GraphSpec(
+        "clip_text",
+        ClipTextGraph(model),
+        (tokens,),
+        {"tokens": ["T", length]},
+        {"embeddings": ["T", model.cfg.embed_dim]},
+        {"tokens": axes, "embeddings": {0: "T"}},
+        trace_context=(lambda: text_attention(model.clip)) if dynamic_length else nullcontext,
+    )
 
 
 @contextmanager
@@ -158,9 +185,17 @@ def trace_to_onnx(spec: GraphSpec, path: Path, opset: int) -> None:
     """Trace ``spec.module`` with the TorchScript exporter into ``path`` (unsimplified)."""
     spec.module.eval()  # export restores the training flag it finds: make that "eval"
     with _tracing_mode(), spec.trace_context():
-        torch.onnx.export(spec.module, spec.example, str(path), dynamo=False, opset_version=opset,
-                          input_names=list(spec.inputs), output_names=list(spec.outputs),
-                          dynamic_axes=spec.dynamic or None, do_constant_folding=True)
+        torch.onnx.export(
+            spec.module,
+            spec.example,
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=list(spec.inputs),
+            output_names=list(spec.outputs),
+            dynamic_axes=spec.dynamic or None,
+            do_constant_folding=True,
+        )
     spec.module.eval()
 
 
@@ -211,8 +246,9 @@ def export_graph(spec: GraphSpec, out_dir: Path, opset: int) -> Path:
     return dst
 
 
-def export_graphs(specs: Sequence[GraphSpec], out_dir: Path, opset: int = DEFAULT_OPSET,
-                  progress: bool = True) -> Dict[str, Dict[str, object]]:
+def export_graphs(
+    specs: Sequence[GraphSpec], out_dir: Path, opset: int = DEFAULT_OPSET, progress: bool = True
+) -> Dict[str, Dict[str, object]]:
     """Export every graph; returns the manifest's ``graphs`` entry."""
     from tqdm import tqdm
 

@@ -2,6 +2,7 @@
 
 ``export.tensorrt`` uses this module too, so it must stay importable without torch.
 """
+
 from __future__ import annotations
 
 import logging
@@ -41,8 +42,9 @@ def check_destination(out: Path, force: bool) -> None:
     if out.is_symlink() or not out.is_dir():
         raise ExportError(f"{out} exists and is not a directory; refusing to replace it")
     if any(out.iterdir()) and not is_bundle(out):
-        raise ExportError(f"{out} is a non-empty directory that is not a bundle; "
-                          "refusing to replace it even with --force")
+        raise ExportError(
+            f"{out} is a non-empty directory that is not a bundle; refusing to replace it even with --force"
+        )
 
 
 def publish(staging: Path, out: Path, force: bool) -> None:

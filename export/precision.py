@@ -7,6 +7,7 @@ the SDK on held-out real images — fp32 against every tier on every CPU backend
 OpenVINO also for bf16 and int8) — and stores the label-map agreement in
 ``manifest["precision"]["agreement"]``, which ``precision="auto"`` reads (see ``sdk/precision.py``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -51,17 +52,25 @@ def add_precisions(bundle_dir: Path, manifest: Dict[str, Any], opts: PrecisionOp
             rel = variant_file(graphs[name]["file"], "fp16")
             counts = write_fp16_graph(src, bundle_dir / rel)
             graphs[name].setdefault("variants", {})["fp16"] = {
-                "file": rel, "precision": "fp16", "io": "fp32", "kept_fp32": sorted(KEEP_FP32) + ["L2 normalisation"],
-                **counts}
+                "file": rel,
+                "precision": "fp16",
+                "io": "fp32",
+                "kept_fp32": sorted(KEEP_FP32) + ["L2 normalisation"],
+                **counts,
+            }
     if opts.int8:
         cal = calibration_set(opts.calibration, opts.calibration_images, opts.seed, opts.calibration_size)
         inputs = graph_inputs(bundle_dir, manifest, cal)
         for name in names:
             rel = variant_file(graphs[name]["file"], "int8")
-            record = quantize_graph(bundle_dir / graphs[name]["file"], bundle_dir / rel, inputs[name],
-                                    opts.calibration_method)
+            record = quantize_graph(
+                bundle_dir / graphs[name]["file"], bundle_dir / rel, inputs[name], opts.calibration_method
+            )
             graphs[name].setdefault("variants", {})["int8"] = {
-                "file": rel, "precision": "int8", "calibration": {**cal.describe(), **record}}
+                "file": rel,
+                "precision": "int8",
+                "calibration": {**cal.describe(), **record},
+            }
     manifest = write_manifest(bundle_dir, manifest)
     if opts.measure and (opts.fp16 or opts.int8):
         cal = cal or calibration_set(opts.calibration, opts.calibration_images, opts.seed, opts.calibration_size)
@@ -89,7 +98,7 @@ def measure_agreement(bundle_dir: Path, cal: CalibrationSet, opts: PrecisionOpti
     from sdk import Segmenter
     from sdk.errors import SegmenterError
 
-    images = [read_rgb(p) for p in cal.verification[:opts.measure_images]]
+    images = [read_rgb(p) for p in cal.verification[: opts.measure_images]]
     kwargs = dict(min_size=cal.min_size, cache_dir=False)
     ref_seg = Segmenter(bundle_dir, backend="onnxruntime", **kwargs)
     refs = [ref_seg(im).label_map for im in images]
@@ -104,8 +113,16 @@ def measure_agreement(bundle_dir: Path, cal: CalibrationSet, opts: PrecisionOpti
         value = same / sum(ref.size for ref in refs)
         table.setdefault(tier, {})[backend] = round(value, 6)
         log.info("agreement with fp32: %s %s %.4f", backend, tier, value)
-    return {"agreement": table, "bar": AUTO_BAR, "reference": "onnxruntime fp32",
-            "measured_on": {"images": [p.name for p in cal.verification[:opts.measure_images]],
-                            "source": cal.source, "mode": "cropmask", "min_size": cal.min_size,
-                            "vocabulary": ref_seg.vocabulary.source, "classes": len(ref_seg.class_names)}}
-
+    return {
+        "agreement": table,
+        "bar": AUTO_BAR,
+        "reference": "onnxruntime fp32",
+        "measured_on": {
+            "images": [p.name for p in cal.verification[: opts.measure_images]],
+            "source": cal.source,
+            "mode": "cropmask",
+            "min_size": cal.min_size,
+            "vocabulary": ref_seg.vocabulary.source,
+            "classes": len(ref_seg.class_names),
+        },
+    }

@@ -9,6 +9,7 @@ state the next run rolls forward (:func:`recover`)::
 
 Staging folders of exporters that are no longer running are deleted by :func:`recover`.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -86,7 +87,7 @@ def recover(out: Path) -> None:
 
 
 def _staging_pid(name: str, out_name: str) -> Optional[int]:
-    rest = name[len(f".{out_name}.tmp-"):]
+    rest = name[len(f".{out_name}.tmp-") :]
     head = rest.split("-", 1)[0]
     return int(head) if head.isdigit() else None
 

@@ -21,6 +21,7 @@ activation products of attention (``q·kᵀ``, ``softmax·v``: a few percent of 
 operands have the widest, input-dependent ranges) stay float. ``DefaultTensorType`` is needed
 because ONNX shape inference cannot type some of the exported graph's MatMul outputs (dynamic reshapes).
 """
+
 from __future__ import annotations
 
 import logging
@@ -67,8 +68,11 @@ class ListReader:
 def _method(name: str):
     from onnxruntime.quantization import CalibrationMethod
 
-    return {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-            "entropy": CalibrationMethod.Entropy}[name]
+    return {
+        "minmax": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+        "entropy": CalibrationMethod.Entropy,
+    }[name]
 
 
 def activation_products(model) -> List[str]:
@@ -79,8 +83,7 @@ def activation_products(model) -> List[str]:
     for n in model.graph.node:
         if n.op_type in ("Transpose", "Cast", "Identity") and n.input and n.input[0] in consts:
             consts.update(n.output)
-    return [n.name for n in model.graph.node
-            if n.op_type == "MatMul" and not any(i in consts for i in n.input)]
+    return [n.name for n in model.graph.node if n.op_type == "MatMul" and not any(i in consts for i in n.input)]
 
 
 def quantize_graph(src: Path, dst: Path, batches: List[np.ndarray], method: str = "minmax") -> Dict[str, Any]:
@@ -94,8 +97,12 @@ def quantize_graph(src: Path, dst: Path, batches: List[np.ndarray], method: str 
     input_name = model.graph.input[0].name
     keep_float = activation_products(model)
     reader = type("Reader", (ListReader, CalibrationDataReader), {})(input_name, batches)
-    extra = {"DefaultTensorType": onnx.TensorProto.FLOAT, "ActivationSymmetric": True, "WeightSymmetric": True,
-             **TENSORRT_FORM}
+    extra = {
+        "DefaultTensorType": onnx.TensorProto.FLOAT,
+        "ActivationSymmetric": True,
+        "WeightSymmetric": True,
+        **TENSORRT_FORM,
+    }
     if method == "percentile":
         extra["CalibPercentile"] = 99.999
     target = Path(dst).absolute()  # before the chdir below
@@ -107,10 +114,19 @@ def quantize_graph(src: Path, dst: Path, batches: List[np.ndarray], method: str 
         logging.getLogger().addFilter(quiet)
         try:
             with atomic_path(target) as out:
-                quantize_static(str(src), str(out), reader, quant_format=QuantFormat.QDQ,
-                                op_types_to_quantize=list(OPS), per_channel=True, activation_type=QuantType.QInt8,
-                                weight_type=QuantType.QInt8, calibrate_method=_method(method), extra_options=extra,
-                                nodes_to_exclude=keep_float)
+                quantize_static(
+                    str(src),
+                    str(out),
+                    reader,
+                    quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=list(OPS),
+                    per_channel=True,
+                    activation_type=QuantType.QInt8,
+                    weight_type=QuantType.QInt8,
+                    calibrate_method=_method(method),
+                    extra_options=extra,
+                    nodes_to_exclude=keep_float,
+                )
         finally:
             logging.getLogger().removeFilter(quiet)
             os.chdir(cwd)
@@ -120,10 +136,18 @@ def quantize_graph(src: Path, dst: Path, batches: List[np.ndarray], method: str 
     problems = check_tensorrt_form(q)
     if problems:  # the quantiser changed under us: say so at export, not at engine build on a GPU
         log.warning("int8 %s is not in TensorRT's explicit-quantisation form: %s", dst.name, "; ".join(problems[:3]))
-    return {"method": method, "batches": len(batches), "ops": list(OPS), "per_channel": True,
-            "symmetric": True, "format": "QDQ", "float_activation_products": len(keep_float),
-            "float_bias": True, "tensorrt_form": not problems,
-            **{k.lower(): v for k, v in counts.items()}}
+    return {
+        "method": method,
+        "batches": len(batches),
+        "ops": list(OPS),
+        "per_channel": True,
+        "symmetric": True,
+        "format": "QDQ",
+        "float_activation_products": len(keep_float),
+        "float_bias": True,
+        "tensorrt_form": not problems,
+        **{k.lower(): v for k, v in counts.items()},
+    }
 
 
 def _consts(model) -> Dict[str, Any]:
@@ -170,12 +194,22 @@ def check_tensorrt_form(model) -> List[str]:
             problems.append(f"{n.name}: zero point is not 0 (TensorRT is symmetric)")
         if n.op_type == "DequantizeLinear":
             src = n.input[0]
-            dtype = consts[src].dtype if src in consts else (
-                np.int8 if src in producer and producer[src].op_type == "QuantizeLinear"
-                and _zero_point_type(producer[src], consts) == np.int8 else None)
+            dtype = (
+                consts[src].dtype
+                if src in consts
+                else (
+                    np.int8
+                    if src in producer
+                    and producer[src].op_type == "QuantizeLinear"
+                    and _zero_point_type(producer[src], consts) == np.int8
+                    else None
+                )
+            )
             if dtype != np.int8:
-                problems.append(f"{n.name}: dequantizes {dtype if dtype is not None else 'a non-int8 tensor'} "
-                                f"(TensorRT dequantizes INT8 only)")
+                problems.append(
+                    f"{n.name}: dequantizes {dtype if dtype is not None else 'a non-int8 tensor'} "
+                    f"(TensorRT dequantizes INT8 only)"
+                )
             scale = consts.get(n.input[1])
             if src not in consts and scale is not None and scale.size != 1:
                 problems.append(f"{n.name}: activation {src} is not quantised per tensor")
@@ -188,8 +222,7 @@ def check_tensorrt_form(model) -> List[str]:
                 continue
             w, scale = consts[dq.input[0]], consts.get(dq.input[1])
             axis = {a.name: a.i for a in dq.attribute}.get("axis", 1) % max(w.ndim, 1)
-            if scale is None or scale.size != w.shape[_weight_axis(n, k, w.ndim)] or \
-                    axis != _weight_axis(n, k, w.ndim):
+            if scale is None or scale.size != w.shape[_weight_axis(n, k, w.ndim)] or axis != _weight_axis(n, k, w.ndim):
                 problems.append(f"{n.name}: weight {dq.input[0]} is not quantised per output channel")
         if any(c.op_type == "QuantizeLinear" for c in consumers.get(n.output[0], [])):
             problems.append(f"{n.name}: its output is quantised (Q/DQ belong on weighted ops' inputs)")

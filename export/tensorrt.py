@@ -16,6 +16,7 @@ runs at most that many execution contexts at once, each on its own profile (Tens
 separate profile per concurrently running context), and queues further calls. A timing cache
 (outside the bundle, per GPU and TensorRT version) speeds up rebuilds.
 """
+
 from __future__ import annotations
 
 import logging
@@ -34,8 +35,18 @@ from .manifest import read_manifest, write_manifest
 from .trt_profiles import Shapes, default_profiles, merge_profiles, parse_profile
 
 log = logging.getLogger(__name__)
-__all__ = ["build_engines", "build_engine", "require_tensorrt", "network_flags", "graph_source",
-           "TensorRTError", "TensorRTUnavailable", "default_profiles", "merge_profiles", "parse_profile"]
+__all__ = [
+    "build_engines",
+    "build_engine",
+    "require_tensorrt",
+    "network_flags",
+    "graph_source",
+    "TensorRTError",
+    "TensorRTUnavailable",
+    "default_profiles",
+    "merge_profiles",
+    "parse_profile",
+]
 PRECISIONS = ("fp32", "fp16", "int8")
 PARITY_TOL = {"fp32": 1e-3, "fp16": 5e-2, "int8": 1e-1}
 DEFAULT_WORKSPACE_GB = 4.0
@@ -54,8 +65,10 @@ def require_tensorrt(device_index: int = 0):
     try:
         import tensorrt as trt
     except ImportError as e:
-        raise TensorRTUnavailable(f"--tensorrt needs TensorRT 10 or 11 (pip install 'zegformer-sdk[tensorrt]'), "
-                                  f"which is not installed here: {e}") from e
+        raise TensorRTUnavailable(
+            f"--tensorrt needs TensorRT 10 or 11 (pip install 'zegformer-sdk[tensorrt]'), "
+            f"which is not installed here: {e}"
+        ) from e
     if trt_major(trt) < 10:
         raise TensorRTUnavailable(f"TensorRT {trt.__version__} found; engines need TensorRT >= 10")
     from sdk.cuda import CudaError, open_device
@@ -77,8 +90,10 @@ def network_flags(trt) -> int:
         return 0
     flag = getattr(getattr(trt, "NetworkDefinitionCreationFlag", None), "STRONGLY_TYPED", None)
     if flag is None:
-        raise TensorRTUnavailable(f"TensorRT {trt.__version__} lacks strongly typed networks; "
-                                  "install TensorRT >= 10 (pip install 'zegformer-sdk[tensorrt]')")
+        raise TensorRTUnavailable(
+            f"TensorRT {trt.__version__} lacks strongly typed networks; "
+            "install TensorRT >= 10 (pip install 'zegformer-sdk[tensorrt]')"
+        )
     return 1 << int(flag)
 
 
@@ -106,8 +121,15 @@ def _parse(trt, logger, onnx_path: Path):
     return builder, network, parser
 
 
-def build_engine(trt, onnx_path: Path, engine_path: Path, shapes: Shapes, workspace_gb: float = DEFAULT_WORKSPACE_GB,
-                 cache_path: Optional[Path] = None, num_profiles: int = 1) -> None:
+def build_engine(
+    trt,
+    onnx_path: Path,
+    engine_path: Path,
+    shapes: Shapes,
+    workspace_gb: float = DEFAULT_WORKSPACE_GB,
+    cache_path: Optional[Path] = None,
+    num_profiles: int = 1,
+) -> None:
     """Build and serialise one strongly typed engine from ``onnx_path`` (its precision is the graph's)
     with ``num_profiles`` identical optimisation profiles (one per concurrently running context)."""
     if num_profiles < 1:
@@ -157,8 +179,10 @@ def _random_inputs(graph: str, session, shapes: Shapes, vocab_size: int, seed: i
 def _bind(context, name: str, ptr: int, engine_path: Path) -> None:
     """``set_tensor_address``, whose ``False`` (unknown name, misaligned or null pointer) must not pass silently."""
     if context.set_tensor_address(name, ptr) is False:  # TensorRT returns a bool
-        raise TensorRTError(f"TensorRT refused the device address {ptr:#x} for tensor {name} of {engine_path.name} "
-                            "(unknown tensor, or not 256-byte aligned)")
+        raise TensorRTError(
+            f"TensorRT refused the device address {ptr:#x} for tensor {name} of {engine_path.name} "
+            "(unknown tensor, or not 256-byte aligned)"
+        )
 
 
 def run_engine(trt, dev, engine_path: Path, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
@@ -185,8 +209,9 @@ def run_engine(trt, dev, engine_path: Path, feeds: Dict[str, np.ndarray]) -> Dic
             outputs = {}
             for name in names:
                 if name not in inputs:
-                    out = DeviceArray.empty(dev, tuple(context.get_tensor_shape(name)),
-                                            trt.nptype(engine.get_tensor_dtype(name)))
+                    out = DeviceArray.empty(
+                        dev, tuple(context.get_tensor_shape(name)), trt.nptype(engine.get_tensor_dtype(name))
+                    )
                     _bind(context, name, out.ptr, engine_path)
                     outputs[name] = out
             if not context.execute_async_v3(stream):
@@ -197,8 +222,7 @@ def run_engine(trt, dev, engine_path: Path, feeds: Dict[str, np.ndarray]) -> Dic
             dev.destroy_stream(stream)
 
 
-def parity(trt, dev, reference_onnx: Path, engine_path: Path, shapes: Shapes, precision: str,
-           vocab_size: int) -> float:
+def parity(trt, dev, reference_onnx: Path, engine_path: Path, shapes: Shapes, precision: str, vocab_size: int) -> float:
     """Worst ``max|trt - ort| / max|ort|`` against the *fp32* graph in ONNX Runtime (CPU), at the opt
     shape; raises beyond the precision's tolerance."""
     import onnxruntime as ort
@@ -214,8 +238,10 @@ def parity(trt, dev, reference_onnx: Path, engine_path: Path, shapes: Shapes, pr
             raise TensorRTError(f"{engine_path.name}: output {name} has shape {g.shape} / non-finite values")
         worst = max(worst, float(np.abs(g - r).max() / max(np.abs(r).max(), 1e-12)))
     if worst > PARITY_TOL[precision]:
-        raise TensorRTError(f"{engine_path.name} ({precision}) differs from ONNX Runtime fp32 by {worst:.2e} "
-                            f"(relative; tolerance {PARITY_TOL[precision]:.0e})")
+        raise TensorRTError(
+            f"{engine_path.name} ({precision}) differs from ONNX Runtime fp32 by {worst:.2e} "
+            f"(relative; tolerance {PARITY_TOL[precision]:.0e})"
+        )
     log.info("%s parity vs ONNX Runtime fp32: rel %.2e (%s)", engine_path.name, worst, precision)
     return worst
 
@@ -223,8 +249,11 @@ def parity(trt, dev, reference_onnx: Path, engine_path: Path, shapes: Shapes, pr
 def timing_cache_path(trt, device: Dict[str, str]) -> Optional[Path]:
     """The per-GPU timing cache under the one cache root (``sdk.cache``: ``ZEGFORMER_CACHE=off`` disables
     it); ``ZEGFORMER_TRT_CACHE`` names another folder."""
-    root = Path(os.environ["ZEGFORMER_TRT_CACHE"]).expanduser() if os.environ.get("ZEGFORMER_TRT_CACHE") \
+    root = (
+        Path(os.environ["ZEGFORMER_TRT_CACHE"]).expanduser()
+        if os.environ.get("ZEGFORMER_TRT_CACHE")
         else cache_dir("tensorrt")
+    )
     if root is None:
         return None
     tag = re.sub(r"[^A-Za-z0-9.]+", "_", f"{device['gpu']}-sm{device['compute_capability']}-trt{trt.__version__}")
@@ -244,10 +273,17 @@ def _source(manifest: Dict[str, Any], bundle: Path, graph: str, precision: str) 
     return onnx_file, precision
 
 
-def build_engines(bundle_dir: Union[str, os.PathLike], fp16: bool = False, workspace: Optional[float] = None,
-                  profiles: Optional[Dict[str, Shapes]] = None, graphs: Optional[Sequence[str]] = None,
-                  timing_cache: Optional[Union[str, os.PathLike]] = None, precision: Optional[str] = None,
-                  num_profiles: int = 1, device_index: int = 0) -> Dict[str, Any]:
+def build_engines(
+    bundle_dir: Union[str, os.PathLike],
+    fp16: bool = False,
+    workspace: Optional[float] = None,
+    profiles: Optional[Dict[str, Shapes]] = None,
+    graphs: Optional[Sequence[str]] = None,
+    timing_cache: Optional[Union[str, os.PathLike]] = None,
+    precision: Optional[str] = None,
+    num_profiles: int = 1,
+    device_index: int = 0,
+) -> Dict[str, Any]:
     """Build an engine for every graph of a bundle, check each against ONNX Runtime, and record them in
     ``manifest["engines"]`` (and their hashes in ``files``). Returns ``engines``.
 
@@ -282,17 +318,25 @@ def build_engines(bundle_dir: Union[str, os.PathLike], fp16: bool = False, works
         engine_path = bundle / engine_file(graph, actual)
         log.info("building %s (%s, %d profile(s)) on %s", engine_path.name, actual, num_profiles, device["gpu"])
         with atomic_path(engine_path) as tmp:  # renamed onto engine_path only once parity passed
-            build_engine(trt, bundle / onnx_file, tmp, shapes_all[graph], workspace or DEFAULT_WORKSPACE_GB,
-                         cache, num_profiles)
+            build_engine(
+                trt, bundle / onnx_file, tmp, shapes_all[graph], workspace or DEFAULT_WORKSPACE_GB, cache, num_profiles
+            )
             parity(trt, dev, bundle / manifest["graphs"][graph]["file"], tmp, shapes_all[graph], actual, vocab_size)
         old = (engines.get(graph) or {}).get("file")
         if old and old != engine_path.name and (bundle / old).is_file():
             (bundle / old).unlink()  # one engine per graph: the one just built replaces it
-        engines[graph] = {"file": engine_path.name, "tensorrt": trt.__version__, "cuda": device["cuda"],
-                          "gpu": device["gpu"], "compute_capability": device["compute_capability"],
-                          "precision": actual, "num_profiles": int(num_profiles),
-                          "profiles": {k: dict(zip(("min", "opt", "max"), v)) for k, v in shapes_all[graph].items()},
-                          "onnx_file": onnx_file, "onnx_sha256": onnx_sha}
+        engines[graph] = {
+            "file": engine_path.name,
+            "tensorrt": trt.__version__,
+            "cuda": device["cuda"],
+            "gpu": device["gpu"],
+            "compute_capability": device["compute_capability"],
+            "precision": actual,
+            "num_profiles": int(num_profiles),
+            "profiles": {k: dict(zip(("min", "opt", "max"), v)) for k, v in shapes_all[graph].items()},
+            "onnx_file": onnx_file,
+            "onnx_sha256": onnx_sha,
+        }
         manifest["engines"] = engines
         manifest = write_manifest(bundle, manifest)
     return engines

@@ -12,6 +12,7 @@ class embeddings keep a minimum cosine of only 0.9983–0.9985 with fp32 (bf16: 
 0.999 bar a text tier must meet. ``benchmarks/text_embedding.py --int8-text`` adds it to a bundle
 to measure it again (e.g. with real CLIP weights or another calibration).
 """
+
 from __future__ import annotations
 
 import logging
@@ -46,7 +47,7 @@ def calibration_tokens(bundle_dir: Path, manifest: Dict[str, Any]) -> List[np.nd
     tokens = ClipTokenizer(Path(bundle_dir) / tok["file"], tok["context_length"])(prompts, dtype=np.int32)
     plan = plan_batches(token_counts(tokens), BATCH, tokens.shape[1])
     cut = dynamic_length(manifest["graphs"]["clip_text"])  # an older fixed [T,77] graph takes full rows
-    return [np.ascontiguousarray(tokens[rows, :length if cut else None]) for rows, length in plan][::KEEP_EVERY]
+    return [np.ascontiguousarray(tokens[rows, : length if cut else None]) for rows, length in plan][::KEEP_EVERY]
 
 
 def add_text_int8(bundle_dir: Path, manifest: Dict[str, Any], method: str = "minmax") -> Dict[str, Any]:
@@ -57,8 +58,9 @@ def add_text_int8(bundle_dir: Path, manifest: Dict[str, Any], method: str = "min
     record = quantize_graph(Path(bundle_dir) / entry["file"], Path(bundle_dir) / rel, batches, method)
     entry.setdefault("precision", "fp32")
     entry.setdefault("variants", {})["int8"] = {
-        "file": rel, "precision": "int8",
-        "calibration": {"source": f"templates x ade-847 names[::{STEP}]", "prompts_batches": len(batches),
-                        **record}}
+        "file": rel,
+        "precision": "int8",
+        "calibration": {"source": f"templates x ade-847 names[::{STEP}]", "prompts_batches": len(batches), **record},
+    }
     log.info("int8 clip_text: calibrated on %d prompt batches", len(batches))
     return manifest

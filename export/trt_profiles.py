@@ -1,4 +1,5 @@
 """TensorRT optimisation profiles (min/opt/max input shapes) per graph; no torch, no TensorRT."""
+
 from __future__ import annotations
 
 import math
@@ -24,8 +25,11 @@ def default_profiles(manifest: Dict[str, Any]) -> Dict[str, Shapes]:
     return {
         "proposal": {"image": [[1, 3, 2 * div, 2 * div], [1, 3, short, long], [2, 3, 1344, 1344]]},
         "clip_image": {"crops": [[1, 3, s, s], [q, 3, s, s], [q, 3, s, s]]},
-        "clip_text": {"tokens": [[1, 1], [64, min(16, ctx)], [256, ctx]] if dynamic_length(manifest["graphs"].get(
-            "clip_text", {})) else [[1, ctx], [64, ctx], [256, ctx]]},
+        "clip_text": {
+            "tokens": [[1, 1], [64, min(16, ctx)], [256, ctx]]
+            if dynamic_length(manifest["graphs"].get("clip_text", {}))
+            else [[1, ctx], [64, ctx], [256, ctx]]
+        },
         "clip_dense": {"image": [[1, 3, hd, wd]] * 3},
     }
 
@@ -34,8 +38,10 @@ def parse_profile(text: str) -> Dict[str, Shapes]:
     """``GRAPH:INPUT=MIN,OPT,MAX`` with shapes like ``1x3x64x64`` → ``{graph: {input: [...]}}``."""
     m = re.fullmatch(r"(\w+):(\w+)=([\dx]+),([\dx]+),([\dx]+)", text.strip())
     if not m:
-        raise ExportError(f"bad --profile {text!r}; expected GRAPH:INPUT=MIN,OPT,MAX, "
-                          "e.g. proposal:image=1x3x64x64,1x3x640x864,2x3x1344x1344")
+        raise ExportError(
+            f"bad --profile {text!r}; expected GRAPH:INPUT=MIN,OPT,MAX, "
+            "e.g. proposal:image=1x3x64x64,1x3x640x864,2x3x1344x1344"
+        )
     shapes = [[int(v) for v in s.split("x")] for s in m.groups()[2:]]
     return {m.group(1): {m.group(2): shapes}}
 
@@ -48,8 +54,11 @@ def merge_profiles(base: Dict[str, Shapes], override: Optional[Dict[str, Shapes]
         for name, mom in shapes.items():
             if name not in out[graph]:
                 raise ExportError(f"graph {graph} has no input {name!r}; inputs: {sorted(out[graph])}")
-            if len(mom) != 3 or any(len(s) != len(mom[0]) for s in mom) or any(
-                    not (a <= b <= c) for a, b, c in zip(*mom)):
+            if (
+                len(mom) != 3
+                or any(len(s) != len(mom[0]) for s in mom)
+                or any(not (a <= b <= c) for a, b, c in zip(*mom))
+            ):
                 raise ExportError(f"profile {graph}:{name} must be min <= opt <= max, got {mom}")
             out[graph][name] = [list(map(int, s)) for s in mom]
     return out

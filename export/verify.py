@@ -4,6 +4,7 @@ Error measure per output: ``max_abs = max|onnx - torch|`` and ``rel = max_abs / 
 (relative to the output's scale, which stays meaningful near zeros). A check fails when ``rel``
 exceeds the tolerance (float32: 1e-3).
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,8 +22,7 @@ from .graphs import GraphSpec
 
 log = logging.getLogger(__name__)
 TOLERANCE = 1e-3
-PROMPTS = ("A photo of a cat in the scene.", "a photo of the large dining table, chairs",
-           "itap of a traffic light")
+PROMPTS = ("A photo of a cat in the scene.", "a photo of the large dining table, chairs", "itap of a traffic light")
 
 
 @dataclass
@@ -39,8 +39,10 @@ class Check:
         return bool(np.isfinite(self.rel)) and self.rel <= self.tol
 
     def __str__(self) -> str:
-        return (f"{self.graph:<10} {self.case:<22} {self.output:<18} max_abs {self.max_abs:.3e}  "
-                f"rel {self.rel:.3e}  {'ok' if self.ok else 'FAIL'}")
+        return (
+            f"{self.graph:<10} {self.case:<22} {self.output:<18} max_abs {self.max_abs:.3e}  "
+            f"rel {self.rel:.3e}  {'ok' if self.ok else 'FAIL'}"
+        )
 
 
 def compare(got: np.ndarray, ref: np.ndarray) -> Tuple[float, float]:
@@ -113,7 +115,7 @@ def clip_text_cases(model: ZegFormer, prompts: Sequence[str] = PROMPTS) -> Dict[
     rand = np.zeros((5, ctx), np.int32)
     for i, length in enumerate(rng.integers(3, ctx + 1, 5)):
         rand[i, 0] = vocab - 2  # start of text
-        rand[i, 1:length - 1] = rng.integers(1, vocab - 2, length - 2)
+        rand[i, 1 : length - 1] = rng.integers(1, vocab - 2, length - 2)
         rand[i, length - 1] = vocab - 1  # end of text: the largest id, found by ArgMax
     return {f"prompts T={len(real)}": (real,), "random T=5": (rand,), "single T=1": (real[:1],)}
 
@@ -123,8 +125,10 @@ def clip_dense_cases(model: ZegFormer, size: Sequence[int]) -> Dict[str, Tuple[n
     mean = np.asarray(model.cfg.clip_pixel_mean, np.float32).reshape(1, 3, 1, 1)
     std = np.asarray(model.cfg.clip_pixel_std, np.float32).reshape(1, 3, 1, 1)
     rng = np.random.default_rng(4)
-    return {f"random 1x{h}x{w}": (rng.standard_normal((1, 3, h, w)).astype(np.float32),),
-            f"image 1x{h}x{w}": (((block_image(h, w, 1, 5) - mean) / std).astype(np.float32),)}
+    return {
+        f"random 1x{h}x{w}": (rng.standard_normal((1, 3, h, w)).astype(np.float32),),
+        f"image 1x{h}x{w}": (((block_image(h, w, 1, 5) - mean) / std).astype(np.float32),),
+    }
 
 
 def run_torch(module: torch.nn.Module, inputs: Sequence[np.ndarray]) -> List[np.ndarray]:
@@ -134,8 +138,9 @@ def run_torch(module: torch.nn.Module, inputs: Sequence[np.ndarray]) -> List[np.
     return [o.float().numpy() for o in out]
 
 
-def check_graph(onnx_path: Path, spec: GraphSpec, cases: Dict[str, Tuple[np.ndarray]],
-                tol: float = TOLERANCE) -> List[Check]:
+def check_graph(
+    onnx_path: Path, spec: GraphSpec, cases: Dict[str, Tuple[np.ndarray]], tol: float = TOLERANCE
+) -> List[Check]:
     """Run ``onnx_path`` with ONNX Runtime (CPU) and ``spec.module`` on every case; compare."""
     import onnxruntime as ort
 
@@ -150,16 +155,27 @@ def check_graph(onnx_path: Path, spec: GraphSpec, cases: Dict[str, Tuple[np.ndar
     return checks
 
 
-def verify_graphs(bundle_dir: Path, specs: Sequence[GraphSpec], model: ZegFormer, trace_size: Sequence[int],
-                  dense_size: Sequence[int], sizes: Optional[Sequence[Tuple[int, int, int]]] = None,
-                  crop_counts: Sequence[int] = (1, 7), tol: float = TOLERANCE, progress: bool = True
-                  ) -> List[Check]:
+def verify_graphs(
+    bundle_dir: Path,
+    specs: Sequence[GraphSpec],
+    model: ZegFormer,
+    trace_size: Sequence[int],
+    dense_size: Sequence[int],
+    sizes: Optional[Sequence[Tuple[int, int, int]]] = None,
+    crop_counts: Sequence[int] = (1, 7),
+    tol: float = TOLERANCE,
+    progress: bool = True,
+) -> List[Check]:
     """Check all graphs of a bundle directory; raises ``ExportError`` listing any failure."""
     from tqdm import tqdm
 
     sizes = list(sizes or default_sizes(trace_size, model.cfg.size_divisibility))
-    cases = {"proposal": proposal_cases(model, sizes), "clip_image": clip_image_cases(model, crop_counts),
-             "clip_text": clip_text_cases(model), "clip_dense": clip_dense_cases(model, dense_size)}
+    cases = {
+        "proposal": proposal_cases(model, sizes),
+        "clip_image": clip_image_cases(model, crop_counts),
+        "clip_text": clip_text_cases(model),
+        "clip_dense": clip_dense_cases(model, dense_size),
+    }
     checks: List[Check] = []
     for spec in tqdm(specs, desc="verify", unit="graph", disable=not progress):
         checks += check_graph(Path(bundle_dir) / spec.file, spec, cases[spec.name], tol)
@@ -167,9 +183,16 @@ def verify_graphs(bundle_dir: Path, specs: Sequence[GraphSpec], model: ZegFormer
         log.info("verify %s", c)
     failed = [c for c in checks if not c.ok]
     if failed:
-        raise ExportError(f"verification failed for {len(failed)} of {len(checks)} checks, worst: "
-                          f"{max(failed, key=lambda c: c.rel)}")
+        raise ExportError(
+            f"verification failed for {len(failed)} of {len(checks)} checks, worst: {max(failed, key=lambda c: c.rel)}"
+        )
     worst = max(checks, key=lambda c: c.rel)
-    log.info("verification passed: %d checks, worst rel %.2e (%s %s %s)", len(checks), worst.rel,
-             worst.graph, worst.case, worst.output)
+    log.info(
+        "verification passed: %d checks, worst rel %.2e (%s %s %s)",
+        len(checks),
+        worst.rel,
+        worst.graph,
+        worst.case,
+        worst.output,
+    )
     return checks

@@ -5,6 +5,7 @@ synonyms, blank lines and ``#`` comments ignored, or JSON; named after the file'
 built-in name: ``coco-stuff`` (171), ``voc`` (20), ``ade-847`` (847), ``train`` (the checkpoint's
 seen classes) or the name of the checkpoint's own class list (its dataset, else ``all``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -55,7 +56,7 @@ def resolve(requests: Optional[Sequence[str]], checkpoint: Dict) -> List[VocabRe
     seen = tuple(n for n, s in zip(classes["names"], classes["seen"]) if s)
     default = requests is None or len(requests) == 0
     out: List[VocabRequest] = []
-    for req in ([TRAIN, own] if default else list(requests)):
+    for req in [TRAIN, own] if default else list(requests):
         path = Path(req)
         if path.is_file():
             try:
@@ -83,15 +84,16 @@ def resolve(requests: Optional[Sequence[str]], checkpoint: Dict) -> List[VocabRe
     return out
 
 
-def _embed(model: ZegFormer, names: Sequence[str], templates: Sequence[str], what: str,
-           progress: bool) -> torch.Tensor:
-    log.info("%s: %d classes x %d templates = %d prompts", what, len(names), len(templates),
-             len(names) * len(templates))
+def _embed(model: ZegFormer, names: Sequence[str], templates: Sequence[str], what: str, progress: bool) -> torch.Tensor:
+    log.info(
+        "%s: %d classes x %d templates = %d prompts", what, len(names), len(templates), len(names) * len(templates)
+    )
     return model.text_embeddings(list(names), list(templates), progress=progress).float().cpu()
 
 
-def embed_vocabularies(model: ZegFormer, vocabs: Sequence[VocabRequest], progress: bool = True
-                       ) -> Dict[str, Dict[str, np.ndarray]]:
+def embed_vocabularies(
+    model: ZegFormer, vocabs: Sequence[VocabRequest], progress: bool = True
+) -> Dict[str, Dict[str, np.ndarray]]:
     """Both embedding sets of every vocabulary, each class embedded once (union over vocabularies)."""
     cfg: ModelConfig = model.cfg
     templates = prompt_templates(cfg.test_prompt)

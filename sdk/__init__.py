@@ -9,6 +9,7 @@
 
 See ``sdk/README.md``. Importing ``sdk`` never imports torch.
 """
+
 from .errors import (
     BackendError,
     BundleError,
@@ -24,5 +25,18 @@ from .segmenter import Segmenter
 from .version import __version__
 from .vocabulary import Vocabulary
 
-__all__ = ["Segmenter", "ImageFeatures", "SegmentationResult", "Segment", "Vocabulary", "SegmenterError", "BundleError",
-           "BackendError", "VocabularyError", "ImageError", "OptionError", "EngineMismatchWarning", "__version__"]
+__all__ = [
+    "Segmenter",
+    "ImageFeatures",
+    "SegmentationResult",
+    "Segment",
+    "Vocabulary",
+    "SegmenterError",
+    "BundleError",
+    "BackendError",
+    "VocabularyError",
+    "ImageError",
+    "OptionError",
+    "EngineMismatchWarning",
+    "__version__",
+]

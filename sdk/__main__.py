@@ -1,4 +1,5 @@
 """``python -m sdk``: see ``sdk/cli.py``."""
+
 import sys
 
 from .cli import main

@@ -13,6 +13,7 @@ A backend declares which one its graph calls take and return (``Backend.arrays``
 downloads only the label map, ``probs`` when asked, the ``[K]`` segment scores and, in the
 ``pruned`` mode, the ``[Q]`` keep flags.
 """
+
 from __future__ import annotations
 
 from typing import Any, Optional, Sequence, Tuple
@@ -27,8 +28,10 @@ def load_kernels():
     try:
         from . import kernels
     except ImportError as e:
-        raise BackendError(f"the compiled kernels (sdk._kernels) are not available: {e}; build them with "
-                           "`pip install -e .` in the repository (needs a C++ compiler and pybind11)") from e
+        raise BackendError(
+            f"the compiled kernels (sdk._kernels) are not available: {e}; build them with "
+            "`pip install -e .` in the repository (needs a C++ compiler and pybind11)"
+        ) from e
     return kernels
 
 
@@ -66,13 +69,29 @@ class ArrayOps:
     def mask_pool(self, features: Any, mask_logits: Any) -> Any:
         return self._wrap(self.kernels.mask_pool(features, mask_logits, **self._stream()))
 
-    def semantic_inference(self, mask_logits: Any, class_probs: Any, image_size: Sequence[int],
-                           out_size: Sequence[int], padded_size: Sequence[int], calibrate_mask: np.ndarray,
-                           calibrate: float, return_scores: bool) -> Tuple[Any, Optional[Any]]:
+    def semantic_inference(
+        self,
+        mask_logits: Any,
+        class_probs: Any,
+        image_size: Sequence[int],
+        out_size: Sequence[int],
+        padded_size: Sequence[int],
+        calibrate_mask: np.ndarray,
+        calibrate: float,
+        return_scores: bool,
+    ) -> Tuple[Any, Optional[Any]]:
         """``(labels [1,oh,ow] int32, scores [1,K,oh,ow] or None)``; ``calibrate_mask`` is a host bool array."""
-        out = self.kernels.semantic_inference(mask_logits, class_probs, image_size=image_size, out_size=out_size,
-                                              padded_size=padded_size, calibrate_mask=calibrate_mask,
-                                              calibrate=calibrate, return_scores=return_scores, **self._stream())
+        out = self.kernels.semantic_inference(
+            mask_logits,
+            class_probs,
+            image_size=image_size,
+            out_size=out_size,
+            padded_size=padded_size,
+            calibrate_mask=calibrate_mask,
+            calibrate=calibrate,
+            return_scores=return_scores,
+            **self._stream(),
+        )
         labels, scores = out if isinstance(out, tuple) else (out, None)
         return self._wrap(labels), (None if scores is None else self._wrap(scores))
 
@@ -105,8 +124,10 @@ class CupyArrays(ArrayOps):
         except ImportError as e:
             raise BackendError(f"device arrays need CuPy ({e}); pip install 'zegformer-sdk[gpu]'") from e
         if not self.kernels.cuda_available():
-            raise BackendError("sdk._kernels was built without CUDA or sees no GPU; rebuild with nvcc "
-                               "(pip install -e . on the GPU machine)")
+            raise BackendError(
+                "sdk._kernels was built without CUDA or sees no GPU; rebuild with nvcc "
+                "(pip install -e . on the GPU machine)"
+            )
         self.xp = cupy
         self.device_index = int(device_index)
         self.device = f"cuda:{self.device_index}"

@@ -7,6 +7,7 @@ sees the old file or the new one, never half of one; a writer that fails leaves 
 killed writer leaves a ``.NAME.tmp-XXXX`` file that :func:`remove_stale_temps` deletes. New files
 get the usual ``0o666 & ~umask`` permissions (a bundle or a dataset is meant to be shared).
 """
+
 from __future__ import annotations
 
 import contextlib

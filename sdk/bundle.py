@@ -5,6 +5,7 @@ See ``sdk/bundle_format.py`` for the format and ``sdk/manifest.py`` for the mani
 time it is asked for, *before* anything deserialises it; a mismatch is a :class:`BundleError`
 naming the file.
 """
+
 from __future__ import annotations
 
 import logging
@@ -53,8 +54,10 @@ class Bundle:
             except OSError as e:
                 raise BundleError(f"cannot read bundle file {path}: {e.strerror or e}") from e
             if actual != expected:
-                raise BundleError(f"bundle file {path} is corrupted or was modified: sha256 {actual[:16]}… "
-                                  f"!= {expected[:16]}… recorded in the manifest; {REEXPORT}")
+                raise BundleError(
+                    f"bundle file {path} is corrupted or was modified: sha256 {actual[:16]}… "
+                    f"!= {expected[:16]}… recorded in the manifest; {REEXPORT}"
+                )
         with self._lock:
             self._verified[relpath] = path
         return path
@@ -123,20 +126,24 @@ class Bundle:
     def summary(self) -> str:
         """A human-readable summary of the manifest (``python -m sdk info``)."""
         m, inf, cls = self.settings.model, self.settings.inference, self.manifest["classes"]
-        lines = [f"bundle     {self.root}",
-                 f"format     {self.manifest['format']} v{self.manifest['format_version']}, "
-                 f"created {self.manifest.get('created', '?')}",
-                 f"model      {m.num_queries} queries, embed dim {m.embed_dim}, "
-                 f"crop {m.crop_size}, scales seg {m.segment_logit_scale:.4g} clip {m.clip_logit_scale:.4g}",
-                 f"inference  min_size {inf.min_size}, max_size {inf.max_size}, pad "
-                 f"{inf.size_divisibility}, λ {inf.ensemble_lambda:.4g}, calibrate "
-                 f"{inf.gzero_calibrate}, dense {inf.dense_size}",
-                 f"classes    {len(cls['names'])} ({sum(map(bool, cls['seen']))} seen)",
-                 f"vocab      {', '.join(self.vocabularies) or '-'} (default {self.default_vocabulary})",
-                 f"graphs     {', '.join(n for n in fmt.GRAPHS if self.has_graph(n))}"]
+        lines = [
+            f"bundle     {self.root}",
+            f"format     {self.manifest['format']} v{self.manifest['format_version']}, "
+            f"created {self.manifest.get('created', '?')}",
+            f"model      {m.num_queries} queries, embed dim {m.embed_dim}, "
+            f"crop {m.crop_size}, scales seg {m.segment_logit_scale:.4g} clip {m.clip_logit_scale:.4g}",
+            f"inference  min_size {inf.min_size}, max_size {inf.max_size}, pad "
+            f"{inf.size_divisibility}, λ {inf.ensemble_lambda:.4g}, calibrate "
+            f"{inf.gzero_calibrate}, dense {inf.dense_size}",
+            f"classes    {len(cls['names'])} ({sum(map(bool, cls['seen']))} seen)",
+            f"vocab      {', '.join(self.vocabularies) or '-'} (default {self.default_vocabulary})",
+            f"graphs     {', '.join(n for n in fmt.GRAPHS if self.has_graph(n))}",
+        ]
         for name, e in self.engines.items():
-            lines.append(f"engine     {name}: {e.get('file')} TensorRT {e.get('tensorrt')} "
-                         f"{e.get('gpu')} sm{e.get('compute_capability')} {e.get('precision')}")
+            lines.append(
+                f"engine     {name}: {e.get('file')} TensorRT {e.get('tensorrt')} "
+                f"{e.get('gpu')} sm{e.get('compute_capability')} {e.get('precision')}"
+            )
         versions = self.manifest.get("versions") or {}
         lines.append("versions   " + ", ".join(f"{k} {v}" for k, v in versions.items()))
         return "\n".join(lines)

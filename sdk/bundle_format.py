@@ -61,6 +61,7 @@ and ``variants``, ``engines``, ``precision``, ``checkpoint``, ``created`` and ``
 type, a variant without ``file`` or of an unknown tier is a ``BundleError`` naming the key and
 ``manifest.json``. Unknown keys are ignored (forward compatibility).
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -5,6 +5,7 @@ The root is the ``cache_dir`` option when given, else ``$ZEGFORMER_CACHE``, else
 embeddings, ``openvino/`` for compiled models). ``cache_dir=False``, or ``ZEGFORMER_CACHE`` set to
 ``off`` (or ``0``, ``none``, ``false``, or empty), turns every disk cache off; ``~`` is expanded.
 """
+
 from __future__ import annotations
 
 import os

@@ -9,6 +9,7 @@ A class file is UTF-8 (a BOM is ignored, CRLF or LF line ends):
 
 The same name twice (after normalisation) is an error naming both places.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,10 @@ def validate_names(names: Any) -> List[str]:
     if not names:
         raise VocabularyError("the vocabulary is empty: give at least one class name")
     if len(names) > MAX_NAMES:
-        raise VocabularyError(f"the vocabulary has {len(names)} names; at most {MAX_NAMES} are supported — "
-                              "split it, or use a built-in vocabulary")
+        raise VocabularyError(
+            f"the vocabulary has {len(names)} names; at most {MAX_NAMES} are supported — "
+            "split it, or use a built-in vocabulary"
+        )
     for i, name in enumerate(names):
         if not isinstance(name, str):
             raise VocabularyError(f"class name #{i} is {type(name).__name__} {name!r}, not a string")
@@ -56,9 +59,11 @@ def check_visible(name: str, index: int) -> None:
     for part in synonyms(name):
         if not visible_text(part):
             what = f"its synonym {part!r}" if part != name else "it"
-            raise VocabularyError(f"class name #{index} {name!r} is empty once cleaned for the text encoder: "
-                                  f"{what} holds only spaces and invisible (control, zero-width, format) "
-                                  "characters; give a readable name")
+            raise VocabularyError(
+                f"class name #{index} {name!r} is empty once cleaned for the text encoder: "
+                f"{what} holds only spaces and invisible (control, zero-width, format) "
+                "characters; give a readable name"
+            )
 
 
 def split_names(text: str) -> List[str]:
@@ -86,8 +91,10 @@ def parse_class_json(text: str, source: str = "<json>") -> List[str]:
     if isinstance(data, dict):
         data = data.get("names") or data.get("classes") or []
     if not isinstance(data, list):
-        raise VocabularyError(f"{source} holds a JSON {type(data).__name__}, not a list of class names "
-                              "(write [\"cat\", \"dog\"] or {\"names\": [...]})")
+        raise VocabularyError(
+            f"{source} holds a JSON {type(data).__name__}, not a list of class names "
+            '(write ["cat", "dog"] or {"names": [...]})'
+        )
     entries = []
     for i, item in enumerate(data):
         name = item.get("name") if isinstance(item, dict) else item
@@ -116,8 +123,7 @@ def _unique(entries: Sequence[Tuple[str, str]], source: str) -> List[str]:
     first: Dict[str, str] = {}
     for name, where in entries:
         if name in first:
-            raise VocabularyError(f"class file {source} lists {name!r} twice ({first[name]} and {where}); "
-                                  "remove one")
+            raise VocabularyError(f"class file {source} lists {name!r} twice ({first[name]} and {where}); remove one")
         first[name] = where
     if not first:
         raise VocabularyError(f"class file {source} lists no classes (blank lines and # comments are ignored)")

@@ -18,6 +18,7 @@ masks, timings). No output replaces an input or a file that is not ours; a secon
 into the same ``--out`` stops unless told --overwrite or --skip-existing; ``label`` resumes.
 A bad image is one error line; a bundle problem stops the run (exit code 2).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,9 @@ COMMANDS = ("segment", "info", "demo", "label", "relabel", "serve")
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m sdk`` parser with every module of :data:`COMMANDS` registered."""
-    parser = argparse.ArgumentParser(prog="python -m sdk", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m sdk", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"{__package__}.commands.{name}").register(sub)
@@ -45,8 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Parse, run the command's handler; an SDK or OS error is one ``error:`` line and exit code 2."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         return int(args.handler(args) or 0)
     except (SegmenterError, OSError) as e:  # OSError: writing an output failed (disk full, permissions, ...)

@@ -10,6 +10,7 @@ responsive. Gradio is an optional dependency (``pip install 'zegformer-sdk[demo]
 only here, and only when the demo starts; analytics, share links and server-side rendering are
 off, so the page works offline on loopback.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -40,17 +41,31 @@ FEATURES_KEPT = 4  # images (per mode) whose features are kept: asking them agai
 
 
 # ---------------------------------------------------------------------------- serving
-def serve_page(seg, host: str = "127.0.0.1", port: int = 7860, concurrency: int = 1, verbose: bool = False,
-               vocabulary: Optional[str] = None) -> int:
+def serve_page(
+    seg,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    concurrency: int = 1,
+    verbose: bool = False,
+    vocabulary: Optional[str] = None,
+) -> int:
     """Build the page for ``seg`` and serve it until interrupted (``python -m sdk demo``)."""
     gr = import_gradio()
     files_dir = Path(tempfile.mkdtemp(prefix="zegformer-demo-"))
     try:
         app = build_app(seg, files_dir, concurrency=concurrency, vocabulary=vocabulary)
-        print(f"zegformer-sdk demo: {seg.bundle.root} on {seg.backend.describe()} → http://{host}:{port}",
-              flush=True)
-        app.launch(server_name=host, server_port=port, share=False, ssr_mode=False, mcp_server=False,
-                   show_error=True, quiet=not verbose, allowed_paths=[str(files_dir)], theme=gr.themes.Default())
+        print(f"zegformer-sdk demo: {seg.bundle.root} on {seg.backend.describe()} → http://{host}:{port}", flush=True)
+        app.launch(
+            server_name=host,
+            server_port=port,
+            share=False,
+            ssr_mode=False,
+            mcp_server=False,
+            show_error=True,
+            quiet=not verbose,
+            allowed_paths=[str(files_dir)],
+            theme=gr.themes.Default(),
+        )
     finally:
         shutil.rmtree(files_dir, ignore_errors=True)
     return 0
@@ -77,12 +92,14 @@ def legend_html(result: SegmentationResult) -> str:
     rows = []
     for s in result.segments:
         r, g, b = (int(c) for c in colours[s.index])
-        rows.append(f'<tr class="legend-row" data-class="{html.escape(s.name)}">'
-                    f'<td><span style="display:inline-block;width:1.1em;height:1.1em;border:1px solid #555;'
-                    f'background:rgb({r},{g},{b})"></span></td>'
-                    f'<td class="legend-name">{html.escape(s.name)}</td>'
-                    f'<td class="legend-area" style="text-align:right">{100 * s.area / total:.1f}%</td>'
-                    f'<td style="text-align:right">{s.score:.2f}</td></tr>')
+        rows.append(
+            f'<tr class="legend-row" data-class="{html.escape(s.name)}">'
+            f'<td><span style="display:inline-block;width:1.1em;height:1.1em;border:1px solid #555;'
+            f'background:rgb({r},{g},{b})"></span></td>'
+            f'<td class="legend-name">{html.escape(s.name)}</td>'
+            f'<td class="legend-area" style="text-align:right">{100 * s.area / total:.1f}%</td>'
+            f'<td style="text-align:right">{s.score:.2f}</td></tr>'
+        )
     head = "<tr><th></th><th>class</th><th>area</th><th>score</th></tr>"
     return f'<table class="legend">{head}{"".join(rows)}</table>'
 
@@ -90,22 +107,34 @@ def legend_html(result: SegmentationResult) -> str:
 def timings_html(result: SegmentationResult, encoded: Optional[Dict[str, float]] = None) -> str:
     """Per-stage milliseconds of the image phase (``encoded``; ``None``: features reused, no image graph ran)
     and of the vocabulary phase, their total, and what ran (backend, device, mode, sizes)."""
+
     def spans(timings: Dict[str, float]) -> str:
-        return " · ".join(f'<span class="timing">{html.escape(k)} <b>{v:.1f} ms</b></span>'
-                          for k, v in timings.items() if k != "total")
+        return " · ".join(
+            f'<span class="timing">{html.escape(k)} <b>{v:.1f} ms</b></span>'
+            for k, v in timings.items()
+            if k != "total"
+        )
 
     info = result.info
     total = result.timings.get("total", 0.0) + (encoded or {}).get("total", 0.0)
-    image = (f'<p class="timings-image">image: {spans(encoded)}</p>' if encoded is not None else
-             '<p class="timings-image">image: features reused (no image graph ran)</p>')
-    about = (f"{html.escape(str(info.get('backend')))} on {html.escape(str(info.get('device')))}, "
-             f"mode {html.escape(str(info.get('mode')))}, resized to {info.get('resized')}")
-    return (f'{image}<p class="timings-vocabulary">vocabulary: {spans(result.timings)}</p>'
-            f'<p><span class="timing">total <b>{total:.1f} ms</b></span></p><p>{about}</p>')
+    image = (
+        f'<p class="timings-image">image: {spans(encoded)}</p>'
+        if encoded is not None
+        else '<p class="timings-image">image: features reused (no image graph ran)</p>'
+    )
+    about = (
+        f"{html.escape(str(info.get('backend')))} on {html.escape(str(info.get('device')))}, "
+        f"mode {html.escape(str(info.get('mode')))}, resized to {info.get('resized')}"
+    )
+    return (
+        f'{image}<p class="timings-vocabulary">vocabulary: {spans(result.timings)}</p>'
+        f'<p><span class="timing">total <b>{total:.1f} ms</b></span></p><p>{about}</p>'
+    )
 
 
-def write_downloads(result: SegmentationResult, image: np.ndarray, out_dir: Path, stem: str,
-                    alpha: float = 0.5) -> List[Path]:
+def write_downloads(
+    result: SegmentationResult, image: np.ndarray, out_dir: Path, stem: str, alpha: float = 0.5
+) -> List[Path]:
     """The files ``segment`` writes for one image (:mod:`sdk.outputs`: label map PNG, overlay, record
     JSON), under a fresh subfolder of ``out_dir``; returns their paths."""
     from .outputs import output_files, write_image_outputs
@@ -120,7 +149,7 @@ def write_downloads(result: SegmentationResult, image: np.ndarray, out_dir: Path
 def _prune(out_dir: Path, keep: int) -> None:
     """Delete all but the ``keep`` newest download folders (Gradio serves its own copies)."""
     folders = sorted((p for p in out_dir.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
-    for old in folders[:max(0, len(folders) - keep)]:
+    for old in folders[: max(0, len(folders) - keep)]:
         shutil.rmtree(old, ignore_errors=True)
 
 
@@ -178,8 +207,10 @@ class DemoHandlers:
         """The built-in name when the box holds exactly its names (precomputed embeddings), else the names."""
         names = split_names(text or "")
         if not names:
-            raise SegmenterError("the vocabulary is empty: type class names separated by ';' or one per line, "
-                                 "or choose a built-in vocabulary")
+            raise SegmenterError(
+                "the vocabulary is empty: type class names separated by ';' or one per line, "
+                "or choose a built-in vocabulary"
+            )
         if choice and choice != CUSTOM and tuple(names) == self.builtin_names(choice):
             return choice
         return names
@@ -198,13 +229,20 @@ class DemoHandlers:
             downloads = write_downloads(result, image, self.files_dir, "result", float(alpha))
         except SegmenterError as e:
             log.info("request refused: %s", e)
-            raise gr.Error(html.escape(" ".join(str(e).split())), title="Cannot segment",
-                           print_exception=False) from None
+            raise gr.Error(
+                html.escape(" ".join(str(e).split())), title="Cannot segment", print_exception=False
+            ) from None
         labels = result.label_map.astype(np.uint8 if len(result.class_names) <= 256 else np.uint16)
         vis = overlay(np.asarray(image), result, float(alpha), legend=False)
         hint = "Click the overlay to read the class under the cursor."
-        return (vis, legend_html(result), timings_html(result, encoded), [str(p) for p in downloads], hint,
-                (labels, tuple(result.class_names)))
+        return (
+            vis,
+            legend_html(result),
+            timings_html(result, encoded),
+            [str(p) for p in downloads],
+            hint,
+            (labels, tuple(result.class_names)),
+        )
 
     @staticmethod
     def read_class(state, evt) -> str:
@@ -239,8 +277,11 @@ def readable_upload_errors(gr, component):
         try:
             return decode_upload(payload, name)
         except ImageError as e:
-            raise gr.Error(html.escape(f"{name} is not an image that can be read ({' '.join(str(e).split())}); "
-                                       f"{IMAGE_HINT}"), title="Not an image", print_exception=False) from None
+            raise gr.Error(
+                html.escape(f"{name} is not an image that can be read ({' '.join(str(e).split())}); {IMAGE_HINT}"),
+                title="Not an image",
+                print_exception=False,
+            ) from None
 
     component.preprocess = preprocess
     return component
@@ -282,39 +323,68 @@ def build_app(seg, files_dir: Path, concurrency: int = 1, vocabulary: Optional[s
     default = start if start in builtins else None
     typed = "\n".join(seg.class_names) if vocabulary is not None and default is None else ""
     with gr.Blocks(title="zegformer-sdk demo", analytics_enabled=False, delete_cache=(1800, 3600)) as app:
-        gr.Markdown(f"## zegformer-sdk — open-vocabulary segmentation\n`{seg.bundle.root.name}` · "
-                    f"{seg.backend.describe()}")
+        gr.Markdown(
+            f"## zegformer-sdk — open-vocabulary segmentation\n`{seg.bundle.root.name}` · {seg.backend.describe()}"
+        )
         with gr.Row():
             with gr.Column(scale=1):
-                image = readable_upload_errors(gr, gr.Image(
-                    label="Image (upload or webcam snapshot)", type="numpy", sources=["upload", "webcam", "clipboard"],
-                    height=IMAGE_HEIGHT, elem_id="input-image"))
-                choice = gr.Dropdown([CUSTOM, *builtins], value=default or CUSTOM, label="Built-in vocabulary",
-                                     elem_id="builtin-vocabulary")
-                text = gr.Textbox(h.vocabulary_text(default) if default else typed, lines=4, max_lines=12,
-                                  label="Vocabulary: names separated by ';' or one per line ('a, b' = synonyms)",
-                                  elem_id="vocabulary")
-                mode = gr.Radio(modes, value=seg.mode if seg.mode in modes else modes[0], label="Mode",
-                                elem_id="mode")
+                image = readable_upload_errors(
+                    gr,
+                    gr.Image(
+                        label="Image (upload or webcam snapshot)",
+                        type="numpy",
+                        sources=["upload", "webcam", "clipboard"],
+                        height=IMAGE_HEIGHT,
+                        elem_id="input-image",
+                    ),
+                )
+                choice = gr.Dropdown(
+                    [CUSTOM, *builtins],
+                    value=default or CUSTOM,
+                    label="Built-in vocabulary",
+                    elem_id="builtin-vocabulary",
+                )
+                text = gr.Textbox(
+                    h.vocabulary_text(default) if default else typed,
+                    lines=4,
+                    max_lines=12,
+                    label="Vocabulary: names separated by ';' or one per line ('a, b' = synonyms)",
+                    elem_id="vocabulary",
+                )
+                mode = gr.Radio(modes, value=seg.mode if seg.mode in modes else modes[0], label="Mode", elem_id="mode")
                 alpha = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Overlay opacity", elem_id="alpha")
                 button = gr.Button("Segment", variant="primary", elem_id="segment-button")
             with gr.Column(scale=1):
-                out = gr.Image(label="Overlay (click for the class under the cursor)", format="png",
-                               height=IMAGE_HEIGHT, interactive=False, elem_id="overlay")
+                out = gr.Image(
+                    label="Overlay (click for the class under the cursor)",
+                    format="png",
+                    height=IMAGE_HEIGHT,
+                    interactive=False,
+                    elem_id="overlay",
+                )
                 read = gr.Markdown("Segment an image, then click the overlay.", elem_id="readout")
                 legend = gr.HTML(elem_id="legend", js_on_load=None)
                 with gr.Accordion("Timings", open=True):
                     timings = gr.HTML(elem_id="timings", js_on_load=None)
-                files = gr.File(label="Downloads: label map PNG (class indices), overlay and result JSON",
-                                file_count="multiple", interactive=False, elem_id="downloads")
+                files = gr.File(
+                    label="Downloads: label map PNG (class indices), overlay and result JSON",
+                    file_count="multiple",
+                    interactive=False,
+                    elem_id="downloads",
+                )
         state = gr.State(None, time_to_live=3600)
         outputs = [out, legend, timings, files, read, state]
         inputs = [image, choice, text, mode, alpha]
         for trigger in (button.click, text.submit):
-            trigger(h.segment, inputs, outputs, concurrency_limit=concurrency, concurrency_id="segment",
-                    api_name=False)
+            trigger(h.segment, inputs, outputs, concurrency_limit=concurrency, concurrency_id="segment", api_name=False)
         choice.change(h.vocabulary_text, choice, text, concurrency_limit=None, api_name=False)
-        out.select(_with_event_data(h.read_class, gr.SelectData), [state], read, concurrency_limit=None,
-                   api_name=False, show_progress="hidden")
+        out.select(
+            _with_event_data(h.read_class, gr.SelectData),
+            [state],
+            read,
+            concurrency_limit=None,
+            api_name=False,
+            show_progress="hidden",
+        )
     app.queue(max_size=64, default_concurrency_limit=concurrency)
     return app

@@ -1,4 +1,5 @@
 """The SDK's exceptions and warnings. Every message says what went wrong and what to do."""
+
 from __future__ import annotations
 
 REEXPORT = "re-export the bundle (python -m export --checkpoint MODEL.pth --out DIR)"  # BundleError hint

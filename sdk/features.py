@@ -12,6 +12,7 @@ JSON ``header`` (format, version, bundle identity, mode, precision, sizes, mask 
 arrays. Masks may be stored as ``fp32`` (exact), ``fp16`` or ``uint8`` (the sigmoid quantised to
 8 bits); the last two are deflated and measured in ``benchmarks/vocabulary.py``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -51,8 +52,11 @@ def bundle_identity(manifest: Mapping[str, Any]) -> str:
     sections count; vocabularies, the text graph, the tokenizer and TensorRT plans do not, so adding
     a vocabulary or building engines keeps saved features valid.
     """
-    files = {k: v for k, v in sorted(manifest.get("files", {}).items())
-             if not any(k.startswith(t) or k.endswith(t) for t in TEXT_SIDE)}
+    files = {
+        k: v
+        for k, v in sorted(manifest.get("files", {}).items())
+        if not any(k.startswith(t) or k.endswith(t) for t in TEXT_SIDE)
+    }
     facts = {"files": files, **{k: manifest.get(k) for k in ("model", "preprocess", "inference")}}
     return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -66,18 +70,18 @@ class ImageFeatures:
     """
 
     mode: str
-    masks: Any                       # [1,Q,h,w] mask logits on the padded mask grid
-    embeddings: Any                  # [Q,D] segment embeddings (L2-normalised)
-    clip: Optional[Any]              # [N,D] CLIP embeddings, or None (mode "proposal")
+    masks: Any  # [1,Q,h,w] mask logits on the padded mask grid
+    embeddings: Any  # [Q,D] segment embeddings (L2-normalised)
+    clip: Optional[Any]  # [N,D] CLIP embeddings, or None (mode "proposal")
     clip_queries: Optional[np.ndarray]
-    original: Tuple[int, int]        # (H, W) of the input image: the label map's size
-    resized: Tuple[int, int]         # (H, W) the model saw
-    padded: Tuple[int, int]          # (Hp, Wp) after padding
+    original: Tuple[int, int]  # (H, W) of the input image: the label map's size
+    resized: Tuple[int, int]  # (H, W) the model saw
+    padded: Tuple[int, int]  # (Hp, Wp) after padding
     bundle_id: str
     precision: str
-    source: Optional[str] = None     # the image's path when known (relabel draws its overlay on it)
-    name: Optional[str] = None       # how a dataset names the image (COCO file_name); default: the file name
-    storage: str = "fp32"            # how the masks were stored ("fp32" when never saved)
+    source: Optional[str] = None  # the image's path when known (relabel draws its overlay on it)
+    name: Optional[str] = None  # how a dataset names the image (COCO file_name); default: the file name
+    storage: str = "fp32"  # how the masks were stored ("fp32" when never saved)
     timings: Dict[str, float] = field(default_factory=dict, compare=False)
     arrays: ArrayOps = field(default_factory=host, repr=False, compare=False)
     selection: Optional[Tuple[Any, np.ndarray]] = field(default=None, repr=False, compare=False)
@@ -89,11 +93,15 @@ class ImageFeatures:
     def check(self, bundle_id: str, mode: Optional[str] = None, where: str = "these features") -> None:
         """Refuse features of another bundle (:class:`BundleError`) or mode (:class:`OptionError`)."""
         if self.bundle_id != bundle_id:
-            raise BundleError(f"{where} were encoded with another bundle (identity {self.bundle_id[:12]}…, this "
-                              f"bundle's is {bundle_id[:12]}…); encode the images again with this bundle")
+            raise BundleError(
+                f"{where} were encoded with another bundle (identity {self.bundle_id[:12]}…, this "
+                f"bundle's is {bundle_id[:12]}…); encode the images again with this bundle"
+            )
         if mode is not None and mode != self.mode:
-            raise OptionError(f"{where} were encoded in mode {self.mode!r}, not {mode!r}; classify them in "
-                              f"mode {self.mode!r} or encode again in mode {mode!r}")
+            raise OptionError(
+                f"{where} were encoded in mode {self.mode!r}, not {mode!r}; classify them in "
+                f"mode {self.mode!r} or encode again in mode {mode!r}"
+            )
 
     def to(self, arrays: ArrayOps) -> ImageFeatures:
         """These features on ``arrays`` (themselves when already there; else copied through the host)."""
@@ -103,8 +111,14 @@ class ImageFeatures:
         def move(x: Any) -> Any:
             return None if x is None else arrays.upload(np.ascontiguousarray(self.arrays.download(x)))
 
-        return dataclasses.replace(self, masks=move(self.masks), embeddings=move(self.embeddings),
-                                   clip=move(self.clip), arrays=arrays, selection=None)
+        return dataclasses.replace(
+            self,
+            masks=move(self.masks),
+            embeddings=move(self.embeddings),
+            clip=move(self.clip),
+            arrays=arrays,
+            selection=None,
+        )
 
     # ------------------------------------------------------------------ file
     def save(self, path: PathLike, storage: str = "fp32") -> Path:
@@ -126,14 +140,26 @@ class ImageFeatures:
     def _host_arrays(self, storage: str) -> Dict[str, np.ndarray]:
         down = self.arrays.download
         masks = np.asarray(down(self.masks), dtype=np.float32)
-        header = {"format": FORMAT, "format_version": FORMAT_VERSION, "bundle_id": self.bundle_id,
-                  "mode": self.mode, "precision": self.precision, "original": list(self.original),
-                  "resized": list(self.resized), "padded": list(self.padded), "storage": storage,
-                  "mask_scale": UINT8_SCALE if storage == "uint8" else 1.0, "source": self.source,
-                  "name": self.name, "queries": self.num_queries}
-        out = {"header": np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8),
-               "masks": encode_masks(masks, storage),
-               "embeddings": np.asarray(down(self.embeddings), dtype=np.float32)}
+        header = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "bundle_id": self.bundle_id,
+            "mode": self.mode,
+            "precision": self.precision,
+            "original": list(self.original),
+            "resized": list(self.resized),
+            "padded": list(self.padded),
+            "storage": storage,
+            "mask_scale": UINT8_SCALE if storage == "uint8" else 1.0,
+            "source": self.source,
+            "name": self.name,
+            "queries": self.num_queries,
+        }
+        out = {
+            "header": np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8),
+            "masks": encode_masks(masks, storage),
+            "embeddings": np.asarray(down(self.embeddings), dtype=np.float32),
+        }
         if self.clip is not None:
             out["clip"] = np.asarray(down(self.clip), dtype=np.float32)
         if self.clip_queries is not None:
@@ -141,8 +167,13 @@ class ImageFeatures:
         return out
 
     @classmethod
-    def load(cls, path: PathLike, bundle_id: Optional[str] = None, mode: Optional[str] = None,
-             arrays: Optional[ArrayOps] = None) -> ImageFeatures:
+    def load(
+        cls,
+        path: PathLike,
+        bundle_id: Optional[str] = None,
+        mode: Optional[str] = None,
+        arrays: Optional[ArrayOps] = None,
+    ) -> ImageFeatures:
         """Read features written by :meth:`save`; with ``bundle_id``/``mode`` refuse others.
 
         A file that is not such features (truncated, pickled, foreign, of a newer format) is a
@@ -156,12 +187,22 @@ class ImageFeatures:
         except (ValueError, TypeError, KeyError) as e:
             raise BundleError(f"{path} is not valid saved features: {e}; write it again") from None
         ops = arrays or host()
-        features = cls(mode=header["mode"], masks=ops.upload(masks), embeddings=ops.upload(emb),
-                       clip=None if clip is None else ops.upload(clip), clip_queries=queries,
-                       original=_pair(header["original"]), resized=_pair(header["resized"]),
-                       padded=_pair(header["padded"]), bundle_id=header["bundle_id"],
-                       precision=str(header["precision"]), source=header.get("source"), name=header.get("name"),
-                       storage=header["storage"], arrays=ops)
+        features = cls(
+            mode=header["mode"],
+            masks=ops.upload(masks),
+            embeddings=ops.upload(emb),
+            clip=None if clip is None else ops.upload(clip),
+            clip_queries=queries,
+            original=_pair(header["original"]),
+            resized=_pair(header["resized"]),
+            padded=_pair(header["padded"]),
+            bundle_id=header["bundle_id"],
+            precision=str(header["precision"]),
+            source=header.get("source"),
+            name=header.get("name"),
+            storage=header["storage"],
+            arrays=ops,
+        )
         features.check(bundle_id or features.bundle_id, mode, where=str(path))
         return features
 
@@ -199,8 +240,10 @@ def peek(path: PathLike) -> Dict[str, Any]:
     except FileNotFoundError:
         raise BundleError(f"features file {path} does not exist") from None
     except Exception as e:  # noqa: BLE001 - not a zip, no header member, a bad .npy header, ...
-        raise BundleError(f"{path} is not a readable features file ({type(e).__name__}); write it again with "
-                          "ImageFeatures.save or label --save-features") from None
+        raise BundleError(
+            f"{path} is not a readable features file ({type(e).__name__}); write it again with "
+            "ImageFeatures.save or label --save-features"
+        ) from None
     return read_header(path, {"header": raw})
 
 
@@ -217,8 +260,10 @@ def read_npz(path: Path) -> Dict[str, np.ndarray]:
         raise BundleError(f"features file {path} does not exist") from None
     except Exception as e:  # BadZipFile, ValueError (pickles, bad headers), OSError, EOFError, ...
         detail = " ".join(str(e).split())[:200]
-        raise BundleError(f"{path} is not a readable features file ({type(e).__name__}: {detail}); "
-                          "write it again with ImageFeatures.save or label --save-features") from None
+        raise BundleError(
+            f"{path} is not a readable features file ({type(e).__name__}: {detail}); "
+            "write it again with ImageFeatures.save or label --save-features"
+        ) from None
 
 
 def _array_header(name: str, member: Any, limit: int) -> None:
@@ -242,13 +287,17 @@ def read_header(path: Path, data: Mapping[str, np.ndarray]) -> Dict[str, Any]:
         if not isinstance(header, dict) or header.get("format") != FORMAT:
             raise ValueError("another format")
     except ValueError:
-        raise BundleError(f"{path} is not zegformer-sdk features (no {FORMAT} header); "
-                          "write it with ImageFeatures.save or label --save-features") from None
+        raise BundleError(
+            f"{path} is not zegformer-sdk features (no {FORMAT} header); "
+            "write it with ImageFeatures.save or label --save-features"
+        ) from None
     version = header.get("format_version")
     if version != FORMAT_VERSION:
         newer = isinstance(version, int) and version > FORMAT_VERSION
-        raise BundleError(f"{path} has features format version {version!r}, this SDK reads {FORMAT_VERSION}; "
-                          + ("upgrade zegformer-sdk" if newer else "encode the images again"))
+        raise BundleError(
+            f"{path} has features format version {version!r}, this SDK reads {FORMAT_VERSION}; "
+            + ("upgrade zegformer-sdk" if newer else "encode the images again")
+        )
     return header
 
 
@@ -256,7 +305,8 @@ def _checked_arrays(data: Mapping[str, np.ndarray], header: Dict[str, Any]):
     if not isinstance(header.get("mode"), str) or header.get("storage") not in STORAGES:
         raise ValueError(f"unknown mode {header.get('mode')!r} or storage {header.get('storage')!r}")
     if not isinstance(header.get("bundle_id"), str) or not all(
-            isinstance(header.get(k), (str, type(None))) for k in ("source", "name")):
+        isinstance(header.get(k), (str, type(None))) for k in ("source", "name")
+    ):
         raise ValueError("bad bundle_id, source or name")
     original, resized, padded = (_pair(header[k]) for k in ("original", "resized", "padded"))
     if not (resized[0] <= padded[0] and resized[1] <= padded[1]):
@@ -276,8 +326,13 @@ def _checked_arrays(data: Mapping[str, np.ndarray], header: Dict[str, Any]):
     if queries is not None:
         if clip is None:  # a "proposal" file with clip_queries: refuse it as bad features, not an AttributeError
             raise ValueError("clip_queries without CLIP rows")
-        if queries.dtype != np.int64 or queries.shape != (clip.shape[0],) or np.any(np.diff(queries) <= 0) \
-                or queries.size and not 0 <= queries[0] <= queries[-1] < q:
+        if (
+            queries.dtype != np.int64
+            or queries.shape != (clip.shape[0],)
+            or np.any(np.diff(queries) <= 0)
+            or queries.size
+            and not 0 <= queries[0] <= queries[-1] < q
+        ):
             raise ValueError("clip_queries are not increasing query indices, one per CLIP row")
     elif clip is not None and clip.shape[0] != q:
         raise ValueError(f"{clip.shape[0]} CLIP rows for {q} queries")
@@ -291,7 +346,10 @@ def _checked_arrays(data: Mapping[str, np.ndarray], header: Dict[str, Any]):
 
 
 def _pair(value: Any) -> Tuple[int, int]:
-    if not (isinstance(value, (list, tuple)) and len(value) == 2
-            and all(isinstance(v, int) and not isinstance(v, bool) and 0 < v < 1 << 20 for v in value)):
+    if not (
+        isinstance(value, (list, tuple))
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and 0 < v < 1 << 20 for v in value)
+    ):
         raise ValueError(f"{value!r} is not a (height, width) pair")
     return int(value[0]), int(value[1])

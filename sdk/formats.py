@@ -9,6 +9,7 @@
   SDK's palette and the class list in a text chunk, so viewers show colours and readers get indices;
 * :func:`to_detections` — a ``supervision.Detections`` (masks, boxes, class ids, confidences).
 """
+
 from __future__ import annotations
 
 import json
@@ -66,8 +67,11 @@ def mask_bbox(mask: np.ndarray) -> List[int]:
 
 def segments_to_rle(result: SegmentationResult) -> List[Dict[str, Any]]:
     """One record per segment: index, name, area, score, seen, bbox and its RLE mask."""
-    return [{**s.to_dict(), "bbox": mask_bbox(m), "rle": rle_encode(m)}
-            for s in result.segments for m in (result.label_map == s.index,)]
+    return [
+        {**s.to_dict(), "bbox": mask_bbox(m), "rle": rle_encode(m)}
+        for s in result.segments
+        for m in (result.label_map == s.index,)
+    ]
 
 
 # ---------------------------------------------------------------------------------------- COCO
@@ -78,13 +82,24 @@ def coco_categories(class_names: Sequence[str]) -> List[Dict[str, Any]]:
 
 def coco_annotations(segments: Sequence[Dict[str, Any]], image_id: int, first_id: int) -> List[Dict[str, Any]]:
     """COCO annotations (results format plus ``area``/``iscrowd``) from :func:`segments_to_rle` records."""
-    return [{"id": first_id + i, "image_id": image_id, "category_id": int(s["index"]) + 1,
-             "segmentation": s["rle"], "area": int(s["area"]), "bbox": list(s["bbox"]),
-             "iscrowd": 0, "score": float(s["score"])} for i, s in enumerate(segments)]
+    return [
+        {
+            "id": first_id + i,
+            "image_id": image_id,
+            "category_id": int(s["index"]) + 1,
+            "segmentation": s["rle"],
+            "area": int(s["area"]),
+            "bbox": list(s["bbox"]),
+            "iscrowd": 0,
+            "score": float(s["score"]),
+        }
+        for i, s in enumerate(segments)
+    ]
 
 
-def coco_dataset(images: Sequence[Dict[str, Any]], class_names: Sequence[str],
-                 description: str = "zegformer-sdk labels") -> Dict[str, Any]:
+def coco_dataset(
+    images: Sequence[Dict[str, Any]], class_names: Sequence[str], description: str = "zegformer-sdk labels"
+) -> Dict[str, Any]:
     """A COCO dataset dict from per-image records ``{"file_name", "height", "width", "segments"}``.
 
     Image ids follow the order of ``images`` (1-based); ``segments`` as :func:`segments_to_rle` makes.
@@ -92,13 +107,21 @@ def coco_dataset(images: Sequence[Dict[str, Any]], class_names: Sequence[str],
     out_images: List[Dict[str, Any]] = []
     annotations: List[Dict[str, Any]] = []
     for image_id, record in enumerate(images, start=1):
-        entry = {"id": image_id, "file_name": record["file_name"], "height": int(record["height"]),
-                 "width": int(record["width"])}
+        entry = {
+            "id": image_id,
+            "file_name": record["file_name"],
+            "height": int(record["height"]),
+            "width": int(record["width"]),
+        }
         entry.update({k: v for k, v in record.items() if k in ("label_map",)})
         out_images.append(entry)
         annotations += coco_annotations(record["segments"], image_id, len(annotations) + 1)
-    return {"info": {"description": description}, "images": out_images, "annotations": annotations,
-            "categories": coco_categories(class_names)}
+    return {
+        "info": {"description": description},
+        "images": out_images,
+        "annotations": annotations,
+        "categories": coco_categories(class_names),
+    }
 
 
 # ---------------------------------------------------------------------------------------- PNG
@@ -122,13 +145,15 @@ def save_label_png(path: PathLike, label_map: np.ndarray, class_names: Sequence[
         raise ImageError("class_names must be a list of strings")
     k = len(names)
     if k == 0 or k > MAX_PNG_CLASSES:
-        raise ImageError(f"a label PNG holds 1 to {MAX_PNG_CLASSES} classes (16 bits), got {k}; "
-                         "save the label map as .npy instead")
+        raise ImageError(
+            f"a label PNG holds 1 to {MAX_PNG_CLASSES} classes (16 bits), got {k}; save the label map as .npy instead"
+        )
     if label_map.ndim != 2 or label_map.dtype.kind not in "iu" or 0 in label_map.shape:
         raise ImageError(f"a label map is a non-empty 2-D integer array, got {label_map.dtype} {label_map.shape}")
     if label_map.min() < 0 or label_map.max() >= max(k, 1):
-        raise ImageError(f"label map values {label_map.min()}..{label_map.max()} are outside 0..{k - 1} "
-                         f"(the {k} class names)")
+        raise ImageError(
+            f"label map values {label_map.min()}..{label_map.max()} are outside 0..{k - 1} (the {k} class names)"
+        )
     meta = PngImagePlugin.PngInfo()
     meta.add_itxt(PNG_CLASSES_KEY, json.dumps(names, ensure_ascii=False))
     if k <= 256:
@@ -167,8 +192,10 @@ def _class_list(text: Any, path: PathLike, labels: np.ndarray) -> List[str]:
     try:
         names = json.loads(text)
     except (TypeError, ValueError, RecursionError) as e:
-        raise ImageError(f"label PNG {path}: its {PNG_CLASSES_KEY!r} chunk is not JSON ({e}); "
-                         "it was not written by save_label_png, or is damaged") from e
+        raise ImageError(
+            f"label PNG {path}: its {PNG_CLASSES_KEY!r} chunk is not JSON ({e}); "
+            "it was not written by save_label_png, or is damaged"
+        ) from e
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise ImageError(f"label PNG {path}: its {PNG_CLASSES_KEY!r} chunk is not a JSON list of class names")
     if labels.size and labels.max() >= len(names):
@@ -194,7 +221,10 @@ def to_detections(result: SegmentationResult):
         masks[i] = result.label_map == s.index
         x, y, bw, bh = mask_bbox(masks[i])
         boxes[i] = (x, y, x + bw, y + bh)
-    return sv.Detections(xyxy=boxes, mask=masks,
-                         class_id=np.array([s.index for s in result.segments], dtype=int),
-                         confidence=np.array([s.score for s in result.segments], dtype=np.float32),
-                         data={"class_name": np.array([s.name for s in result.segments], dtype=object)})
+    return sv.Detections(
+        xyxy=boxes,
+        mask=masks,
+        class_id=np.array([s.index for s in result.segments], dtype=int),
+        confidence=np.array([s.score for s in result.segments], dtype=np.float32),
+        data={"class_name": np.array([s.name for s in result.segments], dtype=object)},
+    )

@@ -1,4 +1,5 @@
 """Which files are images: the suffixes the commands read, and folders listed into image paths."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -16,6 +16,7 @@ GPU they are not checked (that would need a synchronisation) and propagate as in
 The mask threshold is the official ``sigmoid(x) > 0.5`` in float32, i.e. ``x >= MASK_THRESHOLD``
 (about 8.9e-8, not 0), with the upsampling rounded exactly as torch's CPU ``interpolate``.
 """
+
 from __future__ import annotations
 
 from typing import Any, Optional, Sequence, Tuple
@@ -41,8 +42,9 @@ def _stream_handle(stream: Any) -> int:
     return stream
 
 
-def masked_crops(image, mask_logits, crop_size: int = 224, *, sampling_ratio: int = -1, num_threads: int = 0,
-                 stream: Any = None) -> Tuple[Any, Any]:
+def masked_crops(
+    image, mask_logits, crop_size: int = 224, *, sampling_ratio: int = -1, num_threads: int = 0, stream: Any = None
+) -> Tuple[Any, Any]:
     """ZegFormer's "cropmask": masked, ROI-aligned crops of the padded CLIP-normalised image.
 
     ``image`` ``[B,C,H,W]`` (padding already 0), ``mask_logits`` ``[B,Q,h,w]`` (any h, w;
@@ -66,9 +68,19 @@ def mask_pool(features, mask_logits, mode: str = "soft", *, num_threads: int = 0
     return _k.mask_pool(features, mask_logits, mode, num_threads, _stream_handle(stream))
 
 
-def semantic_inference(mask_logits, class_probs, image_size: Sequence[int], out_size: Sequence[int],
-                       calibrate_mask=None, calibrate: float = 0.0, return_scores: bool = False, *,
-                       padded_size: Optional[Sequence[int]] = None, num_threads: int = 0, stream: Any = None):
+def semantic_inference(
+    mask_logits,
+    class_probs,
+    image_size: Sequence[int],
+    out_size: Sequence[int],
+    calibrate_mask=None,
+    calibrate: float = 0.0,
+    return_scores: bool = False,
+    *,
+    padded_size: Optional[Sequence[int]] = None,
+    num_threads: int = 0,
+    stream: Any = None,
+):
     """Per-pixel labels from mask logits and per-query class scores, as the official inference.
 
     ``mask_logits`` ``[B,Q,h,w]``, ``class_probs`` ``[B,Q,K]``. Scores
@@ -83,8 +95,18 @@ def semantic_inference(mask_logits, class_probs, image_size: Sequence[int], out_
     cannot change the argmax (pixels where it could get the full sum). ``calibrate`` is
     subtracted as given, also when negative (the reference composition ignores values <= 0).
     """
-    return _k.semantic_inference(mask_logits, class_probs, image_size, out_size, padded_size, calibrate_mask,
-                                 calibrate, return_scores, num_threads, _stream_handle(stream))
+    return _k.semantic_inference(
+        mask_logits,
+        class_probs,
+        image_size,
+        out_size,
+        padded_size,
+        calibrate_mask,
+        calibrate,
+        return_scores,
+        num_threads,
+        _stream_handle(stream),
+    )
 
 
 def build_info() -> dict:

@@ -10,6 +10,7 @@ vocabulary) and ``classes.txt`` from the per-image records.
 
 Ray is imported lazily: ``pip install 'zegformer-sdk[ray]'``.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,16 +28,20 @@ from .label_checks import check_run_options, ray_failure, read_inputs
 from .outputs import SUFFIXES, coco_image_entries, is_complete, read_record, write_image_outputs
 
 log = logging.getLogger(__name__)
-COCO_FILE, CONFIG_FILE, CLASSES_FILE, ERRORS_FILE = "_annotations.coco.json", "_label_config.json", \
-    "classes.txt", "errors.jsonl"
+COCO_FILE, CONFIG_FILE, CLASSES_FILE, ERRORS_FILE = (
+    "_annotations.coco.json",
+    "_label_config.json",
+    "classes.txt",
+    "errors.jsonl",
+)
 RESERVED_STEMS = {Path(COCO_FILE).stem, Path(CONFIG_FILE).stem}  # would collide with "<stem>.json"
 
 
 @dataclass(frozen=True)
 class Item:
-    path: str   # where the image is read from
-    name: str   # how the dataset names it (COCO ``file_name``, errors file)
-    stem: str   # output file stem
+    path: str  # where the image is read from
+    name: str  # how the dataset names it (COCO ``file_name``, errors file)
+    stem: str  # output file stem
 
 
 @dataclass
@@ -45,7 +50,7 @@ class LabelSummary:
     skipped: int
     labelled: int
     errors: List[Dict[str, str]] = field(default_factory=list)
-    seconds: float = 0.0          # wall time of the run
+    seconds: float = 0.0  # wall time of the run
     ray_start_seconds: float = 0.0  # of which: starting / connecting to Ray
 
     @property
@@ -55,9 +60,11 @@ class LabelSummary:
         return self.labelled / busy if busy > 0 else 0.0
 
     def line(self) -> str:
-        return (f"{self.total} images: {self.labelled} labelled in {self.seconds:.1f} s "
-                f"({self.images_per_second:.2f} images/s after {self.ray_start_seconds:.1f} s of Ray start-up), "
-                f"{self.skipped} already complete, {len(self.errors)} errors")
+        return (
+            f"{self.total} images: {self.labelled} labelled in {self.seconds:.1f} s "
+            f"({self.images_per_second:.2f} images/s after {self.ray_start_seconds:.1f} s of Ray start-up), "
+            f"{self.skipped} already complete, {len(self.errors)} errors"
+        )
 
 
 # ---------------------------------------------------------------------------------------- inputs
@@ -81,8 +88,15 @@ def make_items(pairs: Sequence[Tuple[str, str]]) -> List[Item]:
 class LabelWorker:
     """A Ray Data actor: one Segmenter; segments a batch of images and writes their files."""
 
-    def __init__(self, segmenter: Dict[str, Any], out: str, alpha: float, label_png: str,
-                 save_features: Optional[str] = None, features_storage: str = "fp32"):
+    def __init__(
+        self,
+        segmenter: Dict[str, Any],
+        out: str,
+        alpha: float,
+        label_png: str,
+        save_features: Optional[str] = None,
+        features_storage: str = "fp32",
+    ):
         from .segmenter import Segmenter
 
         self.segmenter = Segmenter(**segmenter)
@@ -116,11 +130,23 @@ class LabelWorker:
 
 
 # ---------------------------------------------------------------------------------------- the job
-def run_label(items: Sequence[Item], out: Path, segmenter: Dict[str, Any], *, ray_address: Optional[str] = None,
-              workers: Optional[int] = None, cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0,
-              batch_size: int = 4, alpha: float = 0.5, label_png: str = "gray", progress: bool = True,
-              settings: Optional[Dict[str, Any]] = None, save_features: Optional[Path] = None,
-              features_storage: str = "fp32") -> LabelSummary:
+def run_label(
+    items: Sequence[Item],
+    out: Path,
+    segmenter: Dict[str, Any],
+    *,
+    ray_address: Optional[str] = None,
+    workers: Optional[int] = None,
+    cpus_per_worker: float = 1.0,
+    gpus_per_worker: float = 0.0,
+    batch_size: int = 4,
+    alpha: float = 0.5,
+    label_png: str = "gray",
+    progress: bool = True,
+    settings: Optional[Dict[str, Any]] = None,
+    save_features: Optional[Path] = None,
+    features_storage: str = "fp32",
+) -> LabelSummary:
     """Label ``items`` into ``out`` on Ray (see the module doc); returns the summary.
 
     ``segmenter``: keyword arguments of :class:`~sdk.Segmenter` (``bundle_dir`` ...). ``settings``:
@@ -131,8 +157,14 @@ def run_label(items: Sequence[Item], out: Path, segmenter: Dict[str, Any], *, ra
     """
     from .atomicio import remove_stale_temps
 
-    check_run_options(workers=workers, cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
-                      batch_size=batch_size, alpha=alpha, label_png=label_png)
+    check_run_options(
+        workers=workers,
+        cpus_per_worker=cpus_per_worker,
+        gpus_per_worker=gpus_per_worker,
+        batch_size=batch_size,
+        alpha=alpha,
+        label_png=label_png,
+    )
     out.mkdir(parents=True, exist_ok=True)
     check_settings(out, settings if settings is not None else {"segmenter": _jsonable(segmenter)})
     remove_stale_temps(out)
@@ -142,11 +174,17 @@ def run_label(items: Sequence[Item], out: Path, segmenter: Dict[str, Any], *, ra
     errors: Dict[str, str] = {}
     if todo:
         summary.ray_start_seconds = connect(ray_address)
-        worker = {"out": str(out), "alpha": alpha, "label_png": label_png, "features_storage": features_storage,
-                  "save_features": None if save_features is None else str(save_features)}
+        worker = {
+            "out": str(out),
+            "alpha": alpha,
+            "label_png": label_png,
+            "features_storage": features_storage,
+            "save_features": None if save_features is None else str(save_features),
+        }
         try:
-            results = _run_on_ray(todo, segmenter, workers, cpus_per_worker, gpus_per_worker, batch_size, worker,
-                                  progress)
+            results = _run_on_ray(
+                todo, segmenter, workers, cpus_per_worker, gpus_per_worker, batch_size, worker, progress
+            )
         except (SegmenterError, KeyboardInterrupt):
             raise
         except Exception as e:  # noqa: BLE001 — Ray wraps an actor's failure in its own multi-line error
@@ -155,8 +193,9 @@ def run_label(items: Sequence[Item], out: Path, segmenter: Dict[str, Any], *, ra
         summary.labelled = sum(1 for msg in results.values() if not msg)
     summary.seconds = time.perf_counter() - start
     remove_stale_temps(out)  # every task has finished: what is left was a killed writer's
-    summary.errors = [{"image": it.name, "path": it.path, "error": errors[it.stem]}
-                      for it in items if it.stem in errors]
+    summary.errors = [
+        {"image": it.name, "path": it.path, "error": errors[it.stem]} for it in items if it.stem in errors
+    ]
     write_dataset_files(items, out, summary.errors)
     return summary
 
@@ -166,13 +205,13 @@ def connect(ray_address: Optional[str]) -> float:
     ray = _ray()
     start = time.perf_counter()
     if not ray.is_initialized():
-        ray.init(address=ray_address or "local", include_dashboard=False, configure_logging=False,
-                 log_to_driver=False)
+        ray.init(address=ray_address or "local", include_dashboard=False, configure_logging=False, log_to_driver=False)
     return time.perf_counter() - start
 
 
-def _run_on_ray(todo, segmenter, workers, cpus_per_worker, gpus_per_worker, batch_size, worker,
-                progress) -> Dict[str, str]:
+def _run_on_ray(
+    todo, segmenter, workers, cpus_per_worker, gpus_per_worker, batch_size, worker, progress
+) -> Dict[str, str]:
     """Run the actor pool over ``todo``; ``{stem: error or ""}`` for every image that came back."""
     ray = _ray()
     ctx = ray.data.DataContext.get_current()
@@ -183,10 +222,14 @@ def _run_on_ray(todo, segmenter, workers, cpus_per_worker, gpus_per_worker, batc
     workers = max(1, min(workers, math.ceil(len(todo) / batch_size)))
     rows = [{"path": it.path, "stem": it.stem} for it in todo]
     ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), max(workers * 4, 1)))
-    ds = ds.map_batches(LabelWorker, batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=workers),
-                        num_cpus=cpus_per_worker,
-                        num_gpus=gpus_per_worker or None,
-                        fn_constructor_kwargs={"segmenter": segmenter, **worker})
+    ds = ds.map_batches(
+        LabelWorker,
+        batch_size=batch_size,
+        compute=ray.data.ActorPoolStrategy(size=workers),
+        num_cpus=cpus_per_worker,
+        num_gpus=gpus_per_worker or None,
+        fn_constructor_kwargs={"segmenter": segmenter, **worker},
+    )
     from tqdm import tqdm
 
     results: Dict[str, str] = {}
@@ -228,8 +271,10 @@ def check_settings(out: Path, settings: Dict[str, Any]) -> None:
             previous = None
         if previous is not None and previous != settings:
             changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
-            raise SegmenterError(f"{out} holds labels made with other settings ({', '.join(changed)} differ; "
-                                 f"see {path}); choose another --out, or delete it to start over")
+            raise SegmenterError(
+                f"{out} holds labels made with other settings ({', '.join(changed)} differ; "
+                f"see {path}); choose another --out, or delete it to start over"
+            )
     write_json_atomic(path, settings)
 
 
@@ -245,8 +290,10 @@ def write_dataset_files(items: Sequence[Item], out: Path, errors: List[Dict[str,
     names = done[0][1]["class_names"]
     mixed = [it.name for it, rec in done if rec["class_names"] != names]
     if mixed:
-        raise SegmenterError(f"{len(mixed)} records in {out} have another vocabulary (e.g. {mixed[0]}); "
-                             "label into a fresh --out directory")
+        raise SegmenterError(
+            f"{len(mixed)} records in {out} have another vocabulary (e.g. {mixed[0]}); "
+            "label into a fresh --out directory"
+        )
     write_text_atomic(out / CLASSES_FILE, "".join(n + "\n" for n in names))
     entries = coco_image_entries([rec for _, rec in done], [it.name for it, _ in done])
     write_json_atomic(out / COCO_FILE, coco_dataset(entries, names), indent=None)

@@ -4,6 +4,7 @@ The input (a folder, a list file or a Parquet table, each read or refused in one
 (never a folder of input images, as for ``segment``), the job's options and everything an actor
 would trip on (bundle, mode, sizes, precision, vocabulary), and one line for a Ray failure.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -35,8 +36,10 @@ def read_inputs(source: Path, column: Optional[str] = None, recursive: bool = Fa
         lines = read_text_file(source, OptionError, "list file").splitlines()
         names = [s.strip() for s in lines if s.strip() and not s.lstrip().startswith("#")]
     else:
-        raise OptionError(f"{source}: give a folder of images, a list file ({', '.join(sorted(LIST_SUFFIXES))}, "
-                          "one path a line) or a Parquet table (.parquet) with a column of paths")
+        raise OptionError(
+            f"{source}: give a folder of images, a list file ({', '.join(sorted(LIST_SUFFIXES))}, "
+            "one path a line) or a Parquet table (.parquet) with a column of paths"
+        )
     base = source.parent
     return [(str(p if p.is_absolute() else base / p), name) for name in names for p in (Path(name),)]
 
@@ -48,25 +51,31 @@ def _parquet_paths(source: Path, column: Optional[str]) -> List[str]:
         raise SegmenterError("reading a Parquet table needs pyarrow: pip install 'zegformer-sdk[ray]'") from e
     try:
         schema = pq.read_schema(source)
-        candidates = [column] if column else [c for c in ("path", "image", "file_name", "filename")
-                                              if c in schema.names]
+        candidates = (
+            [column] if column else [c for c in ("path", "image", "file_name", "filename") if c in schema.names]
+        )
         if not candidates or candidates[0] not in schema.names:
-            raise OptionError(f"{source} has no column {column or 'path'!r} (columns: {schema.names}); "
-                              "name the column of image paths with --column")
+            raise OptionError(
+                f"{source} has no column {column or 'path'!r} (columns: {schema.names}); "
+                "name the column of image paths with --column"
+            )
         values = pq.read_table(source, columns=candidates[:1]).column(0).to_pylist()
     except OptionError:
         raise
     except Exception as e:  # noqa: BLE001 — pyarrow raises ArrowInvalid, OSError, ... for a broken file
         detail = " ".join(str(e).split())[:200]
-        raise OptionError(f"cannot read the Parquet table {source} ({type(e).__name__}: {detail}); "
-                          "is it a complete .parquet file?") from e
+        raise OptionError(
+            f"cannot read the Parquet table {source} ({type(e).__name__}: {detail}); is it a complete .parquet file?"
+        ) from e
     names = []
     for row, value in enumerate(values):
         if value is None or value == "":
             continue
         if not isinstance(value, str) or "\x00" in value:
-            raise OptionError(f"{source}: row {row} of column {candidates[0]!r} is {type(value).__name__} "
-                              f"{str(value)[:80]!r}, not a path; give a column of path strings with --column")
+            raise OptionError(
+                f"{source}: row {row} of column {candidates[0]!r} is {type(value).__name__} "
+                f"{str(value)[:80]!r}, not a path; give a column of path strings with --column"
+            )
         names.append(value)
     return names
 
@@ -96,17 +105,20 @@ def ray_failure(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[:300]}"
 
 
-def check_run_options(*, workers: Any, cpus_per_worker: Any, gpus_per_worker: Any, batch_size: Any, alpha: Any,
-                      label_png: Any) -> None:
+def check_run_options(
+    *, workers: Any, cpus_per_worker: Any, gpus_per_worker: Any, batch_size: Any, alpha: Any, label_png: Any
+) -> None:
     """The job's own options (:class:`OptionError`, before anything starts)."""
     from .validate.values import is_int, is_number
 
-    checks = (("workers", workers is None or (is_int(workers) and 1 <= workers <= 100_000), "an integer >= 1"),
-              ("cpus-per-worker", is_number(cpus_per_worker) and 0 < cpus_per_worker <= 1024, "a number > 0"),
-              ("gpus-per-worker", is_number(gpus_per_worker) and 0 <= gpus_per_worker <= 64, "a number >= 0"),
-              ("batch-size", is_int(batch_size) and 1 <= batch_size <= 100_000, "an integer >= 1"),
-              ("alpha", is_number(alpha) and 0 <= alpha <= 1, "a number in [0, 1]"),
-              ("label-png", label_png in LABEL_PNG_FORMATS, f"one of {LABEL_PNG_FORMATS}"))
+    checks = (
+        ("workers", workers is None or (is_int(workers) and 1 <= workers <= 100_000), "an integer >= 1"),
+        ("cpus-per-worker", is_number(cpus_per_worker) and 0 < cpus_per_worker <= 1024, "a number > 0"),
+        ("gpus-per-worker", is_number(gpus_per_worker) and 0 <= gpus_per_worker <= 64, "a number >= 0"),
+        ("batch-size", is_int(batch_size) and 1 <= batch_size <= 100_000, "an integer >= 1"),
+        ("alpha", is_number(alpha) and 0 <= alpha <= 1, "a number in [0, 1]"),
+        ("label-png", label_png in LABEL_PNG_FORMATS, f"one of {LABEL_PNG_FORMATS}"),
+    )
     for name, ok, what in checks:
         if not ok:
             raise OptionError(f"--{name} must be {what}")
@@ -144,5 +156,7 @@ def check_job(segmenter: Dict[str, Any]) -> None:
     for tier in plan.uses:
         missing = missing_files(bundle, tier, [g for g, t in plan.graphs if t == tier])
         if missing:
-            raise OptionError(f"--precision {spec}: {bundle.root} has no {tier} graphs for {missing}; re-export "
-                              f"with `python -m export ... --{tier}`, or choose another precision")
+            raise OptionError(
+                f"--precision {spec}: {bundle.root} has no {tier} graphs for {missing}; re-export "
+                f"with `python -m export ... --{tier}`, or choose another precision"
+            )

@@ -5,6 +5,7 @@ the SDK (and ``export.tensorrt``) read it with :func:`read_manifest`. A key miss
 manifest takes the default written here, and nowhere else. The format is documented in
 ``sdk/bundle_format.py``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -99,10 +100,12 @@ class Settings:
 
     @classmethod
     def from_manifest(cls, manifest: Mapping[str, Any]) -> Settings:
-        return cls(ModelInfo.from_dict(manifest.get("model")),
-                   InferenceSettings.from_dict(manifest.get("inference")),
-                   PreprocessInfo.from_dict(manifest.get("preprocess")),
-                   TokenizerInfo.from_dict(manifest.get("tokenizer")))
+        return cls(
+            ModelInfo.from_dict(manifest.get("model")),
+            InferenceSettings.from_dict(manifest.get("inference")),
+            PreprocessInfo.from_dict(manifest.get("preprocess")),
+            TokenizerInfo.from_dict(manifest.get("tokenizer")),
+        )
 
     @property
     def crop_size(self) -> int:
@@ -115,15 +118,29 @@ class Settings:
 
 
 # ---------------------------------------------------------------------------- writing
-def new_manifest(model: ModelInfo, preprocess: PreprocessInfo, inference: InferenceSettings,
-                 tokenizer: TokenizerInfo, classes: Mapping[str, Sequence], **rest: Any) -> Dict[str, Any]:
+def new_manifest(
+    model: ModelInfo,
+    preprocess: PreprocessInfo,
+    inference: InferenceSettings,
+    tokenizer: TokenizerInfo,
+    classes: Mapping[str, Sequence],
+    **rest: Any,
+) -> Dict[str, Any]:
     """A manifest dict (``files`` is filled in by :func:`write_manifest`); ``rest`` adds the other keys."""
-    return {"format": fmt.FORMAT, "format_version": fmt.FORMAT_VERSION,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "model": model.to_dict(), "preprocess": preprocess.to_dict(), "inference": inference.to_dict(),
-            "tokenizer": tokenizer.to_dict(),
-            "classes": {"names": list(classes["names"]), "seen": [bool(s) for s in classes["seen"]]},
-            "background": fmt.BACKGROUND, "files": {}, "engines": {}, **rest}
+    return {
+        "format": fmt.FORMAT,
+        "format_version": fmt.FORMAT_VERSION,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "model": model.to_dict(),
+        "preprocess": preprocess.to_dict(),
+        "inference": inference.to_dict(),
+        "tokenizer": tokenizer.to_dict(),
+        "classes": {"names": list(classes["names"]), "seen": [bool(s) for s in classes["seen"]]},
+        "background": fmt.BACKGROUND,
+        "files": {},
+        "engines": {},
+        **rest,
+    }
 
 
 def file_hashes(bundle_dir: PathLike) -> Dict[str, str]:
@@ -169,8 +186,10 @@ def read_manifest(bundle_dir: PathLike) -> Dict[str, Any]:
         raise BundleError(f"{path} is not a {fmt.FORMAT} manifest; {REEXPORT}")
     version = manifest.get("format_version")
     if version != fmt.FORMAT_VERSION:
-        raise BundleError(f"{root} has bundle format version {version!r}; this version reads "
-                          f"{fmt.FORMAT_VERSION}: upgrade zegformer-sdk or {REEXPORT} with this version")
+        raise BundleError(
+            f"{root} has bundle format version {version!r}; this version reads "
+            f"{fmt.FORMAT_VERSION}: upgrade zegformer-sdk or {REEXPORT} with this version"
+        )
     manifest = check_manifest_schema(manifest, path)
     check_runtime_sections(manifest, path)
     Settings.from_manifest(manifest)  # the typed sections parse
@@ -188,36 +207,57 @@ def _entry_fields() -> Dict[str, Dict[str, tuple]]:
     is_text = lambda v: isinstance(v, str)  # noqa: E731
     shape = lambda v: isinstance(v, str) or list_of(lambda d: is_int(d) or isinstance(d, str))(v)  # noqa: E731
     return {
-        "graph": {"file": (True, is_relpath, "a relative path inside the bundle"),
-                  "inputs": (False, dict_of(shape), "an object {name: shape}"),
-                  "outputs": (False, dict_of(shape), "an object {name: shape}"),
-                  "precision": (False, tier, f"one of {PRECISIONS}"),
-                  "variants": (False, is_dict, "an object {tier: {file, precision, ...}}")},
-        "variant": {"file": (True, is_relpath, "a relative path inside the bundle"),
-                    "precision": (False, tier, f"one of {PRECISIONS}"),
-                    "calibration": (False, optional(is_dict), "an object or null")},
-        "engine": {"file": (True, is_relpath, "a relative path inside the bundle"),
-                   "precision": (False, tier, f"one of {PRECISIONS}"),
-                   "tensorrt": (False, is_text, "a version string"), "gpu": (False, is_text, "a string"),
-                   "cuda": (False, optional(lambda v: is_text(v) or is_number(v)), "a version string"),
-                   "compute_capability": (False, lambda v: is_text(v) or is_number(v), "a string such as '8.9'"),
-                   "num_profiles": (False, lambda v: is_int(v) and 1 <= v <= 64, "an integer in 1..64"),
-                   "profiles": (False, dict_of(is_dict), "an object {input: {min, opt, max}}"),
-                   "onnx_file": (False, optional(is_relpath), "a relative path inside the bundle"),
-                   "onnx_sha256": (False, optional(lambda v: is_text(v) and bool(SHA256.fullmatch(v))),
-                                   "a sha256 hex digest")},
-        "precision": {"agreement": (False, dict_of(dict_of(lambda v: is_number(v) and 0 <= v <= 1)),
-                                    "an object {tier: {backend: fraction in [0, 1]}}"),
-                      "bar": (False, lambda v: is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
-                      "reference": (False, is_text, "a string"),
-                      "measured_on": (False, optional(is_dict), "an object")},
-        "checkpoint": {"path": (False, optional(is_str), "a path string or null"),
-                       "sha256": (False, optional(lambda v: is_text(v) and bool(SHA256.fullmatch(v))),
-                                  "a sha256 hex digest or null")},
-        "top": {"created": (False, optional(is_text), "an ISO-8601 time string"),
-                "precision": (False, optional(is_dict), "an object {agreement, bar, ...}"),
-                "versions": (False, optional(dict_of(lambda v: v is None or isinstance(v, (str, int, float)))),
-                             "an object {package: version}")},
+        "graph": {
+            "file": (True, is_relpath, "a relative path inside the bundle"),
+            "inputs": (False, dict_of(shape), "an object {name: shape}"),
+            "outputs": (False, dict_of(shape), "an object {name: shape}"),
+            "precision": (False, tier, f"one of {PRECISIONS}"),
+            "variants": (False, is_dict, "an object {tier: {file, precision, ...}}"),
+        },
+        "variant": {
+            "file": (True, is_relpath, "a relative path inside the bundle"),
+            "precision": (False, tier, f"one of {PRECISIONS}"),
+            "calibration": (False, optional(is_dict), "an object or null"),
+        },
+        "engine": {
+            "file": (True, is_relpath, "a relative path inside the bundle"),
+            "precision": (False, tier, f"one of {PRECISIONS}"),
+            "tensorrt": (False, is_text, "a version string"),
+            "gpu": (False, is_text, "a string"),
+            "cuda": (False, optional(lambda v: is_text(v) or is_number(v)), "a version string"),
+            "compute_capability": (False, lambda v: is_text(v) or is_number(v), "a string such as '8.9'"),
+            "num_profiles": (False, lambda v: is_int(v) and 1 <= v <= 64, "an integer in 1..64"),
+            "profiles": (False, dict_of(is_dict), "an object {input: {min, opt, max}}"),
+            "onnx_file": (False, optional(is_relpath), "a relative path inside the bundle"),
+            "onnx_sha256": (False, optional(lambda v: is_text(v) and bool(SHA256.fullmatch(v))), "a sha256 hex digest"),
+        },
+        "precision": {
+            "agreement": (
+                False,
+                dict_of(dict_of(lambda v: is_number(v) and 0 <= v <= 1)),
+                "an object {tier: {backend: fraction in [0, 1]}}",
+            ),
+            "bar": (False, lambda v: is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+            "reference": (False, is_text, "a string"),
+            "measured_on": (False, optional(is_dict), "an object"),
+        },
+        "checkpoint": {
+            "path": (False, optional(is_str), "a path string or null"),
+            "sha256": (
+                False,
+                optional(lambda v: is_text(v) and bool(SHA256.fullmatch(v))),
+                "a sha256 hex digest or null",
+            ),
+        },
+        "top": {
+            "created": (False, optional(is_text), "an ISO-8601 time string"),
+            "precision": (False, optional(is_dict), "an object {agreement, bar, ...}"),
+            "versions": (
+                False,
+                optional(dict_of(lambda v: v is None or isinstance(v, (str, int, float)))),
+                "an object {package: version}",
+            ),
+        },
     }
 
 

@@ -12,6 +12,7 @@ turns features and a vocabulary (:class:`QueryScores`) into ``([Q,K] class score
 Both work on the pipeline's array module (``sdk.arrays``), so the same code runs on numpy and on
 device arrays. A mode sees the pipeline only through :class:`Stages`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -81,8 +82,15 @@ class Mode:
     graphs: Tuple[str, ...] = ("proposal",)
     selects = False  # True: encoding for a vocabulary may skip queries (see CropMask)
 
-    def encode(self, st: Stages, f: ImageFeatures, prep: Prepared, model_input: Any, timer: Timer,
-               selected: Optional[np.ndarray] = None) -> None:
+    def encode(
+        self,
+        st: Stages,
+        f: ImageFeatures,
+        prep: Prepared,
+        model_input: Any,
+        timer: Timer,
+        selected: Optional[np.ndarray] = None,
+    ) -> None:
         """Run the mode's CLIP graph for the image (``selected``: only these queries) into ``f``."""
 
     def select(self, st: Stages, q: QueryScores, timer: Timer) -> Optional[np.ndarray]:
@@ -137,8 +145,15 @@ class CropMask(Mode):
         q.features.selection = (q.vocab, selected)
         return selected
 
-    def encode(self, st: Stages, f: ImageFeatures, prep: Prepared, model_input: Any, timer: Timer,
-               selected: Optional[np.ndarray] = None) -> None:
+    def encode(
+        self,
+        st: Stages,
+        f: ImageFeatures,
+        prep: Prepared,
+        model_input: Any,
+        timer: Timer,
+        selected: Optional[np.ndarray] = None,
+    ) -> None:
         xp, arrays = st.xp, st.arrays
         n = f.num_queries if selected is None else int(selected.size)
         index = None if n == f.num_queries else selected
@@ -151,7 +166,7 @@ class CropMask(Mode):
                 crops = arrays.masked_crops(image, masks, st.crop_size)[0]
             with timer("clip"):
                 b = st.clip_batch
-                f.clip = xp.concatenate([st.backend.clip_image(crops[i:i + b]) for i in range(0, n, b)])
+                f.clip = xp.concatenate([st.backend.clip_image(crops[i : i + b]) for i in range(0, n, b)])
         f.clip_queries = None if index is None else np.asarray(index, dtype=np.int64)
 
     def class_scores(self, st: Stages, q: QueryScores, timer: Timer) -> Scores:
@@ -186,8 +201,11 @@ class CropMask(Mode):
         usable = np.intersect1d(selected, have)
         missing = int(selected.size - usable.size)
         if missing:
-            log.warning("%d queries this vocabulary selects have no CLIP row (the features were encoded for "
-                        "another vocabulary); they keep the neutral value", missing)
+            log.warning(
+                "%d queries this vocabulary selects have no CLIP row (the features were encoded for "
+                "another vocabulary); they keep the neutral value",
+                missing,
+            )
         if usable.size == have.size:
             return clip, usable, missing
         return clip[xp.asarray(np.searchsorted(have, usable))], usable, missing
@@ -202,8 +220,15 @@ class MaskPool(Mode):
     name = "maskpool"
     graphs = ("proposal", "clip_dense")
 
-    def encode(self, st: Stages, f: ImageFeatures, prep: Prepared, model_input: Any, timer: Timer,
-               selected: Optional[np.ndarray] = None) -> None:
+    def encode(
+        self,
+        st: Stages,
+        f: ImageFeatures,
+        prep: Prepared,
+        model_input: Any,
+        timer: Timer,
+        selected: Optional[np.ndarray] = None,
+    ) -> None:
         xp, arrays = st.xp, st.arrays
         with timer("clip"):
             image = arrays.upload(dense_input(prep, st.dense_size, st.clip_mean, st.clip_std))

@@ -15,6 +15,7 @@ classes present with area, score, box and COCO RLE mask, timings, and the names 
 files. The record is the completion mark: an image whose files all exist is complete, one with
 only some of them is partial.
 """
+
 from __future__ import annotations
 
 import json
@@ -56,8 +57,10 @@ def check_out_dir(out: Path, inputs: Sequence[Path], recursive: bool) -> None:
         if p.is_dir():
             real_in = _real(p)
             if real_out == real_in or (recursive and real_in in real_out.parents):
-                raise OutputError(f"--out {out} is the input folder {p} (or inside it with --recursive); "
-                                  "outputs would mix with, and could replace, the images: choose another folder")
+                raise OutputError(
+                    f"--out {out} is the input folder {p} (or inside it with --recursive); "
+                    "outputs would mix with, and could replace, the images: choose another folder"
+                )
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -96,8 +99,7 @@ def _label_palette(path: Path, ctx: OutputContext) -> None:
     save_label_png(path, ctx.result.label_map, ctx.result.class_names)
 
 
-LABEL_PNG_WRITERS: Dict[str, Callable[[Path, OutputContext], None]] = {"gray": _label_gray,
-                                                                       "palette": _label_palette}
+LABEL_PNG_WRITERS: Dict[str, Callable[[Path, OutputContext], None]] = {"gray": _label_gray, "palette": _label_palette}
 LABEL_PNG_FORMATS = tuple(LABEL_PNG_WRITERS)
 
 
@@ -116,9 +118,11 @@ def _record(path: Path, ctx: OutputContext) -> None:
 
 
 # in writing order; the record stays last (it marks the image complete)
-OUTPUTS = (ImageOutput("label_map", ".png", _label_map),
-           ImageOutput("overlay", "_overlay.png", _overlay),
-           ImageOutput("record", ".json", _record))
+OUTPUTS = (
+    ImageOutput("label_map", ".png", _label_map),
+    ImageOutput("overlay", "_overlay.png", _overlay),
+    ImageOutput("record", ".json", _record),
+)
 SUFFIXES = tuple(o.suffix for o in OUTPUTS)
 
 
@@ -129,21 +133,32 @@ def output_files(out: Path, stem: str) -> Dict[str, Path]:
 
 def image_record(image_path: str, stem: str, result: SegmentationResult) -> Dict[str, Any]:
     """The ``<stem>.json`` content: file names, classes, each segment with its ``bbox`` and ``rle``, timings."""
-    record = {"image": image_path, **{o.key: f"{stem}{o.suffix}" for o in OUTPUTS if o.key != "record"},
-              "class_names": list(result.class_names), **result.to_dict()}
+    record = {
+        "image": image_path,
+        **{o.key: f"{stem}{o.suffix}" for o in OUTPUTS if o.key != "record"},
+        "class_names": list(result.class_names),
+        **result.to_dict(),
+    }
     extra = {s["index"]: s for s in segments_to_rle(result)}
-    record["segments"] = [{**s, "bbox": extra[s["index"]]["bbox"], "rle": extra[s["index"]]["rle"]}
-                          for s in record["segments"]]
+    record["segments"] = [
+        {**s, "bbox": extra[s["index"]]["bbox"], "rle": extra[s["index"]]["rle"]} for s in record["segments"]
+    ]
     return record
 
 
-def write_image_outputs(out: Path, stem: str, image_path: str, image: np.ndarray, result: SegmentationResult,
-                        alpha: float = 0.5, label_png: str = "gray") -> Dict[str, Any]:
+def write_image_outputs(
+    out: Path,
+    stem: str,
+    image_path: str,
+    image: np.ndarray,
+    result: SegmentationResult,
+    alpha: float = 0.5,
+    label_png: str = "gray",
+) -> Dict[str, Any]:
     """Write every output of one image (atomically, the record last); returns the record."""
     if label_png not in LABEL_PNG_WRITERS:
         raise ValueError(f"label_png={label_png!r}: choose one of {LABEL_PNG_FORMATS}")
-    ctx = OutputContext(image, result, image_record(image_path, stem, result),
-                        {"alpha": alpha, "label_png": label_png})
+    ctx = OutputContext(image, result, image_record(image_path, stem, result), {"alpha": alpha, "label_png": label_png})
     for fmt in OUTPUTS:
         with atomic_path(out / f"{stem}{fmt.suffix}") as tmp:
             fmt.write(tmp, ctx)
@@ -165,8 +180,16 @@ def read_record(out: Path, stem: str) -> Optional[Dict[str, Any]]:
 
 def coco_image_entries(records: Sequence[Dict[str, Any]], file_names: Sequence[str]):
     """``coco_dataset`` image entries from records (``file_name`` as given, sizes from the record)."""
-    return [{"file_name": name, "height": r["size"][0], "width": r["size"][1], "label_map": r["label_map"],
-             "segments": r["segments"]} for r, name in zip(records, file_names)]
+    return [
+        {
+            "file_name": name,
+            "height": r["size"][0],
+            "width": r["size"][1],
+            "label_map": r["label_map"],
+            "segments": r["segments"],
+        }
+        for r, name in zip(records, file_names)
+    ]
 
 
 # ---------------------------------------------------------------------------------------- names in --out
@@ -196,8 +219,12 @@ def plan_outputs(paths: Sequence[Path], out: Path) -> List[str]:
                 continue
             break
         if stem != base:
-            log.warning("%s: outputs named %s.* (%s.* would replace an input, another output or a file "
-                        "that is not ours)", p, stem, base)
+            log.warning(
+                "%s: outputs named %s.* (%s.* would replace an input, another output or a file that is not ours)",
+                p,
+                stem,
+                base,
+            )
         taken.update(names)
         stems.append(stem)
     return stems
@@ -208,8 +235,9 @@ def existing_outputs(out: Path, stem: str) -> List[Path]:
     return [p for p in output_files(out, stem).values() if os.path.lexists(p)]
 
 
-def video_output(out: Path, name: str, source: Optional[Path], overwrite: bool = False,
-                 skip_existing: bool = False) -> Optional[Path]:
+def video_output(
+    out: Path, name: str, source: Optional[Path], overwrite: bool = False, skip_existing: bool = False
+) -> Optional[Path]:
     """``<out>/<name>_overlay.mp4`` (suffixed when that is the input video itself); ``None``: skip it.
 
     An existing one is an earlier run's: an :class:`OutputError` unless ``overwrite`` (replace it) or
@@ -224,6 +252,8 @@ def video_output(out: Path, name: str, source: Optional[Path], overwrite: bool =
         if skip_existing:
             log.warning("keeping %s from an earlier run (--skip-existing)", path)
             return None
-        raise OutputError(f"{path} exists (an earlier run's?): pass --overwrite to replace it, --skip-existing "
-                          "to keep it, or choose another --out")
+        raise OutputError(
+            f"{path} exists (an earlier run's?): pass --overwrite to replace it, --skip-existing "
+            "to keep it, or choose another --out"
+        )
     return path

@@ -7,6 +7,7 @@ segment scores. :meth:`Pipeline.run` is the two in a row. Every stage works on t
 array module (:mod:`sdk.arrays`): numpy on the CPU, device arrays on a GPU backend, where only the
 label map, ``probs`` when asked and the small per-class scores are downloaded.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,17 +30,18 @@ CPU_CLIP_BATCH = 16  # crops per CLIP call on the CPU (Segmenter(clip_batch=) ov
 
 @dataclass
 class Output:
-    labels: np.ndarray             # [H,W] int32
-    probs: Optional[np.ndarray]    # [K,H,W] float32 or None
-    segment_scores: np.ndarray     # [K] mean calibrated score over each class's pixels
+    labels: np.ndarray  # [H,W] int32
+    probs: Optional[np.ndarray]  # [K,H,W] float32 or None
+    segment_scores: np.ndarray  # [K] mean calibrated score over each class's pixels
     info: Dict[str, Any]
 
 
 class Pipeline:
     """Runs one prepared image through a backend in a mode (stateless apart from constants)."""
 
-    def __init__(self, bundle: Bundle, backend: Backend, clip_batch: Optional[int] = None,
-                 prune_threshold: float = 0.02):
+    def __init__(
+        self, bundle: Bundle, backend: Backend, clip_batch: Optional[int] = None, prune_threshold: float = 0.02
+    ):
         s = bundle.settings
         self.backend = backend
         self.arrays = backend.arrays
@@ -67,8 +69,14 @@ class Pipeline:
         return self.modes[mode] if isinstance(mode, str) else mode
 
     # ------------------------------------------------------------------ phase 1: the image
-    def encode(self, prep: Prepared, mode: Union[str, Mode], timer: Timer, precision: str = "fp32",
-               vocab: Optional[Vocabulary] = None) -> ImageFeatures:
+    def encode(
+        self,
+        prep: Prepared,
+        mode: Union[str, Mode],
+        timer: Timer,
+        precision: str = "fp32",
+        vocab: Optional[Vocabulary] = None,
+    ) -> ImageFeatures:
         """The image graphs of ``mode`` → :class:`ImageFeatures` (on the backend's arrays).
 
         ``vocab`` matters only to a mode that selects queries (``pruned``): given, only the queries
@@ -78,9 +86,19 @@ class Pipeline:
         with timer("proposal"):
             model_input = self.arrays.upload(prep.model_input)
             masks, emb = self.backend.proposal(model_input)
-        f = ImageFeatures(mode=strategy.name, masks=masks, embeddings=emb[0], clip=None, clip_queries=None,
-                          original=prep.original, resized=prep.resized, padded=prep.padded,
-                          bundle_id=self.bundle_id, precision=precision, arrays=self.arrays)
+        f = ImageFeatures(
+            mode=strategy.name,
+            masks=masks,
+            embeddings=emb[0],
+            clip=None,
+            clip_queries=None,
+            original=prep.original,
+            resized=prep.resized,
+            padded=prep.padded,
+            bundle_id=self.bundle_id,
+            precision=precision,
+            arrays=self.arrays,
+        )
         selected = None
         if vocab is not None and strategy.selects:
             selected = strategy.select(self, self.query_scores(f, vocab, timer), timer)
@@ -92,12 +110,14 @@ class Pipeline:
         """Segment logits of ``f``'s queries against ``vocab`` (the ``classify`` stage)."""
         arrays = self.arrays
         with timer("classify"):
-            pred_logits = segment_logits(f.embeddings, arrays.upload(vocab.text_features), self.background,
-                                         self.segment_scale, self.xp)
+            pred_logits = segment_logits(
+                f.embeddings, arrays.upload(vocab.text_features), self.background, self.segment_scale, self.xp
+            )
         return QueryScores(f, vocab, pred_logits, arrays.upload(vocab.text_features_clip), self.stride, self.xp)
 
-    def classify(self, f: ImageFeatures, vocab: Vocabulary, mode: Union[str, Mode], return_probs: bool,
-                 timer: Timer) -> Output:
+    def classify(
+        self, f: ImageFeatures, vocab: Vocabulary, mode: Union[str, Mode], return_probs: bool, timer: Timer
+    ) -> Output:
         """Features and a vocabulary → the label map (no image graph runs)."""
         self.check_features(f)
         arrays = self.arrays
@@ -106,19 +126,36 @@ class Pipeline:
         info: Dict[str, Any] = {"queries": int(q.pred_logits.shape[0]), **mode_info}
         with timer("semantic"):
             labels, probs = arrays.semantic_inference(
-                f.masks, arrays.contiguous(mask_cls[None], np.float32), image_size=f.resized,
-                out_size=f.original, padded_size=f.padded, calibrate_mask=vocab.seen,
-                calibrate=self.calibrate, return_scores=return_probs)
+                f.masks,
+                arrays.contiguous(mask_cls[None], np.float32),
+                image_size=f.resized,
+                out_size=f.original,
+                padded_size=f.padded,
+                calibrate_mask=vocab.seen,
+                calibrate=self.calibrate,
+                return_scores=return_probs,
+            )
         with timer("segments"):
             labels = arrays.contiguous(labels[0], np.int32)
             probs = None if probs is None else probs[0]
             scores = self._segment_scores(labels, probs, q, mask_cls)
-            out = Output(arrays.download(labels), None if probs is None else arrays.download(probs),
-                         arrays.download(scores), info)
+            out = Output(
+                arrays.download(labels),
+                None if probs is None else arrays.download(probs),
+                arrays.download(scores),
+                info,
+            )
         return out
 
-    def run(self, prep: Prepared, vocab: Vocabulary, mode: Union[str, Mode], return_probs: bool,
-            timer: Timer, precision: str = "fp32") -> Output:
+    def run(
+        self,
+        prep: Prepared,
+        vocab: Vocabulary,
+        mode: Union[str, Mode],
+        return_probs: bool,
+        timer: Timer,
+        precision: str = "fp32",
+    ) -> Output:
         """:meth:`encode` then :meth:`classify` (the ``pruned`` mode encodes for ``vocab``)."""
         features = self.encode(prep, mode, timer, precision, vocab)
         return self.classify(features, vocab, mode, return_probs, timer)
@@ -131,9 +168,11 @@ class Pipeline:
         grid = tuple(-(-n // self.stride) for n in f.padded)
         shape = (1, self.num_queries, *grid)
         if tuple(f.masks.shape) != shape or tuple(f.embeddings.shape) != (self.num_queries, self.embed_dim):
-            raise BundleError(f"features of shapes masks {tuple(f.masks.shape)}, embeddings "
-                              f"{tuple(f.embeddings.shape)} do not fit this bundle (masks {shape}, embeddings "
-                              f"{(self.num_queries, self.embed_dim)}); encode the image again")
+            raise BundleError(
+                f"features of shapes masks {tuple(f.masks.shape)}, embeddings "
+                f"{tuple(f.embeddings.shape)} do not fit this bundle (masks {shape}, embeddings "
+                f"{(self.num_queries, self.embed_dim)}); encode the image again"
+            )
 
     def _segment_scores(self, labels: Any, probs: Optional[Any], q: QueryScores, mask_cls: Any) -> Any:
         """Mean calibrated score of each class over its pixels (exact with probs, else on the mask grid)."""

@@ -40,6 +40,7 @@ Manifest (written by ``export/precision.py``): ``graphs[name]["precision"]`` (``
 ``"calibration"`` = source, image count, method, seed; fp16: the ops kept in fp32);
 ``precision = {"agreement": {tier: {backend: fraction}}, "bar": ..., "measured_on": {...}}``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -87,8 +88,9 @@ class PrecisionRequest:
     @property
     def text(self) -> str:
         """The canonical string (``"int8,clip_image=fp32"``), which parses back to this request."""
-        items = ([self.default] if self.default != "fp32" or not self.overrides else []) + \
-                [f"{g}={t}" for g, t in self.overrides]
+        items = ([self.default] if self.default != "fp32" or not self.overrides else []) + [
+            f"{g}={t}" for g, t in self.overrides
+        ]
         return ",".join(items)
 
 
@@ -97,8 +99,9 @@ def _tier(value: Any, where: str, spec: Any) -> str:
         raise PrecisionError(f"precision{where} must be a string tier, got {value!r}; choose one of {PRECISIONS}")
     tier = value.strip().lower()
     if tier == "auto":
-        raise PrecisionError(f"precision {spec!r}: 'auto' cannot be combined with other items or given per graph; "
-                             "use 'auto' alone")
+        raise PrecisionError(
+            f"precision {spec!r}: 'auto' cannot be combined with other items or given per graph; use 'auto' alone"
+        )
     if tier not in PRECISIONS:
         raise PrecisionError(f"unknown precision {value!r}{where}; choose one of {PRECISIONS} or 'auto'")
     return tier
@@ -111,8 +114,9 @@ def _items(spec: Union[str, Mapping[Any, Any]]) -> List[Tuple[Optional[str], Any
     items: List[Tuple[Optional[str], Any]] = []
     for part in spec.split(","):
         if not part.strip():
-            raise PrecisionError(f"precision {spec!r} has an empty item; write e.g. 'int8' or "
-                                 "'clip_image=int8,proposal=fp32'")
+            raise PrecisionError(
+                f"precision {spec!r} has an empty item; write e.g. 'int8' or 'clip_image=int8,proposal=fp32'"
+            )
         graph, eq, tier = part.partition("=")
         items.append((graph, tier) if eq else (None, part))
     return items
@@ -128,8 +132,10 @@ def parse(spec: Any) -> PrecisionRequest:
     if isinstance(spec, PrecisionRequest):
         return spec
     if not isinstance(spec, (str, Mapping)):
-        raise PrecisionError(f"precision={spec!r} is invalid: give a string such as 'int8' or "
-                             "'clip_image=int8', or a mapping {graph: tier}")
+        raise PrecisionError(
+            f"precision={spec!r} is invalid: give a string such as 'int8' or "
+            "'clip_image=int8', or a mapping {graph: tier}"
+        )
     if isinstance(spec, str) and spec.strip().lower() == "auto":
         return PrecisionRequest("auto")
     if not (spec.strip() if isinstance(spec, str) else spec):
@@ -140,8 +146,10 @@ def parse(spec: Any) -> PrecisionRequest:
         if graph is None:
             tier = _tier(value, "", spec)
             if default not in (None, tier):
-                raise PrecisionError(f"precision {spec!r} names two default tiers ({default!r} and {tier!r}); "
-                                     "give one, then graph=tier overrides")
+                raise PrecisionError(
+                    f"precision {spec!r} names two default tiers ({default!r} and {tier!r}); "
+                    "give one, then graph=tier overrides"
+                )
             default = tier
             continue
         name = graph.strip().lower() if isinstance(graph, str) else graph

@@ -7,6 +7,7 @@
 
 The torch model and the training evaluation reuse these functions, so every path resizes and pads alike.
 """
+
 from __future__ import annotations
 
 import io
@@ -28,8 +29,10 @@ MAX_IMAGE_PIXELS = 2 * 89_478_485  # PIL's decompression-bomb error threshold (~
 def check_pixels(h: int, w: int, what: str = "the image") -> None:
     """Refuse images whose pixel count could exhaust memory (decompression bombs, absurd arrays)."""
     if h * w > MAX_IMAGE_PIXELS:
-        raise ImageError(f"{what} is {w}×{h} = {h * w / 1e6:.0f} MP, above the {MAX_IMAGE_PIXELS / 1e6:.0f} MP "
-                         "limit (a decompression bomb?); downscale it first")
+        raise ImageError(
+            f"{what} is {w}×{h} = {h * w / 1e6:.0f} MP, above the {MAX_IMAGE_PIXELS / 1e6:.0f} MP "
+            "limit (a decompression bomb?); downscale it first"
+        )
 
 
 def load_image(path: Union[str, os.PathLike]) -> np.ndarray:
@@ -91,14 +94,17 @@ def _decode(source: Any, what: str, header_only: bool = False) -> Optional[np.nd
     except MemoryError as e:
         raise ImageError(f"not enough memory to decode {what}; downscale it first") from e
     except Image.DecompressionBombError as e:  # PIL refuses some headers before check_pixels sees them
-        raise ImageError(f"{what} declares more than the {MAX_IMAGE_PIXELS / 1e6:.0f} MP limit (a decompression "
-                         "bomb?); downscale it first") from e
+        raise ImageError(
+            f"{what} declares more than the {MAX_IMAGE_PIXELS / 1e6:.0f} MP limit (a decompression "
+            "bomb?); downscale it first"
+        ) from e
     except UnidentifiedImageError as e:
         raise ImageError(f"cannot read {what}: not an image format PIL recognises (is it a PNG/JPEG/... file?)") from e
     except Exception as e:  # PIL raises many types (OSError, SyntaxError, DecompressionBombError, struct.error...)
         detail = " ".join(str(e).split())[:200]
-        raise ImageError(f"cannot read {what}: {type(e).__name__}: {detail} (is it a valid, complete "
-                         "PNG/JPEG/... file?)") from e
+        raise ImageError(
+            f"cannot read {what}: {type(e).__name__}: {detail} (is it a valid, complete PNG/JPEG/... file?)"
+        ) from e
 
 
 def pil_to_rgb(im: Image.Image, what: str = "the image") -> np.ndarray:
@@ -147,8 +153,10 @@ def _int_file_to_uint8(image: np.ndarray, mode: str, what: str) -> np.ndarray:
     values = image.astype(np.int64)
     lo, hi = (int(values.min()), int(values.max())) if values.size else (0, 0)
     if lo < 0 or hi > 65535:
-        raise ImageError(f"{what} is an integer image (PIL mode {mode}) with values {lo}..{hi}, outside 0..65535; "
-                         "convert it to 8- or 16-bit")
+        raise ImageError(
+            f"{what} is an integer image (PIL mode {mode}) with values {lo}..{hi}, outside 0..65535; "
+            "convert it to 8- or 16-bit"
+        )
     if mode.startswith("I;16") or hi > 255:
         values = values >> 8
     return values.astype(np.uint8)
@@ -166,8 +174,10 @@ def _float_file_to_uint8(image: np.ndarray, what: str = "the float image") -> np
     if lo >= 0 and hi <= 1.0:
         return np.floor(image.astype(np.float64) * 255.0 + 0.5).astype(np.uint8)
     if lo < 0 or hi > 65535 or not np.array_equal(image, np.floor(image)):
-        raise ImageError(f"{what} is a float image with values {lo:g}..{hi:g}: float images must be in [0, 1] "
-                         "(or whole numbers in 0..255 or 0..65535); convert it to 8-bit")
+        raise ImageError(
+            f"{what} is a float image with values {lo:g}..{hi:g}: float images must be in [0, 1] "
+            "(or whole numbers in 0..255 or 0..65535); convert it to 8-bit"
+        )
     values = image.astype(np.int64)
     return (values if hi <= 255 else values >> 8).astype(np.uint8)
 
@@ -179,8 +189,9 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
         return (image >> 8).astype(np.uint8)
     if np.issubdtype(image.dtype, np.floating):
         if not np.isfinite(image).all() or image.min() < 0.0 or image.max() > 1.0:
-            raise ImageError("float images must hold values in [0, 1]; convert 0..255 floats with "
-                             ".astype(np.uint8) first")
+            raise ImageError(
+                "float images must hold values in [0, 1]; convert 0..255 floats with .astype(np.uint8) first"
+            )
         return np.floor(image.astype(np.float64) * 255.0 + 0.5).astype(np.uint8)
     if np.issubdtype(image.dtype, np.integer) and image.dtype != np.bool_:
         lo, hi = int(image.min()), int(image.max())
@@ -215,13 +226,17 @@ def resize_shortest_edge(image: np.ndarray, min_size: Optional[int], max_size: i
     h, w = image.shape[:2]
     if min_size is None:
         if max(h, w) > int(max_size):
-            raise ImageError(f"a {w}×{h} image is larger than max_size {max_size} and min_size=None keeps the "
-                             "size: pass a min_size (e.g. 640) to resize it, or a larger max_size")
+            raise ImageError(
+                f"a {w}×{h} image is larger than max_size {max_size} and min_size=None keeps the "
+                "size: pass a min_size (e.g. 640) to resize it, or a larger max_size"
+            )
         return image
     newh, neww = output_shape(h, w, int(min_size), int(max_size))
     if newh < 1 or neww < 1:
-        raise ImageError(f"a {w}×{h} image resizes to {neww}×{newh} (min_size {min_size}, max_size {max_size}): "
-                         "its aspect ratio is too extreme; crop it into tiles first")
+        raise ImageError(
+            f"a {w}×{h} image resizes to {neww}×{newh} (min_size {min_size}, max_size {max_size}): "
+            "its aspect ratio is too extreme; crop it into tiles first"
+        )
     resized = Image.fromarray(image).resize((neww, newh), Image.Resampling.BILINEAR)
     return np.asarray(resized)
 
@@ -255,7 +270,7 @@ def normalize(chw: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> n
 class Prepared:
     """One image ready for the graphs, with its three sizes named."""
 
-    image: np.ndarray        # H×W×3 uint8, after the shortest-edge resize
+    image: np.ndarray  # H×W×3 uint8, after the shortest-edge resize
     model_input: np.ndarray  # [1,3,Hp,Wp] float32 0..255, padded with the backbone pixel mean
     original: Tuple[int, int]  # (H, W) of the input image: the label map's size
 
@@ -270,8 +285,9 @@ class Prepared:
         return self.model_input.shape[2], self.model_input.shape[3]
 
 
-def prepare(image: np.ndarray, min_size: Optional[int], max_size: int, divisor: int,
-            pixel_mean: Sequence[float]) -> Prepared:
+def prepare(
+    image: np.ndarray, min_size: Optional[int], max_size: int, divisor: int, pixel_mean: Sequence[float]
+) -> Prepared:
     """RGB uint8 → resized → ``[1,3,Hp,Wp]`` float32 padded with the pixel mean."""
     resized = resize_shortest_edge(image, min_size, max_size)
     chw = resized.transpose(2, 0, 1).astype(np.float32)
@@ -279,8 +295,7 @@ def prepare(image: np.ndarray, min_size: Optional[int], max_size: int, divisor: 
     return Prepared(resized, np.ascontiguousarray(padded), (image.shape[0], image.shape[1]))
 
 
-def clip_input(model_input: Any, resized: Tuple[int, int], mean: Sequence[float], std: Sequence[float],
-               xp=np) -> Any:
+def clip_input(model_input: Any, resized: Tuple[int, int], mean: Sequence[float], std: Sequence[float], xp=np) -> Any:
     """The CLIP-normalised image padded with 0 (the CLIP mean colour), ``[1,3,Hp,Wp]`` float32.
 
     Computed from the (possibly device-resident) model input, whose padding is replaced by 0.
@@ -294,8 +309,7 @@ def clip_input(model_input: Any, resized: Tuple[int, int], mean: Sequence[float]
     return xp.ascontiguousarray(out)
 
 
-def dense_input(prepared: Prepared, size: Sequence[int], mean: Sequence[float], std: Sequence[float]
-                ) -> np.ndarray:
+def dense_input(prepared: Prepared, size: Sequence[int], mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
     """The (unpadded) resized image, PIL-bilinear to ``size`` = (H, W), CLIP-normalised: ``[1,3,H,W]``."""
     h, w = int(size[0]), int(size[1])
     im = np.asarray(Image.fromarray(prepared.image).resize((w, h), Image.Resampling.BILINEAR))

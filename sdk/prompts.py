@@ -5,6 +5,7 @@ synonyms, giving a template-major list); the prompt embeddings are L2-normalised
 class, and the mean is L2-normalised again. The exporter (through ``train.model.text``) and the
 SDK's run-time vocabularies both expand prompts here.
 """
+
 from __future__ import annotations
 
 from typing import List, Sequence, Tuple

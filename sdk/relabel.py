@@ -8,6 +8,7 @@ written exactly as ``label`` writes (see :mod:`sdk.outputs`): ``<stem>.png``, ``
 complete, so a killed run resumes. Features of another bundle stop the run before any work, with
 one line; a file that cannot be read is recorded in ``errors.jsonl`` and the run goes on.
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,8 +31,10 @@ GRAY = 128  # overlay background when the source image is gone
 def find_features(source: Path, recursive: bool = False) -> List[Path]:
     """The features files of a folder (sorted)."""
     if not source.is_dir():
-        raise SegmenterError(f"relabel input {source} is not a folder of {SUFFIX} files "
-                             "(python -m sdk label ... --save-features DIR writes one)")
+        raise SegmenterError(
+            f"relabel input {source} is not a folder of {SUFFIX} files "
+            "(python -m sdk label ... --save-features DIR writes one)"
+        )
     return sorted(p for p in source.glob(("**/*" if recursive else "*") + SUFFIX) if p.is_file())
 
 
@@ -49,11 +52,15 @@ def read_items(paths: Sequence[Path], bundle_id: str, mode: Optional[str]) -> Li
             pairs.append((str(path), stem))
             continue
         if header["bundle_id"] != bundle_id:
-            raise BundleError(f"{path} was encoded with another bundle (identity {header['bundle_id'][:12]}…, "
-                              f"--bundle has {bundle_id[:12]}…); relabel with the bundle that encoded it")
+            raise BundleError(
+                f"{path} was encoded with another bundle (identity {header['bundle_id'][:12]}…, "
+                f"--bundle has {bundle_id[:12]}…); relabel with the bundle that encoded it"
+            )
         if mode is not None and header.get("mode") != mode:
-            raise OptionError(f"{path} was encoded in mode {header.get('mode')!r}, not --mode {mode}; "
-                              "leave --mode out to use the features' mode")
+            raise OptionError(
+                f"{path} was encoded in mode {header.get('mode')!r}, not --mode {mode}; "
+                "leave --mode out to use the features' mode"
+            )
         pairs.append((str(path), header.get("name") or stem))  # the image's name (COCO file_name)
     stems = [Path(path).name[: -len(SUFFIX)] for path, _ in pairs]  # label saved them under its own stems
     if len(set(stems)) == len(stems) and not RESERVED_STEMS & set(stems):
@@ -73,8 +80,9 @@ class Relabeler:
             features = self.seg.load_features(item.path)
             result = self.seg.classify(features)
             image = self._image(features)
-            write_image_outputs(self.out, item.stem, features.source or item.path, image, result, self.alpha,
-                                self.label_png)
+            write_image_outputs(
+                self.out, item.stem, features.source or item.path, image, result, self.alpha, self.label_png
+            )
             return ""
         except (SegmenterError, OSError, ValueError) as e:
             log.warning("%s: %s", item.path, e)
@@ -95,8 +103,17 @@ class Relabeler:
         return np.full((*features.original, 3), GRAY, np.uint8)
 
 
-def run_relabel(items: Sequence[Item], out: Path, seg: Any, *, settings: Dict[str, Any], workers: int = 1,
-                alpha: float = 0.5, label_png: str = "gray", progress: bool = True) -> LabelSummary:
+def run_relabel(
+    items: Sequence[Item],
+    out: Path,
+    seg: Any,
+    *,
+    settings: Dict[str, Any],
+    workers: int = 1,
+    alpha: float = 0.5,
+    label_png: str = "gray",
+    progress: bool = True,
+) -> LabelSummary:
     """Relabel ``items`` into ``out`` with ``seg`` (its vocabulary); returns the summary (see the module doc)."""
     from tqdm import tqdm
 
@@ -109,8 +126,10 @@ def run_relabel(items: Sequence[Item], out: Path, seg: Any, *, settings: Dict[st
     worker = Relabeler(seg, out, alpha, label_png)
     start = time.perf_counter()
     errors: Dict[str, str] = {}
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, \
-            tqdm(total=len(todo), desc="relabel", unit="img", disable=not progress) as bar:
+    with (
+        ThreadPoolExecutor(max_workers=max(1, workers)) as pool,
+        tqdm(total=len(todo), desc="relabel", unit="img", disable=not progress) as bar,
+    ):
         for it, message in zip(todo, pool.map(worker.one, todo)):
             if message:
                 errors[it.stem] = message
@@ -118,8 +137,9 @@ def run_relabel(items: Sequence[Item], out: Path, seg: Any, *, settings: Dict[st
                 summary.labelled += 1
             bar.update()
     summary.seconds = time.perf_counter() - start
-    summary.errors = [{"image": it.name, "path": it.path, "error": errors[it.stem]}
-                      for it in items if it.stem in errors]
+    summary.errors = [
+        {"image": it.name, "path": it.path, "error": errors[it.stem]} for it in items if it.stem in errors
+    ]
     write_dataset_files(items, out, summary.errors)
     return summary
 

@@ -1,4 +1,5 @@
 """What a segmentation call returns."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -28,8 +29,13 @@ class Segment:
         return self.label_map == self.index
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"index": self.index, "name": self.name, "area": self.area,
-                "score": round(float(self.score), 6), "seen": self.seen}
+        return {
+            "index": self.index,
+            "name": self.name,
+            "area": self.area,
+            "score": round(float(self.score), 6),
+            "seen": self.seen,
+        }
 
 
 @dataclass
@@ -64,17 +70,20 @@ class SegmentationResult:
     def to_dict(self) -> Dict[str, Any]:
         """JSON-ready summary (no arrays)."""
         total = float(max(self.label_map.size, 1))
-        return {"size": list(self.size), "num_classes": len(self.class_names),
-                "segments": [{**s.to_dict(), "fraction": round(s.area / total, 6)} for s in self.segments],
-                "timings_ms": {k: round(v, 3) for k, v in self.timings.items()},
-                "info": self.info}
+        return {
+            "size": list(self.size),
+            "num_classes": len(self.class_names),
+            "segments": [{**s.to_dict(), "fraction": round(s.area / total, 6)} for s in self.segments],
+            "timings_ms": {k: round(v, 3) for k, v in self.timings.items()},
+            "info": self.info,
+        }
 
 
-def build_segments(label_map: np.ndarray, names: Tuple[str, ...], seen: np.ndarray,
-                   scores: np.ndarray) -> List[Segment]:
+def build_segments(
+    label_map: np.ndarray, names: Tuple[str, ...], seen: np.ndarray, scores: np.ndarray
+) -> List[Segment]:
     """Segments for every class present; ``scores[k]`` is class k's mean score over its pixels."""
     areas = np.bincount(label_map.ravel(), minlength=len(names))
     present = np.flatnonzero(areas)
     present = present[np.argsort(-areas[present], kind="stable")]
-    return [Segment(int(k), names[k], int(areas[k]), float(scores[k]), bool(seen[k]), label_map)
-            for k in present]
+    return [Segment(int(k), names[k], int(areas[k]), float(scores[k]), bool(seen[k]), label_map) for k in present]

@@ -4,6 +4,7 @@ Written once for any array module ``xp`` with numpy's API (numpy on the CPU, CuP
 the arrays stay where they are. ``seen`` flags are host numpy bool arrays (vocabulary metadata).
 The torch twins inside the model (``train/model/postprocess.py``) are tested against these.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -40,8 +41,7 @@ def clip_probs(clip_logits: Array, pred_logits: Array, xp=np) -> Array:
     return softmax(xp.concatenate([clip_logits, pred_logits[:, -1:]], axis=1), xp)[:, :-1]
 
 
-def ensemble(pred_logits: Array, clip_p: Array, seen: np.ndarray, lam: float = ENSEMBLE_LAMBDA,
-             xp=np) -> Array:
+def ensemble(pred_logits: Array, clip_p: Array, seen: np.ndarray, lam: float = ENSEMBLE_LAMBDA, xp=np) -> Array:
     """The official geometric ensemble of segment-classifier and CLIP probabilities → ``[Q,K]``.
 
     Seen classes: ``p^λ · mean_seen(clip)^(1-λ)`` (CLIP contributes its mean seen-class
@@ -60,8 +60,15 @@ def ensemble(pred_logits: Array, clip_p: Array, seen: np.ndarray, lam: float = E
     return probs
 
 
-def prune(pred_logits: Array, mask_sigmoid: Array, seen: np.ndarray, lam: float, threshold: float,
-          clip_scale: float = 100.0, xp=np) -> Array:
+def prune(
+    pred_logits: Array,
+    mask_sigmoid: Array,
+    seen: np.ndarray,
+    lam: float,
+    threshold: float,
+    clip_scale: float = 100.0,
+    xp=np,
+) -> Array:
     """Queries worth sending to CLIP (bool ``[Q]``) — the ``pruned`` mode's rule.
 
     A query's CLIP result only changes its own row of class scores, and whatever CLIP says that row
@@ -90,5 +97,5 @@ def prune(pred_logits: Array, mask_sigmoid: Array, seen: np.ndarray, lam: float,
         mean_cap = xp.minimum(cap, 1.0 / seen_idx.size)
         bound = xp.maximum(bound, (p[:, seen_idx] ** lam).max(axis=1) * mean_cap ** (1.0 - lam))
     if unseen_idx.size:
-        bound = xp.maximum(bound, (p[:, unseen_idx] ** (1.0 - lam)).max(axis=1) * cap ** lam)
+        bound = xp.maximum(bound, (p[:, unseen_idx] ** (1.0 - lam)).max(axis=1) * cap**lam)
     return (bound[:, None] * mask_sigmoid >= threshold * winning[None]).any(axis=1)

@@ -1,4 +1,5 @@
 """``Segmenter``: the SDK's entry point."""
+
 from __future__ import annotations
 
 import logging
@@ -50,16 +51,40 @@ class Segmenter:
             or per graph (``{"clip_image": "int8"}``); see ``sdk.precision``. Recorded in ``info``.
     """
 
-    def __init__(self, bundle_dir: Union[str, os.PathLike], backend: str = "auto", device: str = "auto",
-                 mode: str = "cropmask", *, min_size: Union[int, None, str] = BUNDLE_DEFAULT,
-                 max_size: Optional[int] = None, vocabulary: VocabularySpec = None, bgr: bool = False,
-                 threads: Optional[int] = None, clip_batch: Optional[int] = None, prune_threshold: float = 0.02,
-                 cache_dir: Union[None, bool, str, os.PathLike] = None, text_batch: int = 64,
-                 checkpoint: Optional[Union[str, os.PathLike]] = None, reuse_builtin: bool = True,
-                 precision: Any = "fp32"):
-        check_options(min_size=min_size, max_size=max_size, threads=threads, clip_batch=clip_batch, bgr=bgr,
-                      prune_threshold=prune_threshold, text_batch=text_batch, backend=backend, device=device,
-                      mode=mode, cache_dir=cache_dir, checkpoint=checkpoint)
+    def __init__(
+        self,
+        bundle_dir: Union[str, os.PathLike],
+        backend: str = "auto",
+        device: str = "auto",
+        mode: str = "cropmask",
+        *,
+        min_size: Union[int, None, str] = BUNDLE_DEFAULT,
+        max_size: Optional[int] = None,
+        vocabulary: VocabularySpec = None,
+        bgr: bool = False,
+        threads: Optional[int] = None,
+        clip_batch: Optional[int] = None,
+        prune_threshold: float = 0.02,
+        cache_dir: Union[None, bool, str, os.PathLike] = None,
+        text_batch: int = 64,
+        checkpoint: Optional[Union[str, os.PathLike]] = None,
+        reuse_builtin: bool = True,
+        precision: Any = "fp32",
+    ):
+        check_options(
+            min_size=min_size,
+            max_size=max_size,
+            threads=threads,
+            clip_batch=clip_batch,
+            bgr=bgr,
+            prune_threshold=prune_threshold,
+            text_batch=text_batch,
+            backend=backend,
+            device=device,
+            mode=mode,
+            cache_dir=cache_dir,
+            checkpoint=checkpoint,
+        )
         self.bundle = Bundle(bundle_dir)
         self.mode = self._check_mode(mode)
         inf = self.bundle.settings.inference
@@ -69,20 +94,23 @@ class Segmenter:
         self.divisor = int(inf.size_divisibility)
         self.bgr = bool(bgr)
         self.device = device
-        self._options = {"threads": threads, "checkpoint": checkpoint, "precision": precision,
-                         "cache_dir": cache_dir}
+        self._options = {"threads": threads, "checkpoint": checkpoint, "precision": precision, "cache_dir": cache_dir}
         self._pipeline_options: Dict[str, Any] = {"clip_batch": clip_batch, "prune_threshold": prune_threshold}
         self._backend = create_backend(self.bundle, backend, device, self._options)
         self._pipeline = Pipeline(self.bundle, self._backend, **self._pipeline_options)
-        self._store = VocabularyStore(self.bundle, lambda tokens: self._backend.clip_text(tokens),
-                                      cache_dir, text_batch, reuse_builtin,
-                                      text_tier=self._backend.precision.of("clip_text"))
+        self._store = VocabularyStore(
+            self.bundle,
+            lambda tokens: self._backend.clip_text(tokens),
+            cache_dir,
+            text_batch,
+            reuse_builtin,
+            text_tier=self._backend.precision.of("clip_text"),
+        )
         self._lock = threading.Lock()
         self._vocabulary: Optional[Vocabulary] = None
         if vocabulary is not None or self.bundle.default_vocabulary:
             self.set_vocabulary(vocabulary if vocabulary is not None else self.bundle.default_vocabulary)
-        log.info("Segmenter: %s, mode %s, %d classes", self._backend.describe(), self.mode,
-                 len(self._vocabulary or ()))
+        log.info("Segmenter: %s, mode %s, %d classes", self._backend.describe(), self.mode, len(self._vocabulary or ()))
 
     # ------------------------------------------------------------------ properties
     @property
@@ -115,8 +143,12 @@ class Segmenter:
         return self._store.text_graph_runs
 
     # ------------------------------------------------------------------ vocabulary
-    def set_vocabulary(self, vocabulary: VocabularySpec, text_features: Optional[np.ndarray] = None,
-                       text_features_clip: Optional[np.ndarray] = None) -> Vocabulary:
+    def set_vocabulary(
+        self,
+        vocabulary: VocabularySpec,
+        text_features: Optional[np.ndarray] = None,
+        text_features_clip: Optional[np.ndarray] = None,
+    ) -> Vocabulary:
         """Make ``vocabulary`` the default for later calls; returns it.
 
         ``vocabulary``: a built-in name (``vocab/<name>.npz``), a list of class names (embedded
@@ -155,16 +187,23 @@ class Segmenter:
                 return read_class_file(vocabulary)
             if ";" in vocabulary:
                 return validate_names(split_names(vocabulary))
-            raise VocabularyError(f"{vocabulary!r} is not a built-in vocabulary "
-                                  f"{sorted(self.bundle.vocabularies)}, a file, or 'a;b;c'; "
-                                  f"pass [{vocabulary!r}] (on the command line '{vocabulary};') for a "
-                                  "one-class vocabulary")
+            raise VocabularyError(
+                f"{vocabulary!r} is not a built-in vocabulary "
+                f"{sorted(self.bundle.vocabularies)}, a file, or 'a;b;c'; "
+                f"pass [{vocabulary!r}] (on the command line '{vocabulary};') for a "
+                "one-class vocabulary"
+            )
         return validate_names(vocabulary)
 
     # ------------------------------------------------------------------ inference
-    def __call__(self, image: Union[ImageLike, ImageFeatures], vocabulary: VocabularySpec = None,
-                 return_probs: bool = False, mode: Optional[str] = None,
-                 bgr: Optional[bool] = None) -> SegmentationResult:
+    def __call__(
+        self,
+        image: Union[ImageLike, ImageFeatures],
+        vocabulary: VocabularySpec = None,
+        return_probs: bool = False,
+        mode: Optional[str] = None,
+        bgr: Optional[bool] = None,
+    ) -> SegmentationResult:
         """Segment one image → :class:`SegmentationResult` (label map at the input's size).
 
         ``image``: a path, or an ``H×W×3`` uint8 RGB array; gray (``H×W``, ``H×W×1``) is replicated,
@@ -188,8 +227,13 @@ class Segmenter:
 
     segment = __call__
 
-    def encode(self, image: ImageLike, mode: Optional[str] = None, bgr: Optional[bool] = None,
-               vocabulary: VocabularySpec = None) -> ImageFeatures:
+    def encode(
+        self,
+        image: ImageLike,
+        mode: Optional[str] = None,
+        bgr: Optional[bool] = None,
+        vocabulary: VocabularySpec = None,
+    ) -> ImageFeatures:
         """Run the image graphs once → :class:`ImageFeatures` for :meth:`classify` with any vocabulary.
 
         The features stay on the backend's device until ``features.save(path)``. ``vocabulary``
@@ -205,16 +249,22 @@ class Segmenter:
         features.timings = timer.ms
         return features
 
-    def classify(self, features: ImageFeatures, vocabulary: VocabularySpec = None, return_probs: bool = False,
-                 mode: Optional[str] = None) -> SegmentationResult:
+    def classify(
+        self,
+        features: ImageFeatures,
+        vocabulary: VocabularySpec = None,
+        return_probs: bool = False,
+        mode: Optional[str] = None,
+    ) -> SegmentationResult:
         """The result for ``features`` (from :meth:`encode` or :meth:`load_features`) and a vocabulary.
 
         Runs no image graph; equal to ``seg(image, vocabulary)`` (label map bit for bit). Features of
         another bundle are a :class:`BundleError`; a ``mode`` other than the features' an :class:`OptionError`.
         """
         if not isinstance(features, ImageFeatures):
-            raise OptionError(f"classify takes ImageFeatures (from encode or load_features), not "
-                              f"{type(features).__name__}")
+            raise OptionError(
+                f"classify takes ImageFeatures (from encode or load_features), not {type(features).__name__}"
+            )
         features.check(self._pipeline.bundle_id, mode)
         features = features.to(self._backend.arrays)
         timer = Timer()
@@ -227,24 +277,32 @@ class Segmenter:
         """:meth:`ImageFeatures.load` checked against this bundle, on this backend's arrays."""
         return ImageFeatures.load(path, bundle_id=self._pipeline.bundle_id, arrays=self._backend.arrays)
 
-    def _encode(self, image: ImageLike, mode: str, bgr: Optional[bool], vocab: Optional[Vocabulary],
-                timer: Timer) -> ImageFeatures:
+    def _encode(
+        self, image: ImageLike, mode: str, bgr: Optional[bool], vocab: Optional[Vocabulary], timer: Timer
+    ) -> ImageFeatures:
         with timer("preprocess"):
             rgb = to_rgb_uint8(image, self.bgr if bgr is None else bgr)
-            prep = prepare(rgb, self.min_size, self.max_size, self.divisor,
-                           self.bundle.settings.preprocess.pixel_mean)
+            prep = prepare(rgb, self.min_size, self.max_size, self.divisor, self.bundle.settings.preprocess.pixel_mean)
         features = self._pipeline.encode(prep, mode, timer, self.precision, vocab)
         if isinstance(image, (str, os.PathLike)):
             features.source, features.name = os.fspath(image), os.path.basename(image)
         return features
 
-    def _classify(self, features: ImageFeatures, vocab: Vocabulary, return_probs: bool,
-                  timer: Timer) -> SegmentationResult:
+    def _classify(
+        self, features: ImageFeatures, vocab: Vocabulary, return_probs: bool, timer: Timer
+    ) -> SegmentationResult:
         out = self._pipeline.classify(features, vocab, features.mode, return_probs, timer)
         segments = build_segments(out.labels, vocab.names, vocab.seen, out.segment_scores)
-        info = {"mode": features.mode, "backend": self._backend.name, "device": self._backend.device,
-                "precision": features.precision, "vocabulary": vocab.source, "resized": list(features.resized),
-                "padded": list(features.padded), **out.info}
+        info = {
+            "mode": features.mode,
+            "backend": self._backend.name,
+            "device": self._backend.device,
+            "precision": features.precision,
+            "vocabulary": vocab.source,
+            "resized": list(features.resized),
+            "padded": list(features.padded),
+            **out.info,
+        }
         return SegmentationResult(out.labels, vocab.names, segments, out.probs, timer.ms, info)
 
     def _check_mode(self, mode: str) -> str:
@@ -253,8 +311,10 @@ class Segmenter:
             raise SegmenterError(f"unknown mode {mode!r}; choose one of {MODES}")
         missing = [g for g in make_mode(mode).graphs if not self.bundle.manifest["graphs"].get(g)]  # files: Bundle.file
         if missing:
-            raise BundleError(f"mode {mode!r} needs {', '.join(g + '.onnx' for g in missing)}, which "
-                              f"{self.bundle.root} lacks; {REEXPORT}")
+            raise BundleError(
+                f"mode {mode!r} needs {', '.join(g + '.onnx' for g in missing)}, which "
+                f"{self.bundle.root} lacks; {REEXPORT}"
+            )
         return mode
 
     # ------------------------------------------------------------------ engines
@@ -266,8 +326,10 @@ class Segmenter:
         try:
             from export.tensorrt import build_engines
         except ImportError as e:
-            raise BackendError(f"building engines needs TensorRT and the checkout's export/ ({e}): in a clone "
-                               "of zegformer-sdk, pip install -e '.[export,tensorrt]' and run from the clone") from e
+            raise BackendError(
+                f"building engines needs TensorRT and the checkout's export/ ({e}): in a clone "
+                "of zegformer-sdk, pip install -e '.[export,tensorrt]' and run from the clone"
+            ) from e
         build_engines(self.bundle.root, fp16=fp16, **kwargs)
         with self._lock:
             self.bundle = Bundle(self.bundle.root)
@@ -276,5 +338,7 @@ class Segmenter:
             self._store.bundle = self.bundle
 
     def __repr__(self) -> str:
-        return (f"Segmenter({str(self.bundle.root)!r}, backend={self._backend.name!r}, "
-                f"device={self._backend.device!r}, mode={self.mode!r}, classes={len(self._vocabulary or ())})")
+        return (
+            f"Segmenter({str(self.bundle.root)!r}, backend={self._backend.name!r}, "
+            f"device={self._backend.device!r}, mode={self.mode!r}, classes={len(self._vocabulary or ())})"
+        )

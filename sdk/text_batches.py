@@ -11,6 +11,7 @@ Progress: ``progress=None`` shows a tqdm bar on stderr when it is a terminal and
 more than :data:`PROGRESS_DELAY` seconds; ``True`` always, ``False`` never; a callable receives
 ``(prompts done, prompts in all)`` after every batch (e.g. a web page's progress bar).
 """
+
 from __future__ import annotations
 
 import sys
@@ -35,14 +36,15 @@ def token_counts(tokens: np.ndarray) -> np.ndarray:
     return np.asarray(tokens).argmax(axis=1).astype(np.int64) + 1
 
 
-def plan_batches(counts: np.ndarray, batch: int, context: int, round_to: int = ROUND_TO
-                 ) -> List[Tuple[np.ndarray, int]]:
+def plan_batches(
+    counts: np.ndarray, batch: int, context: int, round_to: int = ROUND_TO
+) -> List[Tuple[np.ndarray, int]]:
     """``(row indices, cut length)`` per batch: rows sorted by count (stable), ``batch`` rows each."""
     order = np.argsort(counts, kind="stable")
     step = max(1, int(round_to))
     plan = []
     for i in range(0, len(order), batch):
-        rows = order[i:i + batch]
+        rows = order[i : i + batch]
         longest = int(counts[rows].max())
         plan.append((rows, min(context, -(-longest // step) * step)))
     return plan
@@ -56,16 +58,30 @@ def _reporter(progress: Progress, total: int) -> Tuple[Callable[[int], None], Ca
         def advance(n: int) -> None:
             done[0] += n
             progress(done[0], total)
+
         return advance, lambda: None
     from tqdm import tqdm
 
-    bar = tqdm(total=total, desc="embedding class names", unit="prompt", file=sys.stderr,
-               delay=PROGRESS_DELAY, leave=False, disable=None if progress is None else not progress)
+    bar = tqdm(
+        total=total,
+        desc="embedding class names",
+        unit="prompt",
+        file=sys.stderr,
+        delay=PROGRESS_DELAY,
+        leave=False,
+        disable=None if progress is None else not progress,
+    )
     return bar.update, bar.close
 
 
-def encode_cut(tokens: np.ndarray, encoder: Callable[[np.ndarray], np.ndarray], batch: int,
-               cut: bool = True, progress: Progress = False, round_to: int = ROUND_TO) -> np.ndarray:
+def encode_cut(
+    tokens: np.ndarray,
+    encoder: Callable[[np.ndarray], np.ndarray],
+    batch: int,
+    cut: bool = True,
+    progress: Progress = False,
+    round_to: int = ROUND_TO,
+) -> np.ndarray:
     """Raw text embeddings ``[N,D]`` of ``tokens`` ``[N,C]`` through ``encoder`` (one call per batch),
     in the input order; ``cut=False`` runs full rows in the given order (a fixed-length graph)."""
     tokens = np.ascontiguousarray(tokens, dtype=np.int32)

@@ -1,4 +1,5 @@
 """Milliseconds per pipeline stage."""
+
 from __future__ import annotations
 
 import time

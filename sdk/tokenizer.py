@@ -15,6 +15,7 @@ Differences from open_clip, all confined to unusual input:
   Python's Unicode database assigns; characters added in later Unicode
   versions may be split differently.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -41,6 +42,7 @@ _END_OF_WORD = "</w>"
 
 
 # ---------------------------------------------------------------- bytes <-> symbols
+
 
 @cache
 def _byte_symbols() -> tuple[str, ...]:
@@ -94,15 +96,38 @@ _ENTITY = re.compile(r"&#?[0-9A-Za-z]{1,24};")
 _ANSI_ESCAPE = re.compile(r"\x1b\[[\d;]*[a-zA-Z]")
 _SURROGATE_PAIR = re.compile("[\ud800-\udbff][\udc00-\udfff]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_LIGATURES = str.maketrans({
-    "Ĳ": "IJ", "ĳ": "ij", "ŉ": "ʼn", "Ǳ": "DZ", "ǲ": "Dz", "ǳ": "dz", "Ǆ": "DŽ", "ǅ": "Dž", "ǆ": "dž",
-    "Ǉ": "LJ", "ǈ": "Lj", "ǉ": "lj", "Ǌ": "NJ", "ǋ": "Nj", "ǌ": "nj",
-    "ﬀ": "ff", "ﬁ": "fi", "ﬂ": "fl", "ﬃ": "ffi", "ﬄ": "ffl", "ﬅ": "ſt", "ﬆ": "st",
-})
-_QUOTES = str.maketrans({**dict.fromkeys("\u02bc\u2018\u2019\u201a\u201b", "'"),
-                         **dict.fromkeys("\u201c\u201d\u201e\u201f", '"')})
-_CONTROL_CHARS = dict.fromkeys([*range(0x00, 0x09), 0x0B, *range(0x0E, 0x20), 0x7F,
-                                *range(0x206A, 0x2070), 0xFEFF, *range(0xFFF9, 0xFFFD)])
+_LIGATURES = str.maketrans(
+    {
+        "Ĳ": "IJ",
+        "ĳ": "ij",
+        "ŉ": "ʼn",
+        "Ǳ": "DZ",
+        "ǲ": "Dz",
+        "ǳ": "dz",
+        "Ǆ": "DŽ",
+        "ǅ": "Dž",
+        "ǆ": "dž",
+        "Ǉ": "LJ",
+        "ǈ": "Lj",
+        "ǉ": "lj",
+        "Ǌ": "NJ",
+        "ǋ": "Nj",
+        "ǌ": "nj",
+        "ﬀ": "ff",
+        "ﬁ": "fi",
+        "ﬂ": "fl",
+        "ﬃ": "ffi",
+        "ﬄ": "ffl",
+        "ﬅ": "ſt",
+        "ﬆ": "st",
+    }
+)
+_QUOTES = str.maketrans(
+    {**dict.fromkeys("\u02bc\u2018\u2019\u201a\u201b", "'"), **dict.fromkeys("\u201c\u201d\u201e\u201f", '"')}
+)
+_CONTROL_CHARS = dict.fromkeys(
+    [*range(0x00, 0x09), 0x0B, *range(0x0E, 0x20), 0x7F, *range(0x206A, 0x2070), 0xFEFF, *range(0xFFF9, 0xFFFD)]
+)
 
 
 def _c1_table() -> dict[int, str]:
@@ -230,8 +255,24 @@ def clean_text(text: str, fix: Callable[[str], str]) -> str:
 
 # Default-ignorable characters outside the C and Z categories (fillers, variation selectors, ...)
 # and U+0345, which open_clip's word pattern drops.
-_INVISIBLE = frozenset(map(chr, (0x0345, 0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x3164, 0xFFA0,
-                                 *range(0x180B, 0x1810), *range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0))))
+_INVISIBLE = frozenset(
+    map(
+        chr,
+        (
+            0x0345,
+            0x034F,
+            0x115F,
+            0x1160,
+            0x17B4,
+            0x17B5,
+            0x3164,
+            0xFFA0,
+            *range(0x180B, 0x1810),
+            *range(0xFE00, 0xFE10),
+            *range(0xE0100, 0xE01F0),
+        ),
+    )
+)
 
 
 def visible_text(text: str, use_ftfy: bool | None = None) -> str:
@@ -243,6 +284,7 @@ def visible_text(text: str, use_ftfy: bool | None = None) -> str:
 
 
 # ---------------------------------------------------------------- tokenizer
+
 
 def _read_merges(vocab_path: Path) -> list[tuple[str, str]]:
     """The merge rules CLIP uses: lines 2..48895 of the vocab file."""
@@ -280,12 +322,15 @@ class ClipTokenizer:
     sot_id = SOT_ID
     eot_id = EOT_ID
 
-    def __init__(self, vocab_path: str | Path | None = None, context_length: int = DEFAULT_CONTEXT_LENGTH,
-                 use_ftfy: bool | None = None) -> None:
+    def __init__(
+        self,
+        vocab_path: str | Path | None = None,
+        context_length: int = DEFAULT_CONTEXT_LENGTH,
+        use_ftfy: bool | None = None,
+    ) -> None:
         merges = _read_merges(Path(vocab_path or DEFAULT_VOCAB_PATH))
         symbols = sorted(_byte_symbols())  # CLIP numbers them by code point
-        vocab = [*symbols, *(s + _END_OF_WORD for s in symbols), *("".join(m) for m in merges),
-                 SOT_TOKEN, EOT_TOKEN]
+        vocab = [*symbols, *(s + _END_OF_WORD for s in symbols), *("".join(m) for m in merges), SOT_TOKEN, EOT_TOKEN]
         self._encoder = {token: i for i, token in enumerate(vocab)}
         self._decoder = dict(enumerate(vocab))
         self._ranks = {merge: rank for rank, merge in enumerate(merges)}
@@ -326,8 +371,13 @@ class ClipTokenizer:
         data = bytes(self._byte_decoder[s] for s in symbols)
         return data.decode("utf-8", errors="replace").replace(_END_OF_WORD, " ")
 
-    def __call__(self, texts: str | Sequence[str], context_length: int | None = None, truncate: bool = True,
-                 dtype: DTypeLike = np.int64) -> np.ndarray:
+    def __call__(
+        self,
+        texts: str | Sequence[str],
+        context_length: int | None = None,
+        truncate: bool = True,
+        dtype: DTypeLike = np.int64,
+    ) -> np.ndarray:
         """Ids of ``texts`` as a zero-padded ``[N, context_length]`` array.
 
         Each row is ``<start_of_text> ids... <end_of_text>``. A row longer than
@@ -346,6 +396,6 @@ class ClipTokenizer:
             if len(ids) > length:
                 if not truncate:
                     raise ValueError(f"{text!r} is {len(ids)} tokens, longer than context length {length}")
-                ids = [*ids[:length - 1], EOT_ID]
-            row[:len(ids)] = ids
+                ids = [*ids[: length - 1], EOT_ID]
+            row[: len(ids)] = ids
         return out

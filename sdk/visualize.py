@@ -1,4 +1,5 @@
 """Colour overlays with a legend, and label-map files (OpenCV drawing, RGB in / BGR out to files)."""
+
 from __future__ import annotations
 
 import colorsys
@@ -29,8 +30,9 @@ def colorize(label_map: np.ndarray, num_classes: int) -> np.ndarray:
     return palette(max(num_classes, int(label_map.max()) + 1))[label_map]
 
 
-def overlay(image: np.ndarray, result: SegmentationResult, alpha: float = 0.5, legend: bool = True,
-            fixed_height: bool = False) -> np.ndarray:
+def overlay(
+    image: np.ndarray, result: SegmentationResult, alpha: float = 0.5, legend: bool = True, fixed_height: bool = False
+) -> np.ndarray:
     """The RGB image blended with the class colours, with a legend of the classes present on the right.
 
     ``fixed_height`` keeps the image height (the legend lists what fits): for video frames.
@@ -43,8 +45,9 @@ def overlay(image: np.ndarray, result: SegmentationResult, alpha: float = 0.5, l
     return draw_legend(blended, result, max_rows, fixed_height)
 
 
-def draw_legend(image: np.ndarray, result: SegmentationResult, max_rows: int = 40,
-                fixed_height: bool = False) -> np.ndarray:
+def draw_legend(
+    image: np.ndarray, result: SegmentationResult, max_rows: int = 40, fixed_height: bool = False
+) -> np.ndarray:
     """Append a white panel listing each present class: colour swatch, name, share of pixels."""
     import cv2
 
@@ -61,8 +64,16 @@ def draw_legend(image: np.ndarray, result: SegmentationResult, max_rows: int = 4
         text = f"{seg.name[:20]} {100 * seg.area / total:.1f}%"
         cv2.putText(canvas, text, (w + 32, y + 13), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
     if len(result.segments) > max_rows:
-        cv2.putText(canvas, f"... {len(result.segments) - max_rows} more", (w + 8, 6 + max_rows * LEGEND_ROW + 13),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(
+            canvas,
+            f"... {len(result.segments) - max_rows} more",
+            (w + 8, 6 + max_rows * LEGEND_ROW + 13),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.42,
+            (0, 0, 0),
+            1,
+            cv2.LINE_AA,
+        )
     return canvas
 
 

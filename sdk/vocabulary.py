@@ -9,6 +9,7 @@ Embeddings are cached in memory (LRU) and on disk (``ZEGFORMER_CACHE`` or
 ``~/.cache/zegformer-sdk``; ``ZEGFORMER_CACHE=off`` disables it), keyed by the sha256 of
 ``clip_text.onnx``, the names and the templates. Disk writes are atomic.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -42,9 +43,9 @@ class Vocabulary:
     """Class names with their two text-embedding sets and seen flags (immutable)."""
 
     names: Tuple[str, ...]
-    text_features: np.ndarray       # [K,D] segment classifier
+    text_features: np.ndarray  # [K,D] segment classifier
     text_features_clip: np.ndarray  # [K,D] CLIP branch
-    seen: np.ndarray                # [K] bool: equal to a training (seen) class
+    seen: np.ndarray  # [K] bool: equal to a training (seen) class
     source: str = "runtime"
 
     def __len__(self) -> int:
@@ -109,8 +110,9 @@ class EmbeddingCache:
             return
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            write_npz_atomic(path, {"names": np.array(list(names)), "text_features": value[0],
-                                    "text_features_clip": value[1]})
+            write_npz_atomic(
+                path, {"names": np.array(list(names)), "text_features": value[0], "text_features_clip": value[1]}
+            )
         except OSError as e:
             log.warning("cannot write the embedding cache %s: %s", path, e)
 
@@ -118,10 +120,17 @@ class EmbeddingCache:
 class VocabularyStore:
     """Turns vocabulary specs into :class:`Vocabulary` objects (thread-safe)."""
 
-    def __init__(self, bundle: Bundle, text_encoder: Callable[[np.ndarray], np.ndarray],
-                 cache_dir: Union[None, bool, str, os.PathLike] = None, text_batch: int = 64,
-                 reuse_builtin: bool = True, memory_capacity: int = 32, progress: Progress = None,
-                 text_tier: str = "fp32"):
+    def __init__(
+        self,
+        bundle: Bundle,
+        text_encoder: Callable[[np.ndarray], np.ndarray],
+        cache_dir: Union[None, bool, str, os.PathLike] = None,
+        text_batch: int = 64,
+        reuse_builtin: bool = True,
+        memory_capacity: int = 32,
+        progress: Progress = None,
+        text_tier: str = "fp32",
+    ):
         self.bundle = bundle
         self.text_tier = text_tier  # the text graph's precision: part of the cache key
         self.text_encoder = text_encoder
@@ -147,8 +156,9 @@ class VocabularyStore:
                 try:
                     self._arrays[name] = self.bundle.vocabulary_arrays(name)
                 except KeyError:
-                    raise VocabularyError(f"unknown built-in vocabulary {name!r}; the bundle has "
-                                          f"{sorted(self.bundle.vocabularies)}") from None
+                    raise VocabularyError(
+                        f"unknown built-in vocabulary {name!r}; the bundle has {sorted(self.bundle.vocabularies)}"
+                    ) from None
             return self._arrays[name]
 
     def builtin(self, name: str) -> Vocabulary:
@@ -156,8 +166,9 @@ class VocabularyStore:
             if name not in self._builtin:
                 data = self.arrays(name)
                 names = tuple(str(n) for n in data["names"])
-                self._builtin[name] = self.make(names, data["text_features"], data["text_features_clip"],
-                                                f"builtin:{name}")
+                self._builtin[name] = self.make(
+                    names, data["text_features"], data["text_features_clip"], f"builtin:{name}"
+                )
             return self._builtin[name]
 
     def templates(self) -> Tuple[List[str], List[str]]:
@@ -165,12 +176,15 @@ class VocabularyStore:
         default = self.bundle.default_vocabulary
         data = self.arrays(default) if default else {}
         if "templates" not in data or "templates_clip" not in data:
-            raise BundleError(f"the bundle's default vocabulary {default!r} records no prompt templates; "
-                              f"run-time vocabularies need them: {REEXPORT}")
+            raise BundleError(
+                f"the bundle's default vocabulary {default!r} records no prompt templates; "
+                f"run-time vocabularies need them: {REEXPORT}"
+            )
         return [str(t) for t in data["templates"]], [str(t) for t in data["templates_clip"]]
 
-    def make(self, names: Sequence[str], text_features: np.ndarray, text_features_clip: np.ndarray,
-             source: str = "user") -> Vocabulary:
+    def make(
+        self, names: Sequence[str], text_features: np.ndarray, text_features_clip: np.ndarray, source: str = "user"
+    ) -> Vocabulary:
         """A :class:`Vocabulary` from given embeddings (shapes checked)."""
         names = tuple(validate_names(names))
         dim = self.bundle.settings.model.embed_dim
@@ -197,13 +211,19 @@ class VocabularyStore:
     def cache_key(self, names: Sequence[str], templates: Sequence[str], templates_clip: Sequence[str]) -> str:
         graph = self.bundle.graph("clip_text")
         text_file = ((graph.get("variants") or {}).get(self.text_tier) or graph)["file"]
-        payload = {"v": CACHE_VERSION, "clip_text": self.bundle.manifest["files"].get(text_file),
-                   **({"tier": self.text_tier} if self.text_tier != "fp32" else {}),
-                   "names": list(names), "templates": list(templates), "templates_clip": list(templates_clip)}
+        payload = {
+            "v": CACHE_VERSION,
+            "clip_text": self.bundle.manifest["files"].get(text_file),
+            **({"tier": self.text_tier} if self.text_tier != "fp32" else {}),
+            "names": list(names),
+            "templates": list(templates),
+            "templates_clip": list(templates_clip),
+        }
         return hashlib.sha256(json.dumps(payload, ensure_ascii=False).encode("utf-8")).hexdigest()
 
-    def _compute(self, names: List[str], templates: List[str], templates_clip: List[str]
-                 ) -> Tuple[np.ndarray, np.ndarray]:
+    def _compute(
+        self, names: List[str], templates: List[str], templates_clip: List[str]
+    ) -> Tuple[np.ndarray, np.ndarray]:
         known = self._builtin_rows(names, templates, templates_clip)
         todo = [n for n in names if n not in known]
         if todo:
@@ -211,8 +231,9 @@ class VocabularyStore:
             known.update({n: (tf[i], tfc[i]) for i, n in enumerate(todo)})
         return (np.stack([known[n][0] for n in names]), np.stack([known[n][1] for n in names]))
 
-    def _builtin_rows(self, names: List[str], templates: List[str], templates_clip: List[str]
-                      ) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+    def _builtin_rows(
+        self, names: List[str], templates: List[str], templates_clip: List[str]
+    ) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
         """Rows of built-in vocabularies (same templates) for names they contain."""
         rows: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
         if not self.reuse_builtin:
@@ -220,13 +241,16 @@ class VocabularyStore:
         wanted = set(names)
         for vocab_name in self.bundle.vocabularies:
             data = self.arrays(vocab_name)
-            if ([str(t) for t in data.get("templates", [])] != templates
-                    or [str(t) for t in data.get("templates_clip", [])] != templates_clip):
+            if [str(t) for t in data.get("templates", [])] != templates or [
+                str(t) for t in data.get("templates_clip", [])
+            ] != templates_clip:
                 continue
             for i, n in enumerate(str(n) for n in data["names"]):
                 if n in wanted and n not in rows:
-                    rows[n] = (data["text_features"][i].astype(np.float32),
-                               data["text_features_clip"][i].astype(np.float32))
+                    rows[n] = (
+                        data["text_features"][i].astype(np.float32),
+                        data["text_features_clip"][i].astype(np.float32),
+                    )
         return rows
 
     def encode(self, names: Sequence[str], templates: Sequence[str]) -> np.ndarray:
@@ -241,12 +265,18 @@ class VocabularyStore:
         index = {p: i for i, p in enumerate(unique)}
         tokens = self.tokenizer()(unique, dtype=np.int32)
         cut = dynamic_length(self.bundle.graph("clip_text")) if self.cut_text is None else self.cut_text
-        raw = encode_cut(tokens, self._count_runs, self.text_batch, cut=cut, progress=self.progress,
-                         round_to=self.round_to)
-        log.info("embedded %d names (%d prompts%s) with the text graph", len(names), len(unique),
-                 ", cut to their length" if cut else ", 77 tokens: the bundle's text graph has a fixed length")
-        return [pool_class_embeddings(raw[[index[p] for p in prompts]], owner, len(names))
-                for prompts, owner in expanded]
+        raw = encode_cut(
+            tokens, self._count_runs, self.text_batch, cut=cut, progress=self.progress, round_to=self.round_to
+        )
+        log.info(
+            "embedded %d names (%d prompts%s) with the text graph",
+            len(names),
+            len(unique),
+            ", cut to their length" if cut else ", 77 tokens: the bundle's text graph has a fixed length",
+        )
+        return [
+            pool_class_embeddings(raw[[index[p] for p in prompts]], owner, len(names)) for prompts, owner in expanded
+        ]
 
     def _count_runs(self, tokens: np.ndarray) -> np.ndarray:
         self.text_graph_runs += 1
@@ -262,6 +292,7 @@ class VocabularyStore:
                 try:
                     self._tokenizer = ClipTokenizer(vocab, context_length=info.context_length)
                 except Exception as e:  # a broken gzip/BPE file: EOFError, BadGzipFile, ValueError, ...
-                    raise BundleError(f"bundle file {vocab} is not a CLIP BPE vocabulary ({type(e).__name__}: "
-                                      f"{e}); {REEXPORT}") from e
+                    raise BundleError(
+                        f"bundle file {vocab} is not a CLIP BPE vocabulary ({type(e).__name__}: {e}); {REEXPORT}"
+                    ) from e
             return self._tokenizer

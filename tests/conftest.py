@@ -1,4 +1,5 @@
 """Shared fixtures: the official reference directory (``../shared/reference``) and tiny models."""
+
 from __future__ import annotations
 
 import os
@@ -6,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-REFERENCE_DIR = Path(os.environ.get("ZEGFORMER_REFERENCE",
-                                    Path(__file__).resolve().parents[2] / "shared" / "reference"))
+REFERENCE_DIR = Path(
+    os.environ.get("ZEGFORMER_REFERENCE", Path(__file__).resolve().parents[2] / "shared" / "reference")
+)
 
 
 def require_reference() -> Path:
@@ -64,8 +66,11 @@ def fixture_bundle(fixture_checkpoint, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("fixture_bundle")
     classes = root / "one_class.txt"  # the conformance tests bring their own text embeddings
     classes.write_text("sports ball\n")
-    export_bundle(fixture_checkpoint, root / "bundle",
-                  ExportOptions(vocabs=[str(classes)], image_size=FIXTURE_TRACE, progress=False))
+    export_bundle(
+        fixture_checkpoint,
+        root / "bundle",
+        ExportOptions(vocabs=[str(classes)], image_size=FIXTURE_TRACE, progress=False),
+    )
     return root / "bundle"
 
 

@@ -1,5 +1,6 @@
 """Shared pieces of the hostile-input tests (``tests/test_hostile_*.py``): the exported tiny bundle,
 a Segmenter on it, and manifest editing that keeps (or deliberately breaks) the file hashes."""
+
 from __future__ import annotations
 
 import hashlib

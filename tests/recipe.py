@@ -1,4 +1,5 @@
 """The reference fixture's deterministic weight recipe (``shared/reference/README.md``), exactly."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """Shared helpers of the SDK tests: a tiny (but not degenerate) model, its bundle, test images."""
+
 from __future__ import annotations
 
 import math
@@ -83,8 +84,21 @@ def export_bundle(checkpoint: Path, out: Path, *extra: str) -> Path:
     """``python -m export`` on ``checkpoint`` (ONNX graphs + the checkpoint's own vocabulary)."""
     from export.__main__ import main
 
-    rc = main(["--checkpoint", str(checkpoint), "--out", str(out), "--image-size", "64x96",
-               "--dense-size", "64x64", "--no-progress", "-q", *extra])
+    rc = main(
+        [
+            "--checkpoint",
+            str(checkpoint),
+            "--out",
+            str(out),
+            "--image-size",
+            "64x96",
+            "--dense-size",
+            "64x64",
+            "--no-progress",
+            "-q",
+            *extra,
+        ]
+    )
     assert rc == 0, f"export failed with exit code {rc}"
     return out
 

@@ -1,4 +1,5 @@
 """sdk.atomicio: the one atomic write (SDK, exporter and training write through it)."""
+
 from __future__ import annotations
 
 import os
@@ -74,7 +75,11 @@ def test_one_definition_of_the_atomic_rename():
             for line in path.read_text(encoding="utf-8").splitlines():
                 if re.search(r"\bos\.replace\(|mkstemp\(", line):
                     hits.append(f"{path.relative_to(REPO)}: {line.strip()}")
-    allowed = ("sdk/atomicio.py", "export/publish.py", "train/quickstart.py: os.replace(tmp, data)",
-               "train/clip_pretrain.py: os.replace(tmp, out)")
+    allowed = (
+        "sdk/atomicio.py",
+        "export/publish.py",
+        "train/quickstart.py: os.replace(tmp, data)",
+        "train/clip_pretrain.py: os.replace(tmp, out)",
+    )
     assert [h for h in hits if not h.startswith(allowed)] == []
     assert any(h.startswith("sdk/atomicio.py") for h in hits)

@@ -6,6 +6,7 @@ graph's inputs and outputs against the manifest. Plus the precision parser's hos
 The tiny bundle's graphs get "variants" that are copies of their fp32 files (``clip_text`` included):
 what is checked is which file each graph runs, not the numbers a reduced tier would give.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,10 +46,12 @@ def vbundle(tmp_path_factory):
 
 def inputs(bundle):
     rng = np.random.default_rng(0)
-    return {"proposal": rng.standard_normal((1, 3, 64, 64)).astype(np.float32),
-            "clip_image": rng.standard_normal((3, 3, 32, 32)).astype(np.float32),
-            "clip_text": np.ones((2, 77), np.int32),
-            "clip_dense": rng.standard_normal((1, 3, 64, 64)).astype(np.float32)}
+    return {
+        "proposal": rng.standard_normal((1, 3, 64, 64)).astype(np.float32),
+        "clip_image": rng.standard_normal((3, 3, 32, 32)).astype(np.float32),
+        "clip_text": np.ones((2, 77), np.int32),
+        "clip_dense": rng.standard_normal((1, 3, 64, 64)).astype(np.float32),
+    }
 
 
 def ran_from(backend, graph: str) -> str:
@@ -57,8 +60,12 @@ def ran_from(backend, graph: str) -> str:
 
 
 # ---------------------------------------------------------------- every backend, through create_backend
-CASES = {"onnxruntime": ("cpu", "int8,clip_text=int8"), "openvino": ("cpu", "bf16,clip_image=int8,clip_text=int8"),
-         "tensorrt": ("cuda", "int8,clip_dense=fp16"), "torch": ("cpu", "fp32")}
+CASES = {
+    "onnxruntime": ("cpu", "int8,clip_text=int8"),
+    "openvino": ("cpu", "bf16,clip_image=int8,clip_text=int8"),
+    "tensorrt": ("cuda", "int8,clip_dense=fp16"),
+    "torch": ("cpu", "fp32"),
+}
 
 
 def test_the_cases_cover_every_registered_backend():
@@ -119,8 +126,10 @@ def trt_bundle(tmp_path, vbundle, monkeypatch):
     install(monkeypatch, cuda, trt)
     monkeypatch.setenv("ZEGFORMER_TRT_CACHE", str(tmp_path / "trt-cache"))
     monkeypatch.setattr("sdk.backends.tensorrt.default_allocator", lambda: None)
-    profiles = {"proposal": {"image": [[1, 3, 32, 32], [1, 3, 64, 64], [1, 3, 128, 128]]},
-                "clip_image": {"crops": [[1, 3, 32, 32], [4, 3, 32, 32], [4, 3, 32, 32]]}}
+    profiles = {
+        "proposal": {"image": [[1, 3, 32, 32], [1, 3, 64, 64], [1, 3, 128, 128]]},
+        "clip_image": {"crops": [[1, 3, 32, 32], [4, 3, 32, 32], [4, 3, 32, 32]]},
+    }
     build_engines(path, precision="int8", profiles=profiles, graphs=["proposal", "clip_image"])
     build_engines(path, precision="fp16", graphs=["clip_dense"])
     return path, cuda, log
@@ -140,8 +149,9 @@ def test_tensorrt_and_its_fallback_receive_the_plan(trt_bundle):
     assert fallback.precision is backend.precision  # the ONNX Runtime fallback runs the same plan
     x = inputs(bundle)
     log.executed.clear()
-    np.testing.assert_allclose(backend.run("clip_image", x["clip_image"])[0],
-                               fallback.run("clip_image", x["clip_image"])[0], atol=1e-5)
+    np.testing.assert_allclose(
+        backend.run("clip_image", x["clip_image"])[0], fallback.run("clip_image", x["clip_image"])[0], atol=1e-5
+    )
     assert [g for g, _, _ in log.executed] == ["clip_image"]
     assert ran_from(fallback, "clip_image") == "clip_image.int8.onnx"
     backend.run("clip_text", x["clip_text"])  # no engine: the fallback, at the plan's text tier (fp32)
@@ -169,8 +179,10 @@ def test_auto_takes_the_backend_that_runs_the_tier(vbundle, monkeypatch):
 
 # ---------------------------------------------------------------- graph I/O against the manifest
 @pytest.mark.parametrize("name", ["onnxruntime", "openvino"])
-@pytest.mark.parametrize("source, problem", [("proposal.onnx", r"inputs \['image'\]"),
-                                             ("clip_text.onnx", r"'tokens'.*is int32, expected float32")])
+@pytest.mark.parametrize(
+    "source, problem",
+    [("proposal.onnx", r"inputs \['image'\]"), ("clip_text.onnx", r"'tokens'.*is int32, expected float32")],
+)
 def test_a_variant_holding_another_graph_is_a_bundle_error(tmp_path_factory, tmp_path, name, source, problem):
     if name == "openvino":
         pytest.importorskip("openvino", reason="OpenVINO is optional: pip install 'zegformer-sdk[openvino]'")
@@ -204,10 +216,33 @@ def test_a_rank_the_manifest_does_not_declare_is_a_bundle_error(tmp_path_factory
 
 
 # ---------------------------------------------------------------- the precision parser
-HOSTILE = ["int8,fp32", "int8,clip_image=fp32,clip_image=int8", "clip_image=int8,clip_image=fp16",
-           "auto,clip_image=int8", "clip_image=auto", "int4", "clip_image=int4", "clip_imag=int8", "=int8",
-           "clip_image=", "int8,", ",", "", "   ", 8, 0.5, True, b"int8", ["int8"], ("int8",), {"clip_image": 8},
-           {3: "int8"}, {}, {"clip_image": None}, {"proposal": "int8", "PROPOSAL": "fp32"}]
+HOSTILE = [
+    "int8,fp32",
+    "int8,clip_image=fp32,clip_image=int8",
+    "clip_image=int8,clip_image=fp16",
+    "auto,clip_image=int8",
+    "clip_image=auto",
+    "int4",
+    "clip_image=int4",
+    "clip_imag=int8",
+    "=int8",
+    "clip_image=",
+    "int8,",
+    ",",
+    "",
+    "   ",
+    8,
+    0.5,
+    True,
+    b"int8",
+    ["int8"],
+    ("int8",),
+    {"clip_image": 8},
+    {3: "int8"},
+    {},
+    {"clip_image": None},
+    {"proposal": "int8", "PROPOSAL": "fp32"},
+]
 
 
 @pytest.mark.parametrize("spec", HOSTILE, ids=[repr(h)[:30] for h in HOSTILE])
@@ -223,13 +258,21 @@ def test_every_malformed_precision_is_one_option_error(vbundle, spec):
         Segmenter(vbundle, backend="onnxruntime", precision=spec, cache_dir=False)
 
 
-@pytest.mark.parametrize("spec, label", [
-    ("int8", "int8"), ("INT8 ", "int8"), (None, "fp32"), ("fp32", "fp32"),
-    ("int8,clip_image=fp32", "proposal=int8,clip_image=fp32,clip_dense=int8"),
-    ("clip_image=fp32,int8", "proposal=int8,clip_image=fp32,clip_dense=int8"),  # order does not matter
-    ("clip_image=int8,clip_image=int8", "proposal=fp32,clip_image=int8,clip_dense=fp32"),  # same tier twice
-    ({"clip_image": "int8"}, "proposal=fp32,clip_image=int8,clip_dense=fp32"),
-    ("int8,clip_text=int8", "int8,clip_text=int8"), ({"clip_text": "fp16"}, "fp32,clip_text=fp16")])
+@pytest.mark.parametrize(
+    "spec, label",
+    [
+        ("int8", "int8"),
+        ("INT8 ", "int8"),
+        (None, "fp32"),
+        ("fp32", "fp32"),
+        ("int8,clip_image=fp32", "proposal=int8,clip_image=fp32,clip_dense=int8"),
+        ("clip_image=fp32,int8", "proposal=int8,clip_image=fp32,clip_dense=int8"),  # order does not matter
+        ("clip_image=int8,clip_image=int8", "proposal=fp32,clip_image=int8,clip_dense=fp32"),  # same tier twice
+        ({"clip_image": "int8"}, "proposal=fp32,clip_image=int8,clip_dense=fp32"),
+        ("int8,clip_text=int8", "int8,clip_text=int8"),
+        ({"clip_text": "fp16"}, "fp32,clip_text=fp16"),
+    ],
+)
 def test_precision_forms_and_their_labels(spec, label):
     from sdk.precision import PrecisionPlan, parse
 

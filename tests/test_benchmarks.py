@@ -1,4 +1,5 @@
 """The benchmark scripts run (quick mode) and write what they promise."""
+
 from __future__ import annotations
 
 import json
@@ -10,9 +11,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_latency_quick(tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "latency.py"), "--quick",
-                           "--out-dir", str(tmp_path), "--backends", "onnxruntime"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "latency.py"),
+            "--quick",
+            "--out-dir",
+            str(tmp_path),
+            "--backends",
+            "onnxruntime",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     payload = json.loads((tmp_path / "latency_quick.json").read_text())
     assert "cpu_count" in payload["machine"]
@@ -30,10 +42,29 @@ def test_latency_quick(tmp_path):
 def test_tuning_measures_every_batch_and_thread_setting(tmp_path, tmp_path_factory):
     from tests.sdk_helpers import shared_bundle
 
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tuning.py"), "--bundle",
-                           str(shared_bundle(tmp_path_factory)), "--backends", "onnxruntime", "--batches", "3,8",
-                           "--threads", "1", "--crops", "8", "--rounds", "2", "--out-dir", str(tmp_path)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "tuning.py"),
+            "--bundle",
+            str(shared_bundle(tmp_path_factory)),
+            "--backends",
+            "onnxruntime",
+            "--batches",
+            "3,8",
+            "--threads",
+            "1",
+            "--crops",
+            "8",
+            "--rounds",
+            "2",
+            "--out-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads((tmp_path / "tuning.json").read_text())["records"]
     assert {(r["batch"], r["threads"]) for r in rows} == {(b, t) for b in (3, 8, 32) for t in (1, "all")}

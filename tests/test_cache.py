@@ -3,6 +3,7 @@
 ``ZEGFORMER_CACHE=off`` (or empty, ``0``, ``none``, ``false``) and ``cache_dir=False`` turn every cache
 off — no ``./off`` folder, nothing under the home directory; ``~`` expands to the home directory.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

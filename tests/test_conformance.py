@@ -3,6 +3,7 @@
 Weights come from the fixture's recipe, written as an official checkpoint and imported with
 ``train.convert_official``; tolerances are those the reference README suggests.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,13 @@ def model(fixture_checkpoint):
 @pytest.fixture(scope="module")
 def main_run(model, fixture_arrays):
     f = fixture_arrays
-    return segment(model, f["image"], torch.from_numpy(f["text_features_test"]),
-                   torch.from_numpy(f["text_features_test_clip"]), SEEN)
+    return segment(
+        model,
+        f["image"],
+        torch.from_numpy(f["text_features_test"]),
+        torch.from_numpy(f["text_features_test_clip"]),
+        SEEN,
+    )
 
 
 def close(actual: torch.Tensor, expected: np.ndarray, atol: float) -> float:
@@ -77,7 +83,7 @@ def test_semantic_map(main_run, fixture_arrays):
     sem = main_run["sem_seg"]
     close(sem, f["sem_seg_f16"], 2e-3)
     y, x = f["sem_seg_f32_window_origin"]
-    close(sem[:, y:y + 16, x:x + 16], f["sem_seg_f32_window"], 1e-4)
+    close(sem[:, y : y + 16, x : x + 16], f["sem_seg_f32_window"], 1e-4)
     labels = sem.argmax(0).numpy()
     ref = f["sem_seg_argmax"]
     top2 = np.sort(f["sem_seg_f16"].astype(np.float32), axis=0)[-2:]
@@ -98,9 +104,14 @@ def test_designed_masks(model, fixture_arrays, reference_dir):
     assert np.mean(np.abs(crops[0, :8].numpy() - ref) <= 1e-2) >= 0.999
     with torch.no_grad():
         feats = model.encode_crops(crops[0])
-        logits = model.clip_logits(feats, torch.from_numpy(d["text_features_test_clip"]
-                                                           if "text_features_test_clip" in d.files
-                                                           else fixture_arrays["text_features_test_clip"]))
+        logits = model.clip_logits(
+            feats,
+            torch.from_numpy(
+                d["text_features_test_clip"]
+                if "text_features_test_clip" in d.files
+                else fixture_arrays["text_features_test_clip"]
+            ),
+        )
     close(feats, d["clip_image_features"], 1e-3)
     close(logits, d["clip_logits_per_image"], 5e-2)
     mask_cls = P.ensemble(torch.from_numpy(d["pred_logits"][0]), logits, torch.tensor(SEEN))

@@ -1,4 +1,5 @@
 """``train.convert_official`` and our checkpoint format: round trips and every failure mode."""
+
 from __future__ import annotations
 
 import subprocess
@@ -63,8 +64,9 @@ def test_training_checkpoint_needs_clip(tiny, tmp_path):
     with pytest.raises(CheckpointError, match="--clip"):
         convert(tmp_path / "train.pth", tmp_path / "ours.pth")
     torch.save(clip, tmp_path / "openai_clip.pt")  # OpenAI naming, no prefix
-    convert(tmp_path / "train.pth", tmp_path / "ours.pth", clip=str(tmp_path / "openai_clip.pt"),
-            template=preset("tiny"))
+    convert(
+        tmp_path / "train.pth", tmp_path / "ours.pth", clip=str(tmp_path / "openai_clip.pt"), template=preset("tiny")
+    )
     model, payload = load_model(tmp_path / "ours.pth")
     assert payload["source"]["clip"].endswith("openai_clip.pt")
     torch.testing.assert_close(model.clip.visual.proj, tiny.clip.visual.proj)
@@ -101,9 +103,19 @@ def test_truncated_foreign_and_missing_files(official_file, tmp_path):
 
 def test_cli_one_line_error_and_exit_code(tmp_path):
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
-    proc = subprocess.run([sys.executable, "-m", "train.convert_official", "--official",
-                           str(tmp_path / "junk.pth"), "--out", str(tmp_path / "o.pth")],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "train.convert_official",
+            "--official",
+            str(tmp_path / "junk.pth"),
+            "--out",
+            str(tmp_path / "o.pth"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error:") and "junk.pth" in proc.stderr
     assert not (tmp_path / "o.pth").exists()

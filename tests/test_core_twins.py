@@ -1,4 +1,5 @@
 """The torch twins inside the model against the SDK's numpy core (the one definition of each rule)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,8 +28,9 @@ def test_pooling_twin():
     rng = np.random.default_rng(1)
     raw = rng.normal(size=(9, 16)).astype(np.float32)
     owner = [0, 0, 1, 2, 2, 2, 1, 0, 2]
-    np.testing.assert_allclose(pool_class_embeddings(raw, owner, 3),
-                               torch_pool(torch.from_numpy(raw), owner, 3).numpy(), atol=1e-6)
+    np.testing.assert_allclose(
+        pool_class_embeddings(raw, owner, 3), torch_pool(torch.from_numpy(raw), owner, 3).numpy(), atol=1e-6
+    )
 
 
 def test_pad_twin():

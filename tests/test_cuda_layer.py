@@ -5,6 +5,7 @@ code, so the layer must turn "no driver/device" into a BackendError that says so
 types it passes must be accepted by the real binding. pycuda is tested for real where it imports
 (building it needs the NVIDIA driver library), and through an API stand-in everywhere.
 """
+
 from __future__ import annotations
 
 import sys
@@ -33,8 +34,9 @@ def _gpu_present(rt) -> bool:
 
 
 rt = _cuda_python_runtime()
-needs_cuda_python_no_gpu = pytest.mark.skipif(rt is None or _gpu_present(rt),
-                                              reason="needs cuda-python (cuda-bindings) on a machine without a GPU")
+needs_cuda_python_no_gpu = pytest.mark.skipif(
+    rt is None or _gpu_present(rt), reason="needs cuda-python (cuda-bindings) on a machine without a GPU"
+)
 
 
 @needs_cuda_python_no_gpu
@@ -56,9 +58,18 @@ def test_cuda_python_calls_take_our_argument_types():
     b = object.__new__(CudaPython)  # the constructor would stop at the missing device
     b.rt, b.index = rt, 0
     host = np.zeros(4, np.float32)
-    calls = [lambda: b.malloc(16), lambda: b.free(4096), lambda: b.stream(), lambda: b.destroy_stream(7),
-             lambda: b.synchronize(7), lambda: b.htod(4096, host, 7), lambda: b.dtoh(host, 4096, 7),
-             lambda: b.dtod(4096, 8192, 16, 0), lambda: b.wait(7, 1), lambda: b._read_info()]
+    calls = [
+        lambda: b.malloc(16),
+        lambda: b.free(4096),
+        lambda: b.stream(),
+        lambda: b.destroy_stream(7),
+        lambda: b.synchronize(7),
+        lambda: b.htod(4096, host, 7),
+        lambda: b.dtoh(host, 4096, 7),
+        lambda: b.dtod(4096, 8192, 16, 0),
+        lambda: b.wait(7, 1),
+        lambda: b._read_info(),
+    ]
     for call in calls:
         with pytest.raises(CudaError, match="failed: cuda"):
             call()
@@ -71,8 +82,10 @@ def test_real_pycuda_without_a_device_is_a_backend_error():
     try:
         import pycuda.driver  # noqa: F401
     except ImportError as e:
-        pytest.skip(f"pycuda does not import here ({e}); it cannot be built without the NVIDIA driver's "
-                    "libcuda.so — the stand-in tests below cover its API")
+        pytest.skip(
+            f"pycuda does not import here ({e}); it cannot be built without the NVIDIA driver's "
+            "libcuda.so — the stand-in tests below cover its API"
+        )
     with pytest.raises(BackendError, match="pycuda"):
         open_device(0, binding="pycuda")
 

@@ -1,4 +1,5 @@
 """Datasets: folder format, the official datasets' label decoding, synthetic data, typed errors."""
+
 import json
 
 import numpy as np
@@ -82,15 +83,15 @@ def test_coco_stuff_raw_ids_map_to_train_ids(tmp_path):
     table = json.load(open("train/resources/cocostuff_171_classes.json"))["classes"]
     by_name = {c["name"]: c for c in table}
     raw = np.full((4, 4), 255, np.uint8)
-    raw[0, 0] = by_name["person"]["id"]          # seen
-    raw[0, 1] = by_name["cow"]["id"]             # unseen: a class at evaluation, ignore in training
+    raw[0, 0] = by_name["person"]["id"]  # seen
+    raw[0, 1] = by_name["cow"]["id"]  # unseen: a class at evaluation, ignore in training
     _pair(tmp_path / "val2017", tmp_path / "stuffthingmaps_trainval2017" / "val2017", "x", raw)
     ds = coco_stuff(tmp_path, "val")
     _, label = ds.load(0)
     assert label[0, 0] == by_name["person"]["trainId"] and label[0, 1] == by_name["cow"]["trainId"]
     assert label[1, 1] == IGNORE
     assert ds.seen_map()[label[0, 1]] == IGNORE and ds.seen_map()[label[0, 0]] >= 0
-    raw[2, 2] = 11                               # an id COCO-Stuff does not use
+    raw[2, 2] = 11  # an id COCO-Stuff does not use
     Image.fromarray(raw).save(tmp_path / "stuffthingmaps_trainval2017" / "val2017" / "x.png")
     with pytest.raises(LabelRangeError):
         ds.load(0)
@@ -107,8 +108,12 @@ def test_voc_background_is_ignored(tmp_path):
 
 def test_ade847_sixteen_bit_labels(tmp_path):
     raw = np.array([[0, 846, 65535, 300]], np.uint16)
-    _pair(tmp_path / "images_detectron2" / "validation", tmp_path / "annotations_detectron2" / "validation",
-          "ADE_val_1", raw)
+    _pair(
+        tmp_path / "images_detectron2" / "validation",
+        tmp_path / "annotations_detectron2" / "validation",
+        "ADE_val_1",
+        raw,
+    )
     ds = ade847(tmp_path, "val")
     _, label = ds.load(0)
     np.testing.assert_array_equal(label, [[0, 846, IGNORE, 300]])

@@ -1,4 +1,5 @@
 """Augmentation (the official recipe's semantics), targets, and the deterministic step plan."""
+
 import numpy as np
 import pytest
 import torch
@@ -34,14 +35,14 @@ def test_resize_label_is_torch_nearest():
 
 def test_crop_category_area_constraint_retries():
     label = np.zeros((100, 100), np.int32)
-    label[:, 90:] = 1                          # class 1 only in a thin strip
+    label[:, 90:] = 1  # class 1 only in a thin strip
     rng = np.random.default_rng(0)
     hits = 0
     for _ in range(50):
         y0, x0, ch, cw = random_crop_box(label, 20, 0.75, rng)
-        crop = label[y0:y0 + ch, x0:x0 + cw]
+        crop = label[y0 : y0 + ch, x0 : x0 + cw]
         hits += len(np.unique(crop)) > 1
-    assert hits > 15                           # without the constraint ~ 29/81 ≈ 36 % of crops; retries push it up
+    assert hits > 15  # without the constraint ~ 29/81 ≈ 36 % of crops; retries push it up
     y0, x0, ch, cw = random_crop_box(label[:10, :15], 20, 1.0, rng)
     assert (y0, x0, ch, cw) == (0, 0, 10, 15)  # crop larger than the image → whole image
 
@@ -66,7 +67,7 @@ def test_augment_output_and_label_alignment():
     label = np.zeros((90, 120), np.int32)
     label[:, 60:] = 1
     image = np.zeros((90, 120, 3), np.uint8)
-    image[:, 60:] = 255                        # class 1 is white, class 0 black
+    image[:, 60:] = 255  # class 1 is white, class 0 black
     cfg = AugmentConfig(crop_size=64, scales=(0.5, 1.0, 1.5), max_size=512, color_aug=False)
     for _ in range(10):
         img, lab = augment(image, label, cfg, rng)
@@ -79,7 +80,7 @@ def test_augment_output_and_label_alignment():
 
 def test_class_masks_only_seen_classes():
     label = np.array([[0, 1, 2], [2, IGNORE, 1]])
-    labels, masks = class_masks(label, [0, IGNORE, 1])   # class 1 unseen; class 2 → training index 1
+    labels, masks = class_masks(label, [0, IGNORE, 1])  # class 1 unseen; class 2 → training index 1
     assert labels.tolist() == [0, 1]
     np.testing.assert_array_equal(masks[0], label == 0)
     np.testing.assert_array_equal(masks[1], label == 2)
@@ -110,7 +111,7 @@ def test_loader_workers_give_the_same_batches(tmp_path):
     sd = StepDataset(ds, plan, 0, AugmentConfig(crop_size=32, scales=(1.0,)), ds.seen_map(), max_iter=5)
     serial = list(step_loader(sd, 2, num_workers=0))
     parallel = list(step_loader(sd, 2, num_workers=2))
-    assert len(serial) == len(parallel) == 3 and len(serial[0]) == 2          # steps 2..4, 2 micro-batches
+    assert len(serial) == len(parallel) == 3 and len(serial[0]) == 2  # steps 2..4, 2 micro-batches
     for a, b in zip(serial, parallel):
         for ma, mb in zip(a, b):
             assert torch.equal(ma["images"], mb["images"])

@@ -4,6 +4,7 @@ Needs the ``[demo]`` extra (Gradio), Playwright's Python package and a Chromium 
 ``chromium``; never ``playwright install``). Without them the browser tests skip with the reason,
 except under ``CI=true``, where ``.ci/run`` installs them and their absence fails.
 """
+
 from __future__ import annotations
 
 import io
@@ -24,8 +25,16 @@ import pytest
 from tests.sdk_helpers import block_image, shared_bundle
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 VOCAB_TEXT = "cat; dog\nsofa; floor"
 VOCAB = ["cat", "dog", "sofa", "floor"]
 LOOPBACK = ("http://127.0.0.1", "data:", "blob:")
@@ -87,8 +96,12 @@ def _missing(reason: str):
 
 
 def _chromium() -> str:
-    for candidate in (os.environ.get("ZEGFORMER_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"),
-                      shutil.which("chromium-browser")):
+    for candidate in (
+        os.environ.get("ZEGFORMER_CHROMIUM"),
+        "/usr/bin/chromium",
+        shutil.which("chromium"),
+        shutil.which("chromium-browser"),
+    ):
         if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return candidate
     _missing("no Chromium binary (apt-get install -y chromium, or set ZEGFORMER_CHROMIUM)")
@@ -129,14 +142,36 @@ def demo_url(tmp_path_factory):
     bundle = shared_bundle(tmp_path_factory)
     root = tmp_path_factory.mktemp("demo")
     port = _free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-           "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": str(root / "gradio"),
-           "ZEGFORMER_CACHE": str(root / "cache"), "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "GRADIO_TEMP_DIR": str(root / "gradio"),
+        "ZEGFORMER_CACHE": str(root / "cache"),
+        "OMP_NUM_THREADS": "1",
+    }
     log = root / "demo.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "sdk", "demo", "--bundle", str(bundle), "--port", str(port),
-                                 "--host", "127.0.0.1", "--threads", "1"],
-                                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sdk",
+                "demo",
+                "--bundle",
+                str(bundle),
+                "--port",
+                str(port),
+                "--host",
+                "127.0.0.1",
+                "--threads",
+                "1",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=root,
+        )
     url = f"http://127.0.0.1:{port}/"
     try:
         _wait_http(url, proc, log)
@@ -214,8 +249,10 @@ def _expect_message(page, pattern: str):
 
 def _legend(page):
     rows = page.locator("#legend .legend-row")
-    return [(rows.nth(i).locator(".legend-name").inner_text(), rows.nth(i).locator(".legend-area").inner_text())
-            for i in range(rows.count())]
+    return [
+        (rows.nth(i).locator(".legend-name").inner_text(), rows.nth(i).locator(".legend-area").inner_text())
+        for i in range(rows.count())
+    ]
 
 
 def _fetch(page, url: str) -> bytes:
@@ -245,8 +282,9 @@ def test_page_renders_offline(page, bundle):
     modes = page.locator("#mode input[type=radio]").evaluate_all("els => els.map(e => e.value)")
     assert modes == ["cropmask", "pruned", "maskpool", "proposal"]
     default = Bundle(bundle).default_vocabulary  # the box starts with the bundle's default names
-    assert default and page.locator("#vocabulary textarea").input_value().splitlines() == \
-        list(_reference_segmenter(bundle).resolve_vocabulary(default).names)
+    assert default and page.locator("#vocabulary textarea").input_value().splitlines() == list(
+        _reference_segmenter(bundle).resolve_vocabulary(default).names
+    )
 
 
 _SEGMENTERS = {}

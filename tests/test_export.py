@@ -1,5 +1,6 @@
 """``python -m export`` end to end on a tiny random model: bundle contents, manifest, hashes, and
 ONNX Runtime vs the PyTorch modules at sizes that differ from the trace size."""
+
 from __future__ import annotations
 
 import json
@@ -26,15 +27,31 @@ ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["cat", "dog", "sky, clouds", "grass", "road"]
 SEEN = [True, True, True, False, False]
 TRACE = ["--image-size", "128x160", "--dense-size", "64x64"]
-MANIFEST_KEYS = {"format", "format_version", "created", "model", "preprocess", "inference", "classes",
-                 "default_vocabulary", "vocabularies", "tokenizer", "graphs", "background", "checkpoint",
-                 "files", "versions", "engines"}
+MANIFEST_KEYS = {
+    "format",
+    "format_version",
+    "created",
+    "model",
+    "preprocess",
+    "inference",
+    "classes",
+    "default_vocabulary",
+    "vocabularies",
+    "tokenizer",
+    "graphs",
+    "background",
+    "checkpoint",
+    "files",
+    "versions",
+    "engines",
+}
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run([sys.executable, "-m", "export", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "export", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +64,27 @@ def tiny(tmp_path_factory):
     classes = root / "my classes.txt"
     classes.write_text("# my classes\nzebra\n\nred car ,  automobile  # synonyms\n", encoding="utf-8")
     bundle = root / "bundle"
-    assert main(["--checkpoint", str(ckpt), "--out", str(bundle), *TRACE, "--no-progress",
-                 "--vocab", "train", "--vocab", "toy", "--vocab", str(classes), "--vocab", "voc"]) == 0
+    assert (
+        main(
+            [
+                "--checkpoint",
+                str(ckpt),
+                "--out",
+                str(bundle),
+                *TRACE,
+                "--no-progress",
+                "--vocab",
+                "train",
+                "--vocab",
+                "toy",
+                "--vocab",
+                str(classes),
+                "--vocab",
+                "voc",
+            ]
+        )
+        == 0
+    )
     model, _ = load_model(ckpt)
     return ckpt, bundle, model
 
@@ -68,12 +104,18 @@ def test_manifest_follows_the_contract(tiny):
     assert set(m) == MANIFEST_KEYS
     assert (m["format"], m["format_version"]) == (bf.FORMAT, bf.FORMAT_VERSION)
     assert set(m["graphs"]) == set(bf.GRAPHS)
-    assert m["graphs"]["proposal"] == {"file": "proposal.onnx", "inputs": {"image": "[B,3,H,W]"},
-                                       "outputs": {"mask_logits": "[B,10,H/4,W/4]",
-                                                   "segment_embeddings": "[B,10,32]"}}
+    assert m["graphs"]["proposal"] == {
+        "file": "proposal.onnx",
+        "inputs": {"image": "[B,3,H,W]"},
+        "outputs": {"mask_logits": "[B,10,H/4,W/4]", "segment_embeddings": "[B,10,32]"},
+    }
     assert m["classes"] == {"names": NAMES, "seen": SEEN}
-    assert m["vocabularies"] == {"train": "vocab/train.npz", "toy": "vocab/toy.npz",
-                                 "my_classes": "vocab/my_classes.npz", "voc": "vocab/voc.npz"}
+    assert m["vocabularies"] == {
+        "train": "vocab/train.npz",
+        "toy": "vocab/toy.npz",
+        "my_classes": "vocab/my_classes.npz",
+        "voc": "vocab/voc.npz",
+    }
     assert m["default_vocabulary"] == "train"
     assert m["inference"]["dense_size"] == [64, 64]
     assert m["inference"]["min_size"] == 640 and m["inference"]["max_size"] == 2560
@@ -105,10 +147,12 @@ def test_background_and_vocabularies(tiny):
     train = np.load(bundle / "vocab/train.npz")
     assert list(train["names"]) == ["cat", "dog", "sky, clouds"]
     assert list(train["templates"]) == ["A photo of a {} in the scene"] and len(train["templates_clip"]) == 32
-    np.testing.assert_allclose(train["text_features"],
-                               model.text_embeddings(NAMES[:3], list(train["templates"])).numpy(), atol=1e-6)
-    np.testing.assert_allclose(train["text_features_clip"],
-                               model.text_embeddings(NAMES[:3], list(train["templates_clip"])).numpy(), atol=1e-6)
+    np.testing.assert_allclose(
+        train["text_features"], model.text_embeddings(NAMES[:3], list(train["templates"])).numpy(), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        train["text_features_clip"], model.text_embeddings(NAMES[:3], list(train["templates_clip"])).numpy(), atol=1e-6
+    )
     voc = np.load(bundle / "vocab/voc.npz")
     assert len(voc["names"]) == 20 and voc["names"][0] == "aeroplane"
     mine = np.load(bundle / "vocab/my_classes.npz", allow_pickle=False)
@@ -236,8 +280,9 @@ def run_failing(capsys, args, out: Path) -> str:
 
 
 def test_error_missing_checkpoint(tmp_path, capsys):
-    msg = run_failing(capsys, ["--checkpoint", str(tmp_path / "nope.pth"), "--out", str(tmp_path / "b")],
-                      tmp_path / "b")
+    msg = run_failing(
+        capsys, ["--checkpoint", str(tmp_path / "nope.pth"), "--out", str(tmp_path / "b")], tmp_path / "b"
+    )
     assert "not found" in msg
 
 
@@ -258,16 +303,18 @@ def test_error_foreign_checkpoint(tmp_path, capsys):
 
 
 def test_error_unknown_vocabulary(tiny, tmp_path, capsys):
-    msg = run_failing(capsys, ["--checkpoint", str(tiny[0]), "--out", str(tmp_path / "b"),
-                               "--vocab", "imagenet"], tmp_path / "b")
+    msg = run_failing(
+        capsys, ["--checkpoint", str(tiny[0]), "--out", str(tmp_path / "b"), "--vocab", "imagenet"], tmp_path / "b"
+    )
     assert "unknown vocabulary 'imagenet'" in msg and "coco-stuff" in msg
 
 
 def test_error_empty_class_file(tiny, tmp_path, capsys):
     empty = tmp_path / "empty.txt"
     empty.write_text("# nothing here\n\n   \n")
-    msg = run_failing(capsys, ["--checkpoint", str(tiny[0]), "--out", str(tmp_path / "b"),
-                               "--vocab", str(empty)], tmp_path / "b")
+    msg = run_failing(
+        capsys, ["--checkpoint", str(tiny[0]), "--out", str(tmp_path / "b"), "--vocab", str(empty)], tmp_path / "b"
+    )
     assert "no classes" in msg
 
 
@@ -283,8 +330,9 @@ def test_error_output_exists(tiny, tmp_path, capsys):
 
 
 def test_error_bad_size(tiny, tmp_path, capsys):
-    msg = run_failing(capsys, ["--checkpoint", str(tiny[0]), "--out", str(tmp_path / "b"),
-                               "--image-size", "100x160"], tmp_path / "b")
+    msg = run_failing(
+        capsys, ["--checkpoint", str(tiny[0]), "--out", str(tmp_path / "b"), "--image-size", "100x160"], tmp_path / "b"
+    )
     assert "multiples of 32" in msg
 
 
@@ -312,6 +360,7 @@ def test_error_tensorrt_unavailable(tiny, tmp_path):
     pytest.importorskip("numpy")
     try:
         import tensorrt  # noqa: F401
+
         pytest.skip("TensorRT is installed here")
     except ImportError:
         pass
@@ -324,9 +373,11 @@ def test_error_tensorrt_unavailable(tiny, tmp_path):
 
 
 def test_tensorrt_module_needs_no_torch():
-    code = ("import sys, export.tensorrt as t; assert 'torch' not in sys.modules, 'torch imported'; "
-            "p = t.parse_profile('proposal:image=1x3x64x64,1x3x640x864,2x3x1344x1344'); "
-            "print(p['proposal']['image'][2])")
+    code = (
+        "import sys, export.tensorrt as t; assert 'torch' not in sys.modules, 'torch imported'; "
+        "p = t.parse_profile('proposal:image=1x3x64x64,1x3x640x864,2x3x1344x1344'); "
+        "print(p['proposal']['image'][2])"
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
@@ -355,6 +406,7 @@ def test_build_engines_without_tensorrt_says_so(tiny):
 
     try:
         import tensorrt  # noqa: F401
+
         pytest.skip("TensorRT is installed here")
     except ImportError:
         pass
@@ -362,11 +414,14 @@ def test_build_engines_without_tensorrt_says_so(tiny):
         build_engines(tiny[1], fp16=True)
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--trt-contexts", "2"], "only apply with --tensorrt"),
-    (["--tensorrt", "--trt-contexts", "0"], "at least 1"),
-    (["--tensorrt", "--trt-precision", "int8"], "add --int8"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--trt-contexts", "2"], "only apply with --tensorrt"),
+        (["--tensorrt", "--trt-contexts", "0"], "at least 1"),
+        (["--tensorrt", "--trt-precision", "int8"], "add --int8"),
+    ],
+)
 def test_tensorrt_options_are_checked_before_any_work(tmp_path, capsys, extra, message):
     with pytest.raises(SystemExit) as e:
         main(["--checkpoint", str(tmp_path / "absent.pth"), "--out", str(tmp_path / "b"), *extra])
@@ -374,10 +429,16 @@ def test_tensorrt_options_are_checked_before_any_work(tmp_path, capsys, extra, m
     assert not (tmp_path / "b").exists()
 
 
-@pytest.mark.parametrize("extra, precision, contexts", [
-    ([], "fp32", 1), (["--fp16"], "fp16", 1), (["--int8"], "int8", 1), (["--int8", "--fp16"], "fp16", 1),
-    (["--int8", "--fp16", "--trt-precision", "int8", "--trt-contexts", "4"], "int8", 4),
-])
+@pytest.mark.parametrize(
+    "extra, precision, contexts",
+    [
+        ([], "fp32", 1),
+        (["--fp16"], "fp16", 1),
+        (["--int8"], "int8", 1),
+        (["--int8", "--fp16"], "fp16", 1),
+        (["--int8", "--fp16", "--trt-precision", "int8", "--trt-contexts", "4"], "int8", 4),
+    ],
+)
 def test_engine_precision_and_contexts_from_the_command_line(extra, precision, contexts):
     from export.__main__ import build_parser, options_from_args
     from export.bundle import engine_precision

@@ -1,4 +1,5 @@
 """The export-time attention (``export.attention``) computes what ``nn.MultiheadAttention`` does."""
+
 from __future__ import annotations
 
 import pytest

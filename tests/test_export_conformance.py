@@ -6,6 +6,7 @@ function; then ONNX Runtime runs ``proposal.onnx`` on the fixture image (240×32
 with the pixel mean; the graph was traced at 320×320), ``clip_image.onnx`` on the official cropmask
 crops and ``clip_text.onnx`` on the official tokens. Tolerances follow the fixture's README.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,10 @@ def session(bundle: Path, graph: str) -> ort.InferenceSession:
 
 def assert_close(name: str, got: np.ndarray, ref: np.ndarray, atol: float = ATOL, rtol: float = RTOL) -> None:
     err = np.abs(got.astype(np.float64) - ref)
-    print(f"{name}: max abs {err.max():.3e} (max |ref| {np.abs(ref).max():.3g}, "
-          f"scale-relative {err.max() / max(np.abs(ref).max(), 1e-12):.3e})")
+    print(
+        f"{name}: max abs {err.max():.3e} (max |ref| {np.abs(ref).max():.3g}, "
+        f"scale-relative {err.max() / max(np.abs(ref).max(), 1e-12):.3e})"
+    )
     np.testing.assert_allclose(got, ref, atol=atol, rtol=rtol, err_msg=name)
 
 
@@ -104,7 +107,7 @@ def test_clip_image_on_official_crops(exported, arrays):
     assert (crop_err <= 1e-2).mean() >= 0.999
     sess = session(bundle, "clip_image")
     flat = crops[0].numpy()
-    feats = np.concatenate([sess.run(None, {"crops": flat[i:i + 25]})[0] for i in range(0, len(flat), 25)])
+    feats = np.concatenate([sess.run(None, {"crops": flat[i : i + 25]})[0] for i in range(0, len(flat), 25)])
     assert_close("clip_image_features", feats, arrays["clip_image_features"])
     clip_logits = manifest["model"]["clip_logit_scale"] * feats @ arrays["text_features_test_clip"].T
     assert_close("clip_logits_per_image", clip_logits, arrays["clip_logits_per_image"], atol=5e-2)

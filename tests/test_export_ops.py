@@ -5,6 +5,7 @@ supported operators (TensorRT 10), limited to what the four graphs need (plus th
 older opsets would use). Also checked: the traps that break TensorRT or dynamic shapes — int64
 ArgMax, non-constant CumSum axes, Resize sizes traced as constants, foreign domains.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,15 +17,55 @@ import torch
 from onnx import TensorProto
 
 ALLOWED = {
-    "Add", "ArgMax", "Cast", "Concat", "Constant", "ConstantOfShape", "Conv", "Cos", "CumSum", "Div",
-    "Equal", "Erf", "Expand", "Flatten", "Gather", "Gemm", "Identity", "InstanceNormalization",
-    "LayerNormalization", "MatMul", "MaxPool", "Mul", "Pow", "Range", "ReduceL2", "ReduceMean", "Relu",
-    "Reshape", "Resize", "Shape", "Sigmoid", "Sin", "Slice", "Softmax", "Sqrt", "Squeeze", "Sub",
-    "Tile", "Transpose", "Unsqueeze", "Where",
+    "Add",
+    "ArgMax",
+    "Cast",
+    "Concat",
+    "Constant",
+    "ConstantOfShape",
+    "Conv",
+    "Cos",
+    "CumSum",
+    "Div",
+    "Equal",
+    "Erf",
+    "Expand",
+    "Flatten",
+    "Gather",
+    "Gemm",
+    "Identity",
+    "InstanceNormalization",
+    "LayerNormalization",
+    "MatMul",
+    "MaxPool",
+    "Mul",
+    "Pow",
+    "Range",
+    "ReduceL2",
+    "ReduceMean",
+    "Relu",
+    "Reshape",
+    "Resize",
+    "Shape",
+    "Sigmoid",
+    "Sin",
+    "Slice",
+    "Softmax",
+    "Sqrt",
+    "Squeeze",
+    "Sub",
+    "Tile",
+    "Transpose",
+    "Unsqueeze",
+    "Where",
 }
 GRAPHS = ("proposal", "clip_image", "clip_text", "clip_dense")
-INPUT_TYPES = {"proposal": TensorProto.FLOAT, "clip_image": TensorProto.FLOAT,
-               "clip_text": TensorProto.INT32, "clip_dense": TensorProto.FLOAT}
+INPUT_TYPES = {
+    "proposal": TensorProto.FLOAT,
+    "clip_image": TensorProto.FLOAT,
+    "clip_text": TensorProto.INT32,
+    "clip_dense": TensorProto.FLOAT,
+}
 
 
 def _types(model: onnx.ModelProto) -> Dict[str, int]:
@@ -91,8 +132,12 @@ def test_dynamic_axes_are_symbolic(tiny_graphs: Path) -> None:
 def test_checker_detects_forbidden_operator(tiny_graphs: Path, tmp_path: Path) -> None:
     """The allow-list check itself works: an Einsum graph is refused."""
     node = onnx.helper.make_node("Einsum", ["x", "x"], ["y"], equation="ij,jk->ik")
-    graph = onnx.helper.make_graph([node], "g", [onnx.helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])],
-                                   [onnx.helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])])
+    graph = onnx.helper.make_graph(
+        [node],
+        "g",
+        [onnx.helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])],
+        [onnx.helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])],
+    )
     path = tmp_path / "bad.onnx"
     onnx.save(onnx.helper.make_model(graph), str(path))
     with pytest.raises(AssertionError, match="Einsum"):

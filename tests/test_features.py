@@ -5,6 +5,7 @@ device of ``tests/test_sdk_seam.py``), and on the full R101 + ViT-B/16 fixture b
 file format refuses what is not its own: another bundle, another mode, another version, broken or
 pickled files, each with one line.
 """
+
 from __future__ import annotations
 
 import json
@@ -232,15 +233,25 @@ def test_malformed_files_are_one_line_errors(seg, tmp_path):
         "pickled": (tmp_path / "pickled.npz", "not a readable features file"),
         "no-header": (tmp_path / "h.npz", "not zegformer-sdk"),
         "foreign": (_rewrite(good, tmp_path / "f.npz", header={"format": "something/else"}), "not zegformer-sdk"),
-        "newer": (_rewrite(good, tmp_path / "n.npz", header={"format_version": FORMAT_VERSION + 1}),
-                  "upgrade zegformer-sdk"),
+        "newer": (
+            _rewrite(good, tmp_path / "n.npz", header={"format_version": FORMAT_VERSION + 1}),
+            "upgrade zegformer-sdk",
+        ),
         "nan": (_rewrite(good, tmp_path / "nan.npz", embeddings=np.full((q, d), np.nan, np.float32)), "NaN"),
         "rows": (_rewrite(good, tmp_path / "rows.npz", clip=np.zeros((q - 1, d), np.float32)), "CLIP rows"),
         "dtype": (_rewrite(good, tmp_path / "dt.npz", masks=np.zeros((1, q, 16, 24), np.float64)), "masks are"),
         "sizes": (_rewrite(good, tmp_path / "s.npz", header={"resized": [640, 1]}), "exceeds padded"),
         "no-clip": (_rewrite(good, tmp_path / "nc.npz", clip=None), "needs CLIP rows"),
-        "queries-no-clip": (_rewrite(good, tmp_path / "qnc.npz", header={"mode": "proposal"}, clip=None,
-                                     clip_queries=np.arange(q, dtype=np.int64)), "clip_queries without CLIP rows"),
+        "queries-no-clip": (
+            _rewrite(
+                good,
+                tmp_path / "qnc.npz",
+                header={"mode": "proposal"},
+                clip=None,
+                clip_queries=np.arange(q, dtype=np.int64),
+            ),
+            "clip_queries without CLIP rows",
+        ),
     }
     (tmp_path / "garbage.npz").write_bytes(b"PK\x03\x04 not really a zip" * 10)
     (tmp_path / "truncated.npz").write_bytes(raw[: len(raw) // 2])
@@ -282,8 +293,11 @@ def test_fixture_bundle_classify_of_encode_is_the_call(fixture_bundle, fixture_a
 
     names = json.loads((reference_dir / "cocostuff_all_classnames.json").read_text())
     seg = Segmenter(fixture_bundle, backend="onnxruntime", min_size=None, cache_dir=False)
-    seg.set_vocabulary(names, text_features=fixture_arrays["text_features_test"],
-                       text_features_clip=fixture_arrays["text_features_test_clip"])
+    seg.set_vocabulary(
+        names,
+        text_features=fixture_arrays["text_features_test"],
+        text_features_clip=fixture_arrays["text_features_test_clip"],
+    )
     image = fixture_arrays["image"]
     for mode in MODES:
         ref = seg(image, mode=mode, return_probs=True)

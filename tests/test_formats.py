@@ -1,4 +1,5 @@
 """COCO RLE, palette PNGs and supervision: every format decodes back to the label map exactly."""
+
 from __future__ import annotations
 
 import json
@@ -46,7 +47,7 @@ def decode_rle_string(rle) -> np.ndarray:
     pos = 0
     for i, n in enumerate(counts):
         if i % 2:
-            flat[pos:pos + n] = True
+            flat[pos : pos + n] = True
         pos += n
     assert pos == h * w, f"runs cover {pos} pixels, the mask has {h * w}"
     return flat.reshape((w, h)).T
@@ -54,13 +55,13 @@ def decode_rle_string(rle) -> np.ndarray:
 
 def label_maps():
     rng = np.random.default_rng(0)
-    yield np.zeros((7, 5), np.int32)                                        # one class everywhere
-    yield (np.indices((9, 13)).sum(0) % 2).astype(np.int32)                # checkerboard: runs of 1
-    yield rng.integers(0, 4, (1, 40)).astype(np.int32)                     # one row
-    yield rng.integers(0, 4, (40, 1)).astype(np.int32)                     # one column
+    yield np.zeros((7, 5), np.int32)  # one class everywhere
+    yield (np.indices((9, 13)).sum(0) % 2).astype(np.int32)  # checkerboard: runs of 1
+    yield rng.integers(0, 4, (1, 40)).astype(np.int32)  # one row
+    yield rng.integers(0, 4, (40, 1)).astype(np.int32)  # one column
     blocks = rng.integers(0, 12, (6, 8))
     yield blocks[(np.arange(300) * 6) // 300][:, (np.arange(211) * 8) // 211].astype(np.int32)  # long runs
-    yield rng.integers(0, 300, (64, 48)).astype(np.int32)                  # many classes, short runs
+    yield rng.integers(0, 300, (64, 48)).astype(np.int32)  # many classes, short runs
 
 
 def make_result(label_map: np.ndarray, k: int) -> SegmentationResult:
@@ -104,8 +105,15 @@ def test_rle_matches_pycocotools():
 def test_coco_dataset_loads_in_pycocotools(tmp_path):
     coco_module = pytest.importorskip("pycocotools.coco", reason="pip install 'zegformer-sdk[coco]'")
     maps = list(label_maps())[:5]
-    images = [{"file_name": f"im{i}.png", "height": m.shape[0], "width": m.shape[1],
-               "segments": segments_to_rle(make_result(m, 13))} for i, m in enumerate(maps)]
+    images = [
+        {
+            "file_name": f"im{i}.png",
+            "height": m.shape[0],
+            "width": m.shape[1],
+            "segments": segments_to_rle(make_result(m, 13)),
+        }
+        for i, m in enumerate(maps)
+    ]
     data = coco_dataset(images, [f"class {i}" for i in range(13)])
     path = tmp_path / "annotations.json"
     path.write_text(json.dumps(data))
@@ -121,8 +129,9 @@ def test_coco_dataset_loads_in_pycocotools(tmp_path):
     ids = [a["id"] for a in data["annotations"]]
     assert ids == list(range(1, len(ids) + 1))
     # the results format: loadRes accepts the annotations as detections with scores
-    results = coco.loadRes([{k: a[k] for k in ("image_id", "category_id", "segmentation", "score")}
-                            for a in data["annotations"]])
+    results = coco.loadRes(
+        [{k: a[k] for k in ("image_id", "category_id", "segmentation", "score")} for a in data["annotations"]]
+    )
     assert len(results.getAnnIds()) == len(ids)
 
 
@@ -154,8 +163,9 @@ def test_supervision_detections():
     det = to_detections(result)
     assert len(det) == len(result.segments)
     rebuilt = np.full(label_map.shape, -1)
-    for mask, class_id, conf, name, box in zip(det.mask, det.class_id, det.confidence, det.data["class_name"],
-                                               det.xyxy):
+    for mask, class_id, conf, name, box in zip(
+        det.mask, det.class_id, det.confidence, det.data["class_name"], det.xyxy
+    ):
         rebuilt[mask] = class_id
         assert name == f"class {class_id}" and conf == pytest.approx(result.segment(name).score)
         x, y, w, h = mask_bbox(mask)

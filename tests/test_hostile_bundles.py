@@ -1,6 +1,7 @@
 """Hostile bundles: manifests (types, nulls, missing keys, nesting, paths), symlinks, files that pass
 their hash but are wrong, and the embedding disk cache — each a BundleError naming the file, or
 rebuilt with a warning."""
+
 from __future__ import annotations
 
 import io
@@ -39,6 +40,7 @@ def _set(keys, value):
         for k in keys[:-1]:
             node = node[k]
         node[keys[-1]] = value
+
     return change
 
 
@@ -48,32 +50,49 @@ def _del(keys):
         for k in keys[:-1]:
             node = node[k]
         del node[keys[-1]]
+
     return change
 
 
 BAD_MANIFESTS = {
-    "model-null": _set(["model"], None), "model-list": _set(["model"], []),
-    "no-model": _del(["model"]), "no-files": _del(["files"]), "no-graphs": _del(["graphs"]),
-    "no-classes": _del(["classes"]), "no-preprocess": _del(["preprocess"]), "no-inference": _del(["inference"]),
+    "model-null": _set(["model"], None),
+    "model-list": _set(["model"], []),
+    "no-model": _del(["model"]),
+    "no-files": _del(["files"]),
+    "no-graphs": _del(["graphs"]),
+    "no-classes": _del(["classes"]),
+    "no-preprocess": _del(["preprocess"]),
+    "no-inference": _del(["inference"]),
     "scale-null": _set(["model", "segment_logit_scale"], None),
     "scale-string": _set(["model", "segment_logit_scale"], "20"),
     "scale-missing": _del(["model", "clip_logit_scale"]),
-    "queries-string": _set(["model", "num_queries"], "10"), "queries-bool": _set(["model", "num_queries"], True),
-    "embed-negative": _set(["model", "embed_dim"], -32), "stride-zero": _set(["model", "mask_stride"], 0),
-    "mean-short": _set(["preprocess", "pixel_mean"], [1, 2]), "std-zero": _set(["preprocess", "pixel_std"], [0, 1, 1]),
+    "queries-string": _set(["model", "num_queries"], "10"),
+    "queries-bool": _set(["model", "num_queries"], True),
+    "embed-negative": _set(["model", "embed_dim"], -32),
+    "stride-zero": _set(["model", "mask_stride"], 0),
+    "mean-short": _set(["preprocess", "pixel_mean"], [1, 2]),
+    "std-zero": _set(["preprocess", "pixel_std"], [0, 1, 1]),
     "mean-strings": _set(["preprocess", "clip_pixel_mean"], ["a", "b", "c"]),
-    "min-size-negative": _set(["inference", "min_size"], -1), "max-size-float": _set(["inference", "max_size"], 1.5),
-    "lambda-2": _set(["inference", "ensemble_lambda"], 2), "dense-zero": _set(["inference", "dense_size"], [0, 64]),
-    "names-string": _set(["classes", "names"], "person"), "seen-short": _set(["classes", "seen"], [True]),
-    "seen-ints": _set(["classes", "seen"], [1] * len(NAMES)), "names-null": _set(["classes", "names"], None),
-    "graph-null": _set(["graphs", "proposal"], None), "graph-file-int": _set(["graphs", "proposal", "file"], 3),
+    "min-size-negative": _set(["inference", "min_size"], -1),
+    "max-size-float": _set(["inference", "max_size"], 1.5),
+    "lambda-2": _set(["inference", "ensemble_lambda"], 2),
+    "dense-zero": _set(["inference", "dense_size"], [0, 64]),
+    "names-string": _set(["classes", "names"], "person"),
+    "seen-short": _set(["classes", "seen"], [True]),
+    "seen-ints": _set(["classes", "seen"], [1] * len(NAMES)),
+    "names-null": _set(["classes", "names"], None),
+    "graph-null": _set(["graphs", "proposal"], None),
+    "graph-file-int": _set(["graphs", "proposal", "file"], 3),
     "graph-io-list": _set(["graphs", "proposal", "outputs"], ["x"]),
-    "files-list": _set(["files"], []), "digest-short": _set(["files", "proposal.onnx"], "abc"),
+    "files-list": _set(["files"], []),
+    "digest-short": _set(["files", "proposal.onnx"], "abc"),
     "digest-null": _set(["files", "proposal.onnx"], None),
     "vocabularies-list": _set(["vocabularies"], ["vocab/all.npz"]),
-    "default-unknown": _set(["default_vocabulary"], "nope"), "default-int": _set(["default_vocabulary"], 3),
+    "default-unknown": _set(["default_vocabulary"], "nope"),
+    "default-int": _set(["default_vocabulary"], 3),
     "tokenizer-context": _set(["tokenizer", "context_length"], "77"),
-    "engines-list": _set(["engines"], [1]), "format-version-string": _set(["format_version"], "1"),
+    "engines-list": _set(["engines"], [1]),
+    "format-version-string": _set(["format_version"], "1"),
     "graph-parent": _set(["graphs", "proposal", "file"], "../proposal.onnx"),
     "graph-absolute": _set(["graphs", "proposal", "file"], "/etc/passwd"),
     "graph-backslash": _set(["graphs", "proposal", "file"], "..\\proposal.onnx"),
@@ -82,9 +101,10 @@ BAD_MANIFESTS = {
     "vocab-parent": _set(["vocabularies", "all"], "../../all.npz"),
     "tokenizer-parent": _set(["tokenizer", "file"], "../bpe.txt.gz"),
     "engine-parent": _set(["engines"], {"proposal": {"file": "../x.engine"}}),
-    "crop-huge": _set(["model", "crop_size"], 10 ** 6), "context-huge": _set(["tokenizer", "context_length"], 10 ** 9),
-    "dense-huge": _set(["inference", "dense_size"], [10 ** 6, 64]),
-    "queries-huge": _set(["model", "num_queries"], 10 ** 9),
+    "crop-huge": _set(["model", "crop_size"], 10**6),
+    "context-huge": _set(["tokenizer", "context_length"], 10**9),
+    "dense-huge": _set(["inference", "dense_size"], [10**6, 64]),
+    "queries-huge": _set(["model", "num_queries"], 10**9),
 }
 
 
@@ -97,10 +117,18 @@ def test_bad_manifests_are_bundle_errors(bundle, tmp_path, name):
         Segmenter(path, backend="onnxruntime", cache_dir=False)
 
 
-@pytest.mark.parametrize("text", ["[]", "null", '"bundle"', "[" * 100000 + "]" * 100000,
-                                  '{"format": "zegformer-sdk/bundle", "format_version": 1, ' * 1
-                                  + '"model": ' * 0 + "}",
-                                  "\xff\xfe not utf-8"], ids=["list", "null", "string", "deep", "bare", "binary"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[]",
+        "null",
+        '"bundle"',
+        "[" * 100000 + "]" * 100000,
+        '{"format": "zegformer-sdk/bundle", "format_version": 1, ' * 1 + '"model": ' * 0 + "}",
+        "\xff\xfe not utf-8",
+    ],
+    ids=["list", "null", "string", "deep", "bare", "binary"],
+)
 def test_unparseable_manifests(bundle, tmp_path, text):
     from sdk import BundleError, Segmenter
 
@@ -216,8 +244,12 @@ WRONG_FILES = {
     "vocab-not-zip": ("vocab/all.npz", lambda p: b"PK\x03\x04 broken", "proposal", None),
     "vocab-truncated": ("vocab/all.npz", lambda p: (p / "vocab/all.npz").read_bytes()[:300], "proposal", None),
     "vocab-wide": ("vocab/all.npz", lambda p: _vocab(p, text_features=np.zeros((8, 5), np.float32)), "proposal", None),
-    "vocab-nan": ("vocab/all.npz", lambda p: _vocab(p, text_features_clip=np.full((8, 32), np.nan, np.float32)),
-                  "proposal", None),
+    "vocab-nan": (
+        "vocab/all.npz",
+        lambda p: _vocab(p, text_features_clip=np.full((8, 32), np.nan, np.float32)),
+        "proposal",
+        None,
+    ),
     "vocab-no-names": ("vocab/all.npz", lambda p: _vocab(p, names=None), "proposal", None),
     "vocab-object": ("vocab/all.npz", lambda p: _vocab(p, names=np.array(NAMES, object)), "proposal", None),
     "tokenizer-garbage": ("bpe_simple_vocab_16e6.txt.gz", lambda p: b"\x1f\x8b garbage", "proposal", ["zebra"]),
@@ -258,10 +290,17 @@ def test_damaged_cache_entries_are_rebuilt(bundle, tmp_path, damage, caplog):
     if damage == "garbage":
         entry.write_bytes(b"not a zip")
     else:
-        tf = {"wide": np.zeros((2, 7)), "nan": np.full((2, 32), np.nan), "rows": np.zeros((5, 32)),
-              "names": good.text_features}[damage].astype(np.float32)
-        entry.write_bytes(npz_bytes(names=np.array(names if damage != "names" else ["a", "b"]),
-                                    text_features=tf, text_features_clip=tf))
+        tf = {
+            "wide": np.zeros((2, 7)),
+            "nan": np.full((2, 32), np.nan),
+            "rows": np.zeros((5, 32)),
+            "names": good.text_features,
+        }[damage].astype(np.float32)
+        entry.write_bytes(
+            npz_bytes(
+                names=np.array(names if damage != "names" else ["a", "b"]), text_features=tf, text_features_clip=tf
+            )
+        )
     fresh = Segmenter(bundle, backend="onnxruntime", mode="proposal", min_size=None, cache_dir=cache)
     with caplog.at_level(logging.WARNING):
         again = fresh.resolve_vocabulary(names)

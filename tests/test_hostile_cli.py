@@ -1,6 +1,7 @@
 """Hostile use of the command lines and of files on disk: CLI output paths, export publishing,
 training config values, run folders and signals. Each ends in a one-line error (or works) and
 nothing is lost: inputs and earlier results are compared by hash."""
+
 from __future__ import annotations
 
 import hashlib
@@ -27,8 +28,11 @@ def bundle(tmp_path_factory):
 
 
 def hashes(folder: Path) -> dict:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def images(folder: Path, names=("a.png", "b.jpg")) -> Path:
@@ -41,8 +45,23 @@ def images(folder: Path, names=("a.png", "b.jpg")) -> Path:
 def segment(bundle, *args):
     from sdk.cli import main
 
-    return main(["segment", *map(str, args), "--bundle", str(bundle), "--min-size", "none", "--mode", "proposal",
-                 "--backend", "onnxruntime", "--no-progress", "--vocab", "sky;road"])
+    return main(
+        [
+            "segment",
+            *map(str, args),
+            "--bundle",
+            str(bundle),
+            "--min-size",
+            "none",
+            "--mode",
+            "proposal",
+            "--backend",
+            "onnxruntime",
+            "--no-progress",
+            "--vocab",
+            "sky;road",
+        ]
+    )
 
 
 def one_line_error(err: str) -> str:
@@ -187,8 +206,17 @@ def test_info_fails_on_a_damaged_file(bundle, tmp_path, capsys):
     assert "clip_dense.onnx" in one_line_error(capsys.readouterr().err)
 
 
-@pytest.mark.parametrize("args", [["--alpha", "nan"], ["--alpha", "2"], ["--threads", "-3"],
-                                  ["--prune-threshold", "nan"], ["--min-size", "-5"], ["--min-size", "abc"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--alpha", "nan"],
+        ["--alpha", "2"],
+        ["--threads", "-3"],
+        ["--prune-threshold", "nan"],
+        ["--min-size", "-5"],
+        ["--min-size", "abc"],
+    ],
+)
 def test_bad_cli_numbers(bundle, tmp_path, capsys, args):
     src = images(tmp_path / "photos")
     with pytest.raises(SystemExit) if args[0] in ("--alpha", "--min-size") else _no_raise():
@@ -245,8 +273,9 @@ def test_publish_fallback_sequence_and_roll_forward(tmp_path, monkeypatch):
 def test_stale_staging_of_dead_exporters_is_removed(tmp_path):
     from export.publish import recover
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
     stale = _fake_bundle(tmp_path / f".b.tmp-{dead}-abc", "half")
     alive = _fake_bundle(tmp_path / f".b.tmp-{os.getppid()}-abc", "running")  # a live process's: kept
     foreign = _fake_bundle(tmp_path / ".b.tmp-notapid", "unknown")
@@ -262,22 +291,49 @@ def test_export_force_replaces_and_never_leaves_no_bundle(bundle, tmp_path):
     out = copy_bundle(bundle, tmp_path / "out")
     old = hashes(out)
     (tmp_path / "bad.txt").write_bytes("caf\xe9\n".encode("latin-1"))
-    rc = main(["--checkpoint", str(ckpt), "--out", str(out), "--force", "--image-size", "64x96", "--dense-size",
-               "64x64", "--no-progress", "-q", "--vocab", str(tmp_path / "bad.txt")])
+    rc = main(
+        [
+            "--checkpoint",
+            str(ckpt),
+            "--out",
+            str(out),
+            "--force",
+            "--image-size",
+            "64x96",
+            "--dense-size",
+            "64x64",
+            "--no-progress",
+            "-q",
+            "--vocab",
+            str(tmp_path / "bad.txt"),
+        ]
+    )
     assert rc == 2 and hashes(out) == old  # a failed export leaves the old bundle as it was
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.txt", "out", "tiny.pth"]
 
 
 # ====================================================================== training configs and run folders
-@pytest.mark.parametrize("override, key", [
-    ("solver.max_iter=ten", "solver.max_iter"), ("solver.lr=abc", "solver.lr"), ("solver.lr=.nan", "solver.lr"),
-    ("solver.batch_size=0", "solver.batch_size"), ("solver.betas=[0.9]x", "solver.betas"),
-    ("loss.deep_supervision=maybe", "loss.deep_supervision"), ("train.amp=sometimes", "train.amp"),
-    ("data.scales=1.0", "data.scales"), ("data.crop_size=-1", "data.crop_size"),
-    ("model.num_queries=many", "model.num_queries"), ("model.clip.embed_dim=[1]", "model.clip.embed_dim"),
-    ("eval.protocols=[all]", "eval.protocols"), ("train.seed=1.5", "train.seed"), ("data=3", "data"),
-    ("solver.lr=[", "solver.lr"), ("init.checkpoint=3", "init.checkpoint"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("solver.max_iter=ten", "solver.max_iter"),
+        ("solver.lr=abc", "solver.lr"),
+        ("solver.lr=.nan", "solver.lr"),
+        ("solver.batch_size=0", "solver.batch_size"),
+        ("solver.betas=[0.9]x", "solver.betas"),
+        ("loss.deep_supervision=maybe", "loss.deep_supervision"),
+        ("train.amp=sometimes", "train.amp"),
+        ("data.scales=1.0", "data.scales"),
+        ("data.crop_size=-1", "data.crop_size"),
+        ("model.num_queries=many", "model.num_queries"),
+        ("model.clip.embed_dim=[1]", "model.clip.embed_dim"),
+        ("eval.protocols=[all]", "eval.protocols"),
+        ("train.seed=1.5", "train.seed"),
+        ("data=3", "data"),
+        ("solver.lr=[", "solver.lr"),
+        ("init.checkpoint=3", "init.checkpoint"),
+    ],
+)
 def test_config_values_are_type_checked(override, key):
     from train.config_io import ConfigError, load_config
 
@@ -295,8 +351,15 @@ def test_every_shipped_config_passes_the_type_checks():
 
 def _train(*args, cwd, timeout=300, **kw):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, str(REPO / "train/train.py"), *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout, **kw)
+    return subprocess.run(
+        [sys.executable, str(REPO / "train/train.py"), *map(str, args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kw,
+    )
 
 
 def test_missing_synthetic_data_names_the_command(tmp_path):
@@ -328,12 +391,24 @@ def test_sigint_checkpoints_and_rerun_resumes_or_refuses(tmp_path):
     stopped = read_checkpoint(run / "last.pth")["train_state"]["step"]
     assert stopped >= 1
     kept = hashes(run)
-    other = subprocess.run(cmd + ["solver.lr=0.5"], cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
-                           capture_output=True, text=True, timeout=300)
+    other = subprocess.run(
+        cmd + ["solver.lr=0.5"],
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert other.returncode == 2 and "another config" in other.stderr and "solver.lr" in other.stderr
     assert hashes(run) == kept
-    again = subprocess.run(cmd, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1"),
-                           capture_output=True, text=True, timeout=300)
+    again = subprocess.run(
+        cmd,
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert again.returncode == 0, again.stderr[-2000:]
     assert f"at step {stopped}" in again.stderr
     steps = [json.loads(line)["step"] for line in (run / "train_log.jsonl").read_text().splitlines()]

@@ -1,5 +1,6 @@
 """Hostile images to the SDK — files, paths, modes, arrays, sizes: each is the documented typed
 error (or works), and the input is never modified."""
+
 from __future__ import annotations
 
 import io
@@ -19,11 +20,14 @@ pytest.importorskip("torch")  # the bundle is exported with torch
 # ====================================================================== images: files
 def png_with_size(width: int, height: int) -> bytes:
     """A tiny PNG whose header claims ``width×height`` (a decompression bomb's header)."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 def encoded(image: Image.Image, fmt: str) -> bytes:
@@ -43,7 +47,7 @@ BAD_FILES = {
     "truncated.jpg": JPEG[: len(JPEG) // 3],
     "header_only.png": PNG[:33],
     "bomb.png": png_with_size(60000, 60000),
-    "bomb_wide.png": png_with_size(2 ** 31 - 1, 1),
+    "bomb_wide.png": png_with_size(2**31 - 1, 1),
     "bad_crc.png": PNG[:20] + bytes([PNG[20] ^ 0xFF]) + PNG[21:],
 }
 
@@ -72,13 +76,19 @@ def _modes():
     rgb = Image.fromarray(GOOD)
     gray16 = Image.fromarray(GOOD[..., 0].astype(np.uint16) * 257)
     return {
-        "rgb.png": encoded(rgb, "PNG"), "gray.png": encoded(rgb.convert("L"), "PNG"),
-        "la.png": encoded(rgb.convert("LA"), "PNG"), "rgba.png": encoded(rgb.convert("RGBA"), "PNG"),
-        "palette.png": encoded(rgb.convert("P"), "PNG"), "bilevel.png": encoded(rgb.convert("1"), "PNG"),
-        "gray16.png": encoded(gray16, "PNG"), "cmyk.jpg": encoded(rgb.convert("CMYK"), "JPEG"),
+        "rgb.png": encoded(rgb, "PNG"),
+        "gray.png": encoded(rgb.convert("L"), "PNG"),
+        "la.png": encoded(rgb.convert("LA"), "PNG"),
+        "rgba.png": encoded(rgb.convert("RGBA"), "PNG"),
+        "palette.png": encoded(rgb.convert("P"), "PNG"),
+        "bilevel.png": encoded(rgb.convert("1"), "PNG"),
+        "gray16.png": encoded(gray16, "PNG"),
+        "cmyk.jpg": encoded(rgb.convert("CMYK"), "JPEG"),
         "float.tif": encoded(Image.fromarray(GOOD[..., 0].astype(np.float32)), "TIFF"),
-        "int32.tif": encoded(rgb.convert("I"), "TIFF"), "gif.gif": encoded(rgb.convert("P"), "GIF"),
-        "bmp.bmp": encoded(rgb, "BMP"), "webp.webp": encoded(rgb, "WEBP"),
+        "int32.tif": encoded(rgb.convert("I"), "TIFF"),
+        "gif.gif": encoded(rgb.convert("P"), "GIF"),
+        "bmp.bmp": encoded(rgb, "BMP"),
+        "webp.webp": encoded(rgb, "WEBP"),
     }
 
 
@@ -100,12 +110,18 @@ def test_sixteen_bit_is_scaled_not_clipped(tmp_path):
 
 # ====================================================================== images: arrays
 BAD_ARRAYS = {
-    "object": np.empty((4, 4, 3), object), "bool": np.ones((4, 4, 3), bool),
-    "complex": np.ones((4, 4, 3), np.complex64), "nan": np.full((4, 4, 3), np.nan, np.float32),
-    "float_255": np.full((4, 4, 3), 255.0, np.float32), "negative": np.full((4, 4, 3), -1, np.int16),
-    "int_too_big": np.full((4, 4, 3), 70000, np.int32), "empty": np.zeros((0, 5, 3), np.uint8),
-    "4d": np.zeros((1, 4, 4, 3), np.uint8), "two_channels": np.zeros((4, 4, 2), np.uint8),
-    "scalar": np.zeros((), np.uint8), "vector": np.zeros(12, np.uint8),
+    "object": np.empty((4, 4, 3), object),
+    "bool": np.ones((4, 4, 3), bool),
+    "complex": np.ones((4, 4, 3), np.complex64),
+    "nan": np.full((4, 4, 3), np.nan, np.float32),
+    "float_255": np.full((4, 4, 3), 255.0, np.float32),
+    "negative": np.full((4, 4, 3), -1, np.int16),
+    "int_too_big": np.full((4, 4, 3), 70000, np.int32),
+    "empty": np.zeros((0, 5, 3), np.uint8),
+    "4d": np.zeros((1, 4, 4, 3), np.uint8),
+    "two_channels": np.zeros((4, 4, 2), np.uint8),
+    "scalar": np.zeros((), np.uint8),
+    "vector": np.zeros(12, np.uint8),
     "huge": np.broadcast_to(np.zeros(1, np.uint8), (20000, 20000, 3)),
 }
 
@@ -146,8 +162,6 @@ def test_input_array_is_not_modified(seg):
     seg(image)
     seg(image[..., ::-1], bgr=True)
     np.testing.assert_array_equal(image, before)
-
-
 
 
 def test_keep_size_refuses_images_beyond_max_size(bundle):

@@ -4,6 +4,7 @@ driver before Ray starts, and no input file is touched.
 Ray is never started here: ``sdk.label.connect`` is replaced by a tripwire, so a check that
 happened inside the actors (after Ray started) fails the test. Runs on the checked-in tiny bundle.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -44,8 +45,11 @@ def images(tmp_path) -> Path:
 
 
 def snapshot(folder: Path) -> dict:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def run_label(capsys, *args: str) -> str:
@@ -137,7 +141,7 @@ def bad_inputs(tmp_path: Path, images: Path) -> dict:
         out[name] = path
     good_table = _parquet(tmp_path / "good.parquet", path=[str(good)])
     data = good_table.read_bytes()
-    (tmp_path / "cut.parquet").write_bytes(data[:len(data) // 2])
+    (tmp_path / "cut.parquet").write_bytes(data[: len(data) // 2])
     out["parquet_truncated"] = tmp_path / "cut.parquet"
     out["parquet_int_paths"] = _parquet(tmp_path / "ints.parquet", path=[1, 2])
     out["parquet_binary_paths"] = _parquet(tmp_path / "bin.parquet", path=[b"a.png"])
@@ -150,9 +154,23 @@ def bad_inputs(tmp_path: Path, images: Path) -> dict:
     return out
 
 
-INPUT_CASES = ["list_not_utf8", "list_latin1", "list_nul", "list_binary", "parquet_random", "parquet_empty_file",
-               "parquet_magic_only", "unknown_suffix", "parquet_truncated", "parquet_int_paths",
-               "parquet_binary_paths", "parquet_no_path_column", "missing", "empty_folder", "empty_list"]
+INPUT_CASES = [
+    "list_not_utf8",
+    "list_latin1",
+    "list_nul",
+    "list_binary",
+    "parquet_random",
+    "parquet_empty_file",
+    "parquet_magic_only",
+    "unknown_suffix",
+    "parquet_truncated",
+    "parquet_int_paths",
+    "parquet_binary_paths",
+    "parquet_no_path_column",
+    "missing",
+    "empty_folder",
+    "empty_list",
+]
 
 
 @pytest.mark.parametrize("case", INPUT_CASES)
@@ -183,8 +201,9 @@ def _broken_bundles(bundle: Path, tmp_path: Path) -> dict:
     return out
 
 
-@pytest.mark.parametrize("case", ["not_a_bundle", "missing", "tampered_graph", "manifest_not_json",
-                                  "variants_wrong_type"])
+@pytest.mark.parametrize(
+    "case", ["not_a_bundle", "missing", "tampered_graph", "manifest_not_json", "variants_wrong_type"]
+)
 def test_bad_bundles_are_found_before_ray(capsys, no_ray, bundle, images, tmp_path, case):
     target = _broken_bundles(bundle, tmp_path)[case]
     run_label(capsys, images, "--out", tmp_path / "out", "--bundle", target)
@@ -197,30 +216,57 @@ def vocab_cases(tmp_path: Path) -> dict:
     (tmp_path / "empty.txt").write_text("# none\n")
     (tmp_path / "bad.json").write_text("{not json")
     (tmp_path / "dict.json").write_text('{"names": 3}')
-    return {"unknown_name": "no_such_vocabulary", "only_separators": ";;;", "latin1_file": str(tmp_path / "latin1.txt"),
-            "duplicate": str(tmp_path / "dup.txt"), "empty_file": str(tmp_path / "empty.txt"),
-            "bad_json": str(tmp_path / "bad.json"), "json_not_list": str(tmp_path / "dict.json"),
-            "too_long_name": "x" * 1001 + ";y", "too_many": ";".join(f"n{i}" for i in range(10_001))}
+    return {
+        "unknown_name": "no_such_vocabulary",
+        "only_separators": ";;;",
+        "latin1_file": str(tmp_path / "latin1.txt"),
+        "duplicate": str(tmp_path / "dup.txt"),
+        "empty_file": str(tmp_path / "empty.txt"),
+        "bad_json": str(tmp_path / "bad.json"),
+        "json_not_list": str(tmp_path / "dict.json"),
+        "too_long_name": "x" * 1001 + ";y",
+        "too_many": ";".join(f"n{i}" for i in range(10_001)),
+    }
 
 
-@pytest.mark.parametrize("case", ["unknown_name", "only_separators", "latin1_file", "duplicate", "empty_file",
-                                  "bad_json", "json_not_list", "too_long_name", "too_many"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "unknown_name",
+        "only_separators",
+        "latin1_file",
+        "duplicate",
+        "empty_file",
+        "bad_json",
+        "json_not_list",
+        "too_long_name",
+        "too_many",
+    ],
+)
 def test_bad_vocabularies_are_found_before_ray(capsys, no_ray, bundle, images, tmp_path, case):
     run_label(capsys, images, "--out", tmp_path / "out", "--bundle", bundle, "--vocab", vocab_cases(tmp_path)[case])
     assert not (tmp_path / "out").exists()
 
 
 BAD_OPTIONS = {
-    "precision_unknown": ["--precision", "int9"], "precision_missing_files": ["--precision", "int8"],
-    "precision_mixed": ["--precision", "int8,clip_image=fp32"], "precision_unknown_graph": ["--precision", "head=int8"],
+    "precision_unknown": ["--precision", "int9"],
+    "precision_missing_files": ["--precision", "int8"],
+    "precision_mixed": ["--precision", "int8,clip_image=fp32"],
+    "precision_unknown_graph": ["--precision", "head=int8"],
     "precision_backend": ["--backend", "onnxruntime", "--device", "cpu", "--precision", "bf16"],
-    "precision_empty_tier": ["--precision", "clip_image="], "device": ["--device", "gpu7"],
+    "precision_empty_tier": ["--precision", "clip_image="],
+    "device": ["--device", "gpu7"],
     "device_cpu_tensorrt": ["--backend", "tensorrt", "--device", "cpu"],
-    "workers_zero": ["--workers", "0"], "workers_negative": ["--workers", "-2"],
+    "workers_zero": ["--workers", "0"],
+    "workers_negative": ["--workers", "-2"],
     "batch_size_zero": ["--batch-size", "0"],
-    "cpus_zero": ["--cpus-per-worker", "0"], "cpus_nan": ["--cpus-per-worker", "nan"],
-    "gpus_negative": ["--gpus-per-worker", "-1"], "gpus_inf": ["--gpus-per-worker", "inf"],
-    "alpha_above_1": ["--alpha", "2"], "alpha_nan": ["--alpha", "nan"], "prune_negative": ["--prune-threshold", "-1"],
+    "cpus_zero": ["--cpus-per-worker", "0"],
+    "cpus_nan": ["--cpus-per-worker", "nan"],
+    "gpus_negative": ["--gpus-per-worker", "-1"],
+    "gpus_inf": ["--gpus-per-worker", "inf"],
+    "alpha_above_1": ["--alpha", "2"],
+    "alpha_nan": ["--alpha", "nan"],
+    "prune_negative": ["--prune-threshold", "-1"],
     "maskpool_without_dense": None,  # filled in below (needs a bundle without clip_dense)
 }
 
@@ -261,8 +307,17 @@ def test_a_valid_job_passes_every_check(no_ray, bundle, images, tmp_path):
 
     pairs = read_inputs(images)
     check_out(tmp_path / "out", images, pairs, recursive=True)
-    check_job({"bundle_dir": str(bundle), "backend": "onnxruntime", "device": "cpu", "mode": "cropmask",
-               "min_size": None, "prune_threshold": 0.02, "vocabulary": "sky;road", "precision": "fp32"})
-    check_job({"bundle_dir": str(bundle), "backend": "auto", "device": "auto", "vocabulary": None,
-               "precision": "auto"})
+    check_job(
+        {
+            "bundle_dir": str(bundle),
+            "backend": "onnxruntime",
+            "device": "cpu",
+            "mode": "cropmask",
+            "min_size": None,
+            "prune_threshold": 0.02,
+            "vocabulary": "sky;road",
+            "precision": "fp32",
+        }
+    )
+    check_job({"bundle_dir": str(bundle), "backend": "auto", "device": "auto", "vocabulary": None, "precision": "auto"})
     assert (tmp_path / "out").is_dir() and json.dumps([p for p, _ in pairs])

@@ -5,6 +5,7 @@ The first part drives the model callable (:class:`sdk.serve.server.SegmenterMode
 on the checked-in tiny bundle, no torch) with every class of malformed request; the second sends the
 same classes to a real server on loopback, concurrently with good requests that it batches with them.
 """
+
 from __future__ import annotations
 
 import io
@@ -31,8 +32,9 @@ def model(bundle):
     from sdk import Segmenter
     from sdk.serve.server import SegmenterModel
 
-    return SegmenterModel(Segmenter(bundle, backend="onnxruntime", mode="proposal", min_size=None, threads=1,
-                                     cache_dir=False))
+    return SegmenterModel(
+        Segmenter(bundle, backend="onnxruntime", mode="proposal", min_size=None, threads=1, cache_dir=False)
+    )
 
 
 def request(image=PNG, vocabulary=None, rows: int = 1):
@@ -80,8 +82,13 @@ def test_good_image_bytes_are_segmented(model, name):
 
 
 BAD_VOCABULARIES = {
-    "empty_name": [b""], "blank_name": [b"   "], "not_utf8": [b"\xff\xfe"], "utf8_surrogate": [b"a\xed\xa0\x80"],
-    "overlong_utf8": [b"\xc0\xaf"], "too_many": [b"n%d" % i for i in range(10_001)], "too_long": [b"x" * 1001],
+    "empty_name": [b""],
+    "blank_name": [b"   "],
+    "not_utf8": [b"\xff\xfe"],
+    "utf8_surrogate": [b"a\xed\xa0\x80"],
+    "overlong_utf8": [b"\xc0\xaf"],
+    "too_many": [b"n%d" % i for i in range(10_001)],
+    "too_long": [b"x" * 1001],
     "one_good_one_empty": [b"cat", b""],
 }
 
@@ -92,14 +99,18 @@ def test_bad_vocabularies_are_answered_as_vocabulary_errors(model, name):
     assert_refused(answer, "VocabularyError")
 
 
-@pytest.mark.parametrize("data", [
-    {"vocabulary": np.array([[b"cat"]], object)},                     # no image
-    {"image": np.array([PNG], object)},                               # 1-D
-    {"image": np.array([[PNG, PNG]], object)},                        # two columns
-    {"image": np.empty((0, 1), object)},                              # no rows
-    {"image": np.array([[PNG]], object), "vocabulary": np.array([b"cat"], object)},          # 1-D names
-    {"image": np.array([[PNG]], object), "vocabulary": np.array([[b"a"], [b"b"]], object)},  # 2 rows for 1
-], ids=["no_image", "image_1d", "image_2_columns", "image_no_rows", "vocabulary_1d", "vocabulary_rows"])
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"vocabulary": np.array([[b"cat"]], object)},  # no image
+        {"image": np.array([PNG], object)},  # 1-D
+        {"image": np.array([[PNG, PNG]], object)},  # two columns
+        {"image": np.empty((0, 1), object)},  # no rows
+        {"image": np.array([[PNG]], object), "vocabulary": np.array([b"cat"], object)},  # 1-D names
+        {"image": np.array([[PNG]], object), "vocabulary": np.array([[b"a"], [b"b"]], object)},  # 2 rows for 1
+    ],
+    ids=["no_image", "image_1d", "image_2_columns", "image_no_rows", "vocabulary_1d", "vocabulary_rows"],
+)
 def test_malformed_request_shapes_are_request_errors(model, data):
     answer = model([data])[0]
     message = error_of(answer)
@@ -114,8 +125,14 @@ def test_non_bytes_images_are_image_errors(model, value):
 
 
 def test_one_bad_request_does_not_fail_its_batch(model):
-    batch = [request(), request(bad_images()["bomb_png_1bit"]), request(vocabulary=[b""]),
-             {"vocabulary": np.array([[b"cat"]], object)}, request(vocabulary=[b"sky", b"road"]), request(rows=2)]
+    batch = [
+        request(),
+        request(bad_images()["bomb_png_1bit"]),
+        request(vocabulary=[b""]),
+        {"vocabulary": np.array([[b"cat"]], object)},
+        request(vocabulary=[b"sky", b"road"]),
+        request(rows=2),
+    ]
     answers = model(batch)
     assert_answered(answers[0])
     assert_refused(answers[1], "ImageError")
@@ -136,9 +153,19 @@ def test_server_options_are_checked_before_anything_starts():
     from sdk import OptionError
     from sdk.serve.server import ServerOptions
 
-    for bad in [dict(http_port=0), dict(grpc_port=70000), dict(instances=0), dict(max_batch_size=-1),
-                dict(max_queue_delay_us=-5), dict(http_port=8000, grpc_port=8000), dict(host=""),
-                dict(host="a b"), dict(model_name="../x"), dict(instances=2.5), dict(http_port=True)]:
+    for bad in [
+        dict(http_port=0),
+        dict(grpc_port=70000),
+        dict(instances=0),
+        dict(max_batch_size=-1),
+        dict(max_queue_delay_us=-5),
+        dict(http_port=8000, grpc_port=8000),
+        dict(host=""),
+        dict(host="a b"),
+        dict(model_name="../x"),
+        dict(instances=2.5),
+        dict(http_port=True),
+    ]:
         with pytest.raises(OptionError):
             ServerOptions(**bad)
     assert ServerOptions().max_batch_size == 8
@@ -152,8 +179,18 @@ def test_the_client_refuses_what_the_server_would(tmp_path):
 
     (tmp_path / "folder").mkdir()
     (tmp_path / "not_an_image.png").write_bytes(b"<html></html>")
-    for image in [b"", b"junk", bad_images()["bomb_png_1bit"], tmp_path / "missing.png", tmp_path / "folder",
-                  tmp_path / "not_an_image.png", np.zeros((4, 4, 2), np.uint8), np.full((4, 4, 3), 300.0), 42, None]:
+    for image in [
+        b"",
+        b"junk",
+        bad_images()["bomb_png_1bit"],
+        tmp_path / "missing.png",
+        tmp_path / "folder",
+        tmp_path / "not_an_image.png",
+        np.zeros((4, 4, 2), np.uint8),
+        np.full((4, 4, 3), 300.0),
+        42,
+        None,
+    ]:
         with pytest.raises(ImageError):
             encode_image(image)
     for vocabulary in [[], [""], ["a", 3], "cat", ";", ["x" * 1001], [f"n{i}" for i in range(10_001)]]:
@@ -171,8 +208,16 @@ def server(bundle, tmp_path_factory):
     """One instance, batches of up to 8 gathered for 300 ms: concurrent requests share batches."""
     from tests.test_serve import running_server
 
-    with running_server(bundle, tmp_path_factory.mktemp("hostile_serve"), "--mode", "proposal", "--max-batch-size",
-                        "8", "--max-queue-delay-us", "300000") as s:
+    with running_server(
+        bundle,
+        tmp_path_factory.mktemp("hostile_serve"),
+        "--mode",
+        "proposal",
+        "--max-batch-size",
+        "8",
+        "--max-queue-delay-us",
+        "300000",
+    ) as s:
         yield s
 
 
@@ -247,8 +292,12 @@ def test_real_server_rejects_malformed_requests_with_400(server):
     from tritonclient.utils import InferenceServerException
 
     client = httpclient.InferenceServerClient(server["url"])
-    for inputs in ([], [("image", np.zeros((1, 1), np.float32), "FP32")],
-                   [("image", np.array([[PNG, PNG]], object), "BYTES")], [("image", np.array([PNG], object), "BYTES")]):
+    for inputs in (
+        [],
+        [("image", np.zeros((1, 1), np.float32), "FP32")],
+        [("image", np.array([[PNG, PNG]], object), "BYTES")],
+        [("image", np.array([PNG], object), "BYTES")],
+    ):
         tensors = []
         for name, array, dtype in inputs:
             tensor = httpclient.InferInput(name, list(array.shape), dtype)
@@ -269,10 +318,18 @@ def test_an_empty_vocabulary_tensor_fails_alone_and_the_client_refuses_it(server
     from sdk.serve.client import SegmenterClient
 
     results = {}
-    threads = [threading.Thread(target=lambda: results.__setitem__("empty", raw_infer(
-        server["url"], {"image": np.array([[PNG]], object), "vocabulary": np.empty((1, 0), object)})))]
-    threads += [threading.Thread(target=lambda i=i: results.__setitem__(i, raw_infer(server["url"], request())))
-                for i in range(4)]
+    threads = [
+        threading.Thread(
+            target=lambda: results.__setitem__(
+                "empty",
+                raw_infer(server["url"], {"image": np.array([[PNG]], object), "vocabulary": np.empty((1, 0), object)}),
+            )
+        )
+    ]
+    threads += [
+        threading.Thread(target=lambda i=i: results.__setitem__(i, raw_infer(server["url"], request())))
+        for i in range(4)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -287,13 +344,35 @@ def test_an_empty_vocabulary_tensor_fails_alone_and_the_client_refuses_it(server
     time.sleep(0.1)
 
 
-@pytest.mark.parametrize("args,says", [
-    (["--instances", "0"], "instances"), (["--http-port", "70000"], "http-port"), (["--max-batch-size", "0"], "batch"),
-    (["--http-port", "9000", "--grpc-port", "9000"], "ports"), (["--max-queue-delay-us", "-1"], "delay"),
-    (["--host", ""], "host"), (["--model-name", "a/b"], "model name"), (["--threads", "-2"], "threads"),
-    (["--vocab", ";"], "vocabulary"), (["--precision", "int9"], "int9"), (["--device", "tpu"], "device"),
-], ids=["instances", "port", "batch", "same_ports", "delay", "host", "model_name", "threads", "vocab", "precision",
-        "device"])
+@pytest.mark.parametrize(
+    "args,says",
+    [
+        (["--instances", "0"], "instances"),
+        (["--http-port", "70000"], "http-port"),
+        (["--max-batch-size", "0"], "batch"),
+        (["--http-port", "9000", "--grpc-port", "9000"], "ports"),
+        (["--max-queue-delay-us", "-1"], "delay"),
+        (["--host", ""], "host"),
+        (["--model-name", "a/b"], "model name"),
+        (["--threads", "-2"], "threads"),
+        (["--vocab", ";"], "vocabulary"),
+        (["--precision", "int9"], "int9"),
+        (["--device", "tpu"], "device"),
+    ],
+    ids=[
+        "instances",
+        "port",
+        "batch",
+        "same_ports",
+        "delay",
+        "host",
+        "model_name",
+        "threads",
+        "vocab",
+        "precision",
+        "device",
+    ],
+)
 def test_serve_mistakes_are_one_line_before_triton_starts(bundle, capsys, args, says):
     from sdk.cli import main
 

@@ -5,6 +5,7 @@ image files whose values break the documented ranges, and the one image-decode p
 Runs without torch on the checked-in tiny bundle; each case is a typed one-line error naming the
 file, or the correct result.
 """
+
 from __future__ import annotations
 
 import copy
@@ -34,15 +35,28 @@ def full_manifest(bundle: Path) -> dict:
     m["graphs"]["clip_image"]["precision"] = "fp32"
     m["graphs"]["clip_image"]["variants"] = {
         "int8": {"file": "clip_image.int8.onnx", "precision": "int8", "calibration": {"images": 8, "method": "minmax"}},
-        "fp16": {"file": "clip_image.fp16.onnx", "precision": "fp16", "io": "fp32"}}
-    m["engines"] = {"proposal": {"file": "proposal.engine", "tensorrt": "10.3.0", "cuda": "12.6", "gpu": "NVIDIA H100",
-                                 "compute_capability": "9.0", "precision": "fp16", "num_profiles": 2,
-                                 "profiles": {"image": {"min": [1, 3, 32, 32], "opt": [1, 3, 640, 640],
-                                                        "max": [1, 3, 2560, 2560]}},
-                                 "onnx_file": "proposal.onnx", "onnx_sha256": SHA}}
-    m["precision"] = {"agreement": {"int8": {"onnxruntime": 0.97, "openvino": 0.96},
-                                    "clip_image=int8": {"openvino": 1}},
-                      "bar": 0.99, "reference": "onnxruntime fp32", "measured_on": {"images": ["a.png"]}}
+        "fp16": {"file": "clip_image.fp16.onnx", "precision": "fp16", "io": "fp32"},
+    }
+    m["engines"] = {
+        "proposal": {
+            "file": "proposal.engine",
+            "tensorrt": "10.3.0",
+            "cuda": "12.6",
+            "gpu": "NVIDIA H100",
+            "compute_capability": "9.0",
+            "precision": "fp16",
+            "num_profiles": 2,
+            "profiles": {"image": {"min": [1, 3, 32, 32], "opt": [1, 3, 640, 640], "max": [1, 3, 2560, 2560]}},
+            "onnx_file": "proposal.onnx",
+            "onnx_sha256": SHA,
+        }
+    }
+    m["precision"] = {
+        "agreement": {"int8": {"onnxruntime": 0.97, "openvino": 0.96}, "clip_image=int8": {"openvino": 1}},
+        "bar": 0.99,
+        "reference": "onnxruntime fp32",
+        "measured_on": {"images": ["a.png"]},
+    }
     m["checkpoint"] = {"path": "model.pth", "sha256": SHA}
     return m
 
@@ -64,20 +78,78 @@ def test_the_full_manifest_is_valid(bundle, tmp_path):
 
 # (path of keys, a description) -> values of the wrong type for that key, built for the class:
 # every JSON type that is not the one documented, plus the out-of-range values of the right type.
-WRONG = {"null": None, "bool": True, "int": 3, "negative": -1, "float": 1.5, "string": "x", "empty_string": "",
-         "list": [1], "empty_list": [], "object": {"a": 1}, "empty_object": {}}
+WRONG = {
+    "null": None,
+    "bool": True,
+    "int": 3,
+    "negative": -1,
+    "float": 1.5,
+    "string": "x",
+    "empty_string": "",
+    "list": [1],
+    "empty_list": [],
+    "object": {"a": 1},
+    "empty_object": {},
+}
 FIELDS = {
-    ("graphs", "clip_image", "precision"): {"null", "bool", "int", "negative", "float", "string", "empty_string",
-                                            "list", "empty_list", "object", "empty_object"},
-    ("graphs", "clip_image", "variants"): {"bool", "int", "negative", "float", "string", "empty_string", "list",
-                                           "empty_list"},
-    ("graphs", "clip_image", "variants", "int8"): {"null", "bool", "int", "negative", "float", "string",
-                                                   "empty_string", "list", "empty_list", "empty_object", "object"},
-    ("graphs", "clip_image", "variants", "int8", "file"): {"null", "bool", "int", "negative", "float",
-                                                           "empty_string", "list", "empty_list", "object",
-                                                           "empty_object"},
-    ("graphs", "clip_image", "variants", "int8", "precision"): {"null", "bool", "int", "float", "string",
-                                                                "empty_string", "list", "object"},
+    ("graphs", "clip_image", "precision"): {
+        "null",
+        "bool",
+        "int",
+        "negative",
+        "float",
+        "string",
+        "empty_string",
+        "list",
+        "empty_list",
+        "object",
+        "empty_object",
+    },
+    ("graphs", "clip_image", "variants"): {
+        "bool",
+        "int",
+        "negative",
+        "float",
+        "string",
+        "empty_string",
+        "list",
+        "empty_list",
+    },
+    ("graphs", "clip_image", "variants", "int8"): {
+        "null",
+        "bool",
+        "int",
+        "negative",
+        "float",
+        "string",
+        "empty_string",
+        "list",
+        "empty_list",
+        "empty_object",
+        "object",
+    },
+    ("graphs", "clip_image", "variants", "int8", "file"): {
+        "null",
+        "bool",
+        "int",
+        "negative",
+        "float",
+        "empty_string",
+        "list",
+        "empty_list",
+        "object",
+        "empty_object",
+    },
+    ("graphs", "clip_image", "variants", "int8", "precision"): {
+        "null",
+        "bool",
+        "int",
+        "float",
+        "string",
+        "empty_string",
+        "list",
+        "object",
+    },
     ("graphs", "clip_image", "variants", "int8", "calibration"): {"bool", "int", "float", "string", "list"},
     ("graphs", "clip_image", "inputs"): {"bool", "int", "string", "list", "empty_list"},
     ("graphs", "clip_image", "outputs"): {"bool", "int", "string", "list"},
@@ -93,8 +165,15 @@ FIELDS = {
     ("precision",): {"bool", "int", "float", "string", "list"},
     ("precision", "agreement"): {"null", "bool", "int", "string", "list"},
     ("precision", "agreement", "int8"): {"null", "bool", "int", "string", "list"},
-    ("precision", "agreement", "int8", "onnxruntime"): {"null", "bool", "negative", "float", "string", "list",
-                                                        "object"},
+    ("precision", "agreement", "int8", "onnxruntime"): {
+        "null",
+        "bool",
+        "negative",
+        "float",
+        "string",
+        "list",
+        "object",
+    },
     ("precision", "bar"): {"null", "bool", "negative", "float", "string", "list"},
     ("checkpoint",): {"bool", "int", "string", "list"},
     ("checkpoint", "path"): {"bool", "int", "empty_string", "list", "object"},
@@ -125,8 +204,18 @@ def test_wrong_manifest_types_are_bundle_errors_naming_the_key(bundle, tmp_path,
     assert "manifest.json" in message and any(k in message for k in keys) and "\n" not in message, message
 
 
-@pytest.mark.parametrize("change", ["variant_without_file", "unknown_tier", "tier_mismatch", "variant_escapes",
-                                    "engine_without_file", "agreement_nan", "agreement_above_1"])
+@pytest.mark.parametrize(
+    "change",
+    [
+        "variant_without_file",
+        "unknown_tier",
+        "tier_mismatch",
+        "variant_escapes",
+        "engine_without_file",
+        "agreement_nan",
+        "agreement_above_1",
+    ],
+)
 def test_variant_and_precision_shapes(bundle, tmp_path, change):
     from sdk import BundleError
     from sdk.bundle import Bundle
@@ -176,11 +265,21 @@ def test_label_png_refuses_more_classes_than_16_bits(tmp_path):
     assert back.tolist() == [[0, 65_535]] and len(back_names) == 65_536
 
 
-@pytest.mark.parametrize("labels,names", [
-    (np.array([[0, 3]]), ["a", "b"]), (np.array([[-1, 0]]), ["a"]), (np.zeros((2, 2), np.float32), ["a"]),
-    (np.zeros((2, 2, 3), np.int32), ["a"]), (np.zeros((0, 4), np.int32), ["a"]), (np.zeros((2, 2), bool), ["a"]),
-    (np.zeros((2, 2), np.int32), [1, 2]), (np.zeros((2, 2), np.int32), "ab"), (np.zeros((2, 2), np.int32), []),
-], ids=["index_too_big", "negative", "float", "3d", "empty", "bool", "names_not_str", "names_str", "no_names"])
+@pytest.mark.parametrize(
+    "labels,names",
+    [
+        (np.array([[0, 3]]), ["a", "b"]),
+        (np.array([[-1, 0]]), ["a"]),
+        (np.zeros((2, 2), np.float32), ["a"]),
+        (np.zeros((2, 2, 3), np.int32), ["a"]),
+        (np.zeros((0, 4), np.int32), ["a"]),
+        (np.zeros((2, 2), bool), ["a"]),
+        (np.zeros((2, 2), np.int32), [1, 2]),
+        (np.zeros((2, 2), np.int32), "ab"),
+        (np.zeros((2, 2), np.int32), []),
+    ],
+    ids=["index_too_big", "negative", "float", "3d", "empty", "bool", "names_not_str", "names_str", "no_names"],
+)
 def test_label_png_refuses_what_it_cannot_represent(tmp_path, labels, names):
     from sdk import ImageError
     from sdk.formats import save_label_png
@@ -199,10 +298,22 @@ def _png_with_chunk(path: Path, text: str, labels=None) -> Path:
     return path
 
 
-@pytest.mark.parametrize("text", ["not json", "{", '{"a": 1}', "3", '"cat"', "[1, 2]", '["a", null]', "null",
-                                  "[" * 5000 + "]" * 5000, '["only one"]'],
-                         ids=["text", "truncated", "object", "number", "string", "ints", "null_item", "null",
-                              "deep", "too_few_names"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "not json",
+        "{",
+        '{"a": 1}',
+        "3",
+        '"cat"',
+        "[1, 2]",
+        '["a", null]',
+        "null",
+        "[" * 5000 + "]" * 5000,
+        '["only one"]',
+    ],
+    ids=["text", "truncated", "object", "number", "string", "ints", "null_item", "null", "deep", "too_few_names"],
+)
 def test_label_png_with_a_bad_class_chunk_is_an_image_error(tmp_path, text):
     from sdk import ImageError
     from sdk.formats import load_label_png
@@ -243,9 +354,20 @@ def test_bad_image_bytes_are_image_errors(name):
 
     with pytest.raises(ImageError):
         decode_image(bad_images()[name])
-    header_only = {"png_declares_12k", "png_cut_0.1", "png_cut_0.5", "png_cut_0.9", "jpeg_cut_0.5", "jpeg_cut_0.9",
-                   "float_tiff_negative", "float_tiff_nan", "float_tiff_fraction_above_1", "float_tiff_above_65535",
-                   "int32_tiff_negative", "int32_tiff_above_65535"}  # only a full decode can tell
+    header_only = {
+        "png_declares_12k",
+        "png_cut_0.1",
+        "png_cut_0.5",
+        "png_cut_0.9",
+        "jpeg_cut_0.5",
+        "jpeg_cut_0.9",
+        "float_tiff_negative",
+        "float_tiff_nan",
+        "float_tiff_fraction_above_1",
+        "float_tiff_above_65535",
+        "int32_tiff_negative",
+        "int32_tiff_above_65535",
+    }  # only a full decode can tell
     if name not in header_only:
         with pytest.raises(ImageError):
             check_image_bytes(bad_images()[name])
@@ -256,9 +378,9 @@ def test_float_and_wide_integer_files_follow_the_documented_ranges():
 
     values = GOOD[..., 0]
     expected = np.repeat(values[..., None], 3, axis=2)
-    assert np.array_equal(decode_image(good_images()["float_unit"]), expected)   # [0, 1] × 255, rounded
+    assert np.array_equal(decode_image(good_images()["float_unit"]), expected)  # [0, 1] × 255, rounded
     assert np.array_equal(decode_image(good_images()["float_0_255"]), expected)  # whole numbers 0..255 as is
-    wide = Image.fromarray(values.astype(np.float32) * 257)                      # whole numbers 0..65535 >> 8
+    wide = Image.fromarray(values.astype(np.float32) * 257)  # whole numbers 0..65535 >> 8
     from tests.hostile_bytes import encoded
 
     assert np.array_equal(decode_image(encoded(wide, "TIFF")), expected)
@@ -274,8 +396,23 @@ def test_cli_segment_reports_each_bad_file_in_one_line(bundle, tmp_path, capsys,
     for name in ("bomb_png_1bit", "float_tiff_fraction_above_1", "jpeg_cut_0.5", "png_declares_100k"):
         (folder / f"{name}.png").write_bytes(bad_images()[name])
     (folder / "good.png").write_bytes(good_images()["png"])
-    rc = main(["segment", str(folder), "--bundle", str(bundle), "--out", str(tmp_path / "out"), "--backend",
-               "onnxruntime", "--mode", "proposal", "--min-size", "none", "--no-progress"])
+    rc = main(
+        [
+            "segment",
+            str(folder),
+            "--bundle",
+            str(bundle),
+            "--out",
+            str(tmp_path / "out"),
+            "--backend",
+            "onnxruntime",
+            "--mode",
+            "proposal",
+            "--min-size",
+            "none",
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 1 and "Traceback" not in err, err
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
@@ -283,8 +420,9 @@ def test_cli_segment_reports_each_bad_file_in_one_line(bundle, tmp_path, capsys,
     assert (tmp_path / "out" / "good.png").is_file()
 
 
-@pytest.mark.parametrize("name", ["bomb_png_1bit", "png_declares_100k", "float_tiff_fraction_above_1", "text",
-                                  "jpeg_cut_0.5", "empty"])
+@pytest.mark.parametrize(
+    "name", ["bomb_png_1bit", "png_declares_100k", "float_tiff_fraction_above_1", "text", "jpeg_cut_0.5", "empty"]
+)
 def test_demo_uploads_decode_through_the_sdk_path(tmp_path, name):
     """The demo's uploads (files Gradio stored, or webcam data URLs) go through sdk.preprocess.decode_image."""
     import base64
@@ -304,9 +442,11 @@ def test_demo_uploads_decode_through_the_sdk_path(tmp_path, name):
     assert np.array_equal(decode_upload(SimpleNamespace(path=None, url=good), "snapshot"), GOOD)
 
 
-@pytest.mark.parametrize("args", [["--port", "99999"], ["--port", "0"], ["--concurrency", "0"], ["--threads", "-1"],
-                                  ["--device", "tpu"]], ids=["port_high", "port_zero", "concurrency", "threads",
-                                                              "device"])
+@pytest.mark.parametrize(
+    "args",
+    [["--port", "99999"], ["--port", "0"], ["--concurrency", "0"], ["--threads", "-1"], ["--device", "tpu"]],
+    ids=["port_high", "port_zero", "concurrency", "threads", "device"],
+)
 def test_demo_options_are_one_line(bundle, capsys, args):
     pytest.importorskip("gradio", reason="pip install 'zegformer-sdk[demo]'")
     from sdk.cli import main

@@ -1,5 +1,6 @@
 """Hostile Segmenter options and vocabularies (lists, strings, files, user text features): each is
 the documented typed error (or works), and a failed change leaves the Segmenter as it was."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,13 +16,34 @@ pytest.importorskip("torch")  # the bundle is exported with torch
 
 # ====================================================================== options
 BAD_OPTIONS = [
-    {"min_size": 0}, {"min_size": -1}, {"min_size": "abc"}, {"min_size": float("nan")},
-    {"min_size": float("inf")}, {"min_size": 1.5}, {"min_size": True}, {"min_size": 10 ** 9},
-    {"min_size": [640]}, {"max_size": 0}, {"max_size": float("nan")}, {"max_size": "big"},
-    {"threads": -1}, {"threads": "2"}, {"threads": 2.5}, {"clip_batch": 0}, {"text_batch": 0},
-    {"text_batch": None}, {"prune_threshold": float("nan")}, {"prune_threshold": -0.1},
-    {"prune_threshold": "x"}, {"prune_threshold": float("inf")}, {"backend": 3}, {"device": None},
-    {"mode": 5}, {"bgr": "yes"}, {"cache_dir": 3}, {"checkpoint": 42},
+    {"min_size": 0},
+    {"min_size": -1},
+    {"min_size": "abc"},
+    {"min_size": float("nan")},
+    {"min_size": float("inf")},
+    {"min_size": 1.5},
+    {"min_size": True},
+    {"min_size": 10**9},
+    {"min_size": [640]},
+    {"max_size": 0},
+    {"max_size": float("nan")},
+    {"max_size": "big"},
+    {"threads": -1},
+    {"threads": "2"},
+    {"threads": 2.5},
+    {"clip_batch": 0},
+    {"text_batch": 0},
+    {"text_batch": None},
+    {"prune_threshold": float("nan")},
+    {"prune_threshold": -0.1},
+    {"prune_threshold": "x"},
+    {"prune_threshold": float("inf")},
+    {"backend": 3},
+    {"device": None},
+    {"mode": 5},
+    {"bgr": "yes"},
+    {"cache_dir": 3},
+    {"checkpoint": 42},
 ]
 
 
@@ -38,8 +60,15 @@ def test_bad_options_rejected_at_construction(tmp_path, options):
 def test_good_unusual_options_are_accepted(bundle):
     from sdk import Segmenter
 
-    for options in [{"min_size": np.int64(64)}, {"min_size": 64.0}, {"min_size": None}, {"threads": 0},
-                    {"prune_threshold": 0}, {"bgr": np.bool_(True)}, {"max_size": 4096}]:
+    for options in [
+        {"min_size": np.int64(64)},
+        {"min_size": 64.0},
+        {"min_size": None},
+        {"threads": 0},
+        {"prune_threshold": 0},
+        {"bgr": np.bool_(True)},
+        {"max_size": 4096},
+    ]:
         Segmenter(bundle, backend="onnxruntime", mode="proposal", cache_dir=False, **options)
 
 
@@ -73,7 +102,7 @@ BAD_VOCAB_FILES = {
     "null.json": b"null",
     "object.json": b'{"labels": ["cat"]}',
     "ints.json": b"[1, 2, 3]",
-    "nested.json": b"[[\"cat\"]]",
+    "nested.json": b'[["cat"]]',
     "surrogate.json": b'["cat", "\\ud800"]',
     "malformed.json": b'["cat", ',
     "deep.json": b"[" * 100000 + b"]" * 100000,
@@ -119,8 +148,11 @@ def test_vocabulary_path_with_semicolon_is_a_file(seg, tmp_path):
     assert seg.resolve_vocabulary("sky;road").names == ("sky", "road")  # names still work
 
 
-@pytest.mark.parametrize("names", [["cat", "\ud800"], ["x" * 5000], ["cat", None], [b"cat"], "cat"],
-                         ids=["surrogate", "long", "none", "bytes", "bare-string"])
+@pytest.mark.parametrize(
+    "names",
+    [["cat", "\ud800"], ["x" * 5000], ["cat", None], [b"cat"], "cat"],
+    ids=["surrogate", "long", "none", "bytes", "bare-string"],
+)
 def test_bad_vocabulary_lists(seg, names):
     from sdk import VocabularyError
 
@@ -140,15 +172,18 @@ def test_unicode_names_work(seg):
     assert seg(block_image(), vocabulary=names).class_names == tuple(names)
 
 
-
-
 @pytest.mark.parametrize("features", ["nan", "strings", "shape", "scalar", "ragged"])
 def test_bad_user_text_features(seg, features):
     from sdk import VocabularyError
 
     good = np.eye(2, 32, dtype=np.float32)
-    bad = {"nan": np.full((2, 32), np.nan), "strings": np.array([["a"] * 32] * 2), "shape": np.zeros((3, 32)),
-           "scalar": 1.0, "ragged": [[1.0], [1.0, 2.0]]}[features]
+    bad = {
+        "nan": np.full((2, 32), np.nan),
+        "strings": np.array([["a"] * 32] * 2),
+        "shape": np.zeros((3, 32)),
+        "scalar": 1.0,
+        "ragged": [[1.0], [1.0, 2.0]],
+    }[features]
     before = seg.class_names
     with pytest.raises(VocabularyError):
         seg.set_vocabulary(["a", "b"], text_features=bad, text_features_clip=good)

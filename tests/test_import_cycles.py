@@ -5,6 +5,7 @@ A package's ``__init__`` is a node like any module; ``from pkg import sub`` is a
 when that is a module, else to ``pkg``. Importing ``pkg.sub`` runs ``pkg/__init__`` first, but that is
 Python's order, not a dependency of ``pkg.sub`` on ``pkg``, so it adds no edge.
 """
+
 from __future__ import annotations
 
 import ast
@@ -50,7 +51,7 @@ def import_graph() -> Dict[str, Set[str]]:
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom):
-                base = package.split(".")[:len(package.split(".")) - node.level + 1] if node.level else []
+                base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
                 target = ".".join(base + ([node.module] if node.module else []))
                 subs = [f"{target}.{a.name}" for a in node.names if f"{target}.{a.name}" in files]
                 targets = subs + ([target] if len(subs) < len(node.names) else [])
@@ -99,8 +100,10 @@ def test_the_checker_finds_a_cycle():
 
 
 def test_the_graph_sees_lazy_and_relative_imports():
-    tree = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import a\nelse:\n    import b\n"
-                     "def f():\n    import c\n")
+    tree = ast.parse(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import a\nelse:\n    import b\n"
+        "def f():\n    import c\n"
+    )
     assert {n.names[0].name for n in runtime_nodes(tree) if isinstance(n, ast.Import)} == {"b", "c"}
     graph = import_graph()
     assert "sdk.segmenter" in graph["sdk"]  # from .segmenter import Segmenter

@@ -7,6 +7,7 @@ bias DequantizeLinear nodes, which no TensorRT builds (onnx/onnx-tensorrt#850). 
 written out independently of ``export.quantize.check_tensorrt_form``; that function is then shown to
 flag ORT's default form, so neither can silently pass everything.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,8 +27,16 @@ WEIGHTED = ("Conv", "MatMul", "Gemm")
 def int8_bundle(tmp_path_factory) -> Path:
     pytest.importorskip("skimage", reason="the default int8 calibration set is scikit-image's photographs")
     root = tmp_path_factory.mktemp("int8_form")
-    return export_bundle(tiny_checkpoint(root / "tiny.pth"), root / "bundle", "--int8", "--no-agreement",
-                         "--calibration-size", "96", "--calibration-images", "3")
+    return export_bundle(
+        tiny_checkpoint(root / "tiny.pth"),
+        root / "bundle",
+        "--int8",
+        "--no-agreement",
+        "--calibration-size",
+        "96",
+        "--calibration-images",
+        "3",
+    )
 
 
 def int8_graphs(bundle: Path):
@@ -41,8 +50,9 @@ def int8_graphs(bundle: Path):
 
 def constants(model):
     out = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    out.update({n.output[0]: numpy_helper.to_array(n.attribute[0].t)
-                for n in model.graph.node if n.op_type == "Constant"})
+    out.update(
+        {n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in model.graph.node if n.op_type == "Constant"}
+    )
     return out
 
 
@@ -59,8 +69,9 @@ def test_every_dequantize_reads_int8_and_every_scale_is_a_constant(int8_bundle):
         for n in dq:
             x = n.input[0]
             if x in inits:
-                assert inits[x].data_type == TensorProto.INT8, \
+                assert inits[x].data_type == TensorProto.INT8, (
                     f"{name}/{n.name}: {TensorProto.DataType.Name(inits[x].data_type)} input"
+                )
             else:
                 q = producer[x]
                 assert q.op_type == "QuantizeLinear", f"{name}/{n.name}: input from {q.op_type}"
@@ -88,8 +99,9 @@ def test_weights_per_output_channel_biases_float_outputs_unquantised(int8_bundle
             out_channels = w.shape[0] if n.op_type == "Conv" else w.shape[-1]  # MatMul B is K×N
             if n.op_type == "Gemm":
                 out_channels = w.shape[0] if {a.name: a.i for a in n.attribute}.get("transB") else w.shape[1]
-            assert scale.shape == (out_channels,), \
+            assert scale.shape == (out_channels,), (
                 f"{name}/{n.name}: weight scale {scale.shape}, {out_channels} channels"
+            )
             if len(n.input) > 2 and n.input[2]:
                 bias = n.input[2]
                 assert bias in consts and consts[bias].dtype == np.float32, f"{name}/{n.name}: bias not float"
@@ -114,12 +126,15 @@ def test_check_tensorrt_form_passes_ours_and_flags_ort_defaults(int8_bundle, tmp
 
 
 # ============================================== calibration inputs are checked before any export work
-@pytest.mark.parametrize("extra,message", [
-    (["--calibration-images", "0"], "--calibration-images 0: must be a whole number of images, at least 1"),
-    (["--calibration-images", "-3"], "--calibration-images -3: must be"),
-    (["--calibration-size", "0"], "--calibration-size 0: must be a whole number of pixels, at least 32"),
-    (["--calibration", "CORRUPT"], "cannot read image"),
-])
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--calibration-images", "0"], "--calibration-images 0: must be a whole number of images, at least 1"),
+        (["--calibration-images", "-3"], "--calibration-images -3: must be"),
+        (["--calibration-size", "0"], "--calibration-size 0: must be a whole number of pixels, at least 32"),
+        (["--calibration", "CORRUPT"], "cannot read image"),
+    ],
+)
 def test_bad_calibration_inputs_are_one_line_errors_before_any_work(tmp_path, capsys, extra, message):
     from export.__main__ import main
 
@@ -151,6 +166,9 @@ def test_a_refused_tensor_address_is_an_error_not_a_silent_wrong_run():
             return ptr % 256 == 0
 
     _bind(Context(), "image", 0x7F0000000100, Path("proposal.fp32.engine"))
-    with pytest.raises(TensorRTError, match=r"refused the device address 0x7f0000000104 for tensor image of "
-                                            r"proposal.fp32.engine"):
+    with pytest.raises(
+        TensorRTError,
+        match=r"refused the device address 0x7f0000000104 for tensor image of "
+        r"proposal.fp32.engine",
+    ):
         _bind(Context(), "image", 0x7F0000000104, Path("proposal.fp32.engine"))

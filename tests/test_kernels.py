@@ -1,5 +1,6 @@
 """The compiled CPU kernels against the official torch composition (train/model/postprocess.py)
 and against the official outputs recorded in the shared reference fixture."""
+
 from __future__ import annotations
 
 import os
@@ -21,6 +22,7 @@ CLIP_STD = np.array((68.5005327, 66.6321579, 70.3231630), np.float32)
 
 # ---------- inputs ----------
 
+
 def blob_logits(rng, b, q, h, w, scale=8.0):
     """One random elliptic blob per mask (positive inside), like the fixture's designed masks."""
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -41,12 +43,13 @@ def image(rng, b, c, h, w, valid=None):
     """A CLIP-normalised-like image, zero below/right of `valid` (the padding)."""
     img = rng.standard_normal((b, c, h, w)).astype(np.float32)
     if valid is not None:
-        img[:, :, valid[0]:] = 0
-        img[:, :, :, valid[1]:] = 0
+        img[:, :, valid[0] :] = 0
+        img[:, :, :, valid[1] :] = 0
     return img
 
 
 # ---------- references ----------
+
 
 def torch_crops(img, logits, crop_size, sampling_ratio=-1):
     up = ref.upsample_masks(torch.from_numpy(logits), img.shape[-2:])
@@ -54,6 +57,7 @@ def torch_crops(img, logits, crop_size, sampling_ratio=-1):
         crops, boxes = ref.masked_crops(torch.from_numpy(img), up, crop_size)
         return crops.numpy(), boxes.numpy()
     from torchvision.ops import roi_align  # the same composition, other sampling ratio
+
     b, q, h, w = up.shape
     binary = ref.binarize(up)
     masked = (torch.from_numpy(img).unsqueeze(1) * binary.unsqueeze(2)).reshape(b * q, -1, h, w)
@@ -66,8 +70,12 @@ def torch_semantic(logits, probs, image_size, out_size, padded=None, seen=None, 
     padded = padded or (4 * logits.shape[2], 4 * logits.shape[3])
     up = ref.upsample_masks(torch.from_numpy(logits), padded)
     seen_t = None if seen is None else torch.from_numpy(seen)
-    return np.stack([ref.semantic_scores(torch.from_numpy(probs[b]), up[b], image_size, out_size, seen_t, calibrate)
-                     .numpy() for b in range(logits.shape[0])])
+    return np.stack(
+        [
+            ref.semantic_scores(torch.from_numpy(probs[b]), up[b], image_size, out_size, seen_t, calibrate).numpy()
+            for b in range(logits.shape[0])
+        ]
+    )
 
 
 def assert_crops_match(img, logits, crop_size=32, sampling_ratio=-1, atol=1e-4):
@@ -89,6 +97,7 @@ def assert_labels_match(labels, scores_ref, margin=1e-5):
 
 
 # ---------- build ----------
+
 
 def test_build_info_reports_cuda_when_nvcc_present():
     info = kernels.build_info()
@@ -113,6 +122,7 @@ def test_threshold_is_float32_sigmoid_half():
 
 
 # ---------- masked_crops ----------
+
 
 @pytest.mark.parametrize("kind", ["blobs", "noise"])
 @pytest.mark.parametrize("b,q,h,w,scale", [(1, 6, 16, 20, 4), (2, 5, 13, 17, 4), (1, 1, 9, 31, 4), (2, 3, 12, 12, 3)])
@@ -148,10 +158,10 @@ def test_masked_crops_empty_and_full_masks():
 def test_masked_crops_border_and_padding_masks():
     rng = np.random.default_rng(6)
     logits = np.full((1, 4, 16, 20), -5, np.float32)
-    logits[0, 0, :3, :4] = 5      # top-left corner
-    logits[0, 1, -3:, -4:] = 5    # bottom-right corner, in the padding
-    logits[0, 2, :, -1] = 5       # right border column
-    logits[0, 3, -1, :] = 5       # bottom border row
+    logits[0, 0, :3, :4] = 5  # top-left corner
+    logits[0, 1, -3:, -4:] = 5  # bottom-right corner, in the padding
+    logits[0, 2, :, -1] = 5  # right border column
+    logits[0, 3, -1, :] = 5  # bottom border row
     assert_crops_match(image(rng, 1, 3, 64, 80, valid=(57, 70)), logits)
 
 
@@ -159,9 +169,9 @@ def test_masked_crops_thin_masks_fall_back_to_full_box():
     # Scale 1 (h == H): a logit row/column maps to exactly one mask row/column.
     rng = np.random.default_rng(7)
     logits = np.full((1, 4, 40, 48), -5, np.float32)
-    logits[0, 0, 11, 5:30] = 5    # one row
-    logits[0, 1, 3:20, 17] = 5    # one column
-    logits[0, 2, 22, 9] = 5       # one pixel
+    logits[0, 0, 11, 5:30] = 5  # one row
+    logits[0, 1, 3:20, 17] = 5  # one column
+    logits[0, 2, 22, 9] = 5  # one pixel
     logits[0, 3, 30:32, 40:42] = 5
     crops, boxes = assert_crops_match(image(rng, 1, 3, 40, 48), logits, crop_size=20)
     np.testing.assert_array_equal(boxes[0, :3], [[0, 0, 48, 40]] * 3)
@@ -172,8 +182,8 @@ def test_masked_crops_pixel_exactly_at_threshold():
     t = np.float32(kernels.MASK_THRESHOLD)
     below = np.nextafter(t, np.float32(0))
     logits = np.full((1, 3, 40, 48), -1, np.float32)
-    logits[0, 0, 5:9, 6:20] = t        # on: sigmoid(t) > 0.5 in float32
-    logits[0, 1, 5:9, 6:20] = below    # off: sigmoid rounds to exactly 0.5
+    logits[0, 0, 5:9, 6:20] = t  # on: sigmoid(t) > 0.5 in float32
+    logits[0, 1, 5:9, 6:20] = below  # off: sigmoid rounds to exactly 0.5
     logits[0, 2, 5:9, 6:20] = 0.0
     logits[0, 2, 7, 10] = t
     logits[0, 2, 30, 40] = t
@@ -202,8 +212,11 @@ def test_masked_crops_threads_agree():
 
 # ---------- semantic_inference ----------
 
-@pytest.mark.parametrize("image_size,out_size", [((60, 80), (60, 80)), ((57, 75), (40, 50)), ((64, 80), (90, 110)),
-                                                 ((50, 70), (50, 140)), ((64, 80), (1, 1))])
+
+@pytest.mark.parametrize(
+    "image_size,out_size",
+    [((60, 80), (60, 80)), ((57, 75), (40, 50)), ((64, 80), (90, 110)), ((50, 70), (50, 140)), ((64, 80), (1, 1))],
+)
 def test_semantic_inference_random(image_size, out_size):
     rng = np.random.default_rng(sum(out_size))
     logits = blob_logits(rng, 2, 9, 16, 20, scale=4)
@@ -251,8 +264,9 @@ def test_semantic_inference_padded_size_q1_and_no_calibration():
     logits = noise_logits(rng, 1, 1, 10, 13)
     probs = rng.random((1, 1, 5)).astype(np.float32)
     want = torch_semantic(logits, probs, (33, 41), (33, 41), padded=(35, 47))
-    labels, scores = kernels.semantic_inference(logits, probs, (33, 41), (33, 41), padded_size=(35, 47),
-                                                return_scores=True)
+    labels, scores = kernels.semantic_inference(
+        logits, probs, (33, 41), (33, 41), padded_size=(35, 47), return_scores=True
+    )
     np.testing.assert_allclose(scores, want, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(labels, want.argmax(1))  # one query: class order is fixed, no near ties
 
@@ -265,6 +279,7 @@ def test_semantic_inference_ties_pick_first_class():
 
 
 # ---------- mask_pool ----------
+
 
 @pytest.mark.parametrize("mode", ["soft", "hard"])
 @pytest.mark.parametrize("shape", [(1, 16, 10, 12, 5, 40, 48), (2, 9, 13, 7, 3, 5, 6), (1, 3, 20, 20, 1, 20, 20)])
@@ -286,6 +301,7 @@ def test_mask_pool(mode, shape):
 
 
 # ---------- the official fixture ----------
+
 
 @pytest.fixture(scope="module")
 def fixture():
@@ -313,8 +329,17 @@ def test_fixture_boxes_and_crops(fixture):
 
 def test_fixture_semantic_map(fixture):
     seen = np.arange(171) < 156
-    labels, scores = kernels.semantic_inference(fixture["designed_pred_masks"], fixture["mask_cls_ensembled"][None],
-                                                (240, 320), (240, 320), seen, 0.1, return_scores=True)
+    labels, scores = kernels.semantic_inference(
+        fixture["designed_pred_masks"],
+        fixture["mask_cls_ensembled"][None],
+        (240, 320),
+        (240, 320),
+        seen,
+        0.1,
+        return_scores=True,
+    )
     np.testing.assert_array_equal(labels[0], fixture["sem_seg_argmax"])
     y, x = fixture["sem_seg_f32_window_origin"]
-    np.testing.assert_allclose(scores[0, :, y:y + 16, x:x + 16], fixture["sem_seg_f32_window"], atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(
+        scores[0, :, y : y + 16, x : x + 16], fixture["sem_seg_f32_window"], atol=1e-5, rtol=1e-5
+    )

@@ -1,4 +1,5 @@
 """The CUDA kernels against the CPU kernels and the torch reference (skipped without a GPU)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,8 +11,10 @@ from tests.test_kernels import assert_labels_match, blob_logits, image, noise_lo
 
 pytestmark = [
     pytest.mark.gpu,
-    pytest.mark.skipif(not (torch.cuda.is_available() and kernels.cuda_available()),
-                       reason="needs a CUDA device and a CUDA build of sdk._kernels"),
+    pytest.mark.skipif(
+        not (torch.cuda.is_available() and kernels.cuda_available()),
+        reason="needs a CUDA device and a CUDA build of sdk._kernels",
+    ),
 ]
 
 
@@ -42,11 +45,11 @@ def test_masked_crops_gpu_matches_cpu_and_torch(kind, b, q, h, w, crop):
 def test_masked_crops_gpu_edge_masks():
     t = np.float32(kernels.MASK_THRESHOLD)
     logits = np.full((1, 6, 40, 48), -5, np.float32)
-    logits[0, 1] = 5                     # full
-    logits[0, 2, 11, 5:30] = 5           # one row: fallback box, non-empty crop
-    logits[0, 3, 5:9, 6:20] = t          # exactly at the threshold: on
+    logits[0, 1] = 5  # full
+    logits[0, 2, 11, 5:30] = 5  # one row: fallback box, non-empty crop
+    logits[0, 3, 5:9, 6:20] = t  # exactly at the threshold: on
     logits[0, 4, 5:9, 6:20] = np.nextafter(t, np.float32(0))  # just below: off
-    logits[0, 5, -3:, -4:] = 5           # corner
+    logits[0, 5, -3:, -4:] = 5  # corner
     img = image(np.random.default_rng(1), 1, 3, 40, 48)
     crops_d, boxes_d = kernels.masked_crops(gpu(img), gpu(logits), 20)
     want_crops, want_boxes = torch_crops(img, logits, 20)
@@ -54,16 +57,19 @@ def test_masked_crops_gpu_edge_masks():
     np.testing.assert_allclose(host(crops_d), want_crops, atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("q,image_size,out_size", [(9, (60, 80), (60, 80)), (9, (57, 75), (40, 50)),
-                                                   (9, (64, 80), (90, 110)), (300, (30, 40), (33, 47))])
+@pytest.mark.parametrize(
+    "q,image_size,out_size",
+    [(9, (60, 80), (60, 80)), (9, (57, 75), (40, 50)), (9, (64, 80), (90, 110)), (300, (30, 40), (33, 47))],
+)
 def test_semantic_inference_gpu(q, image_size, out_size):
     rng = np.random.default_rng(q + out_size[0])
     logits = blob_logits(rng, 2, q, 16, 20, scale=4)
     probs = rng.random((2, q, 13)).astype(np.float32)
     seen = rng.random(13) < 0.6
     want = torch_semantic(logits, probs, image_size, out_size, seen=seen, calibrate=0.1)
-    labels, scores = kernels.semantic_inference(gpu(logits), gpu(probs), image_size, out_size, seen, 0.1,
-                                                return_scores=True)
+    labels, scores = kernels.semantic_inference(
+        gpu(logits), gpu(probs), image_size, out_size, seen, 0.1, return_scores=True
+    )
     np.testing.assert_allclose(host(scores), want, rtol=1e-5, atol=2e-6)
     assert_labels_match(host(labels), want)
     only_labels = kernels.semantic_inference(gpu(logits), gpu(probs), image_size, out_size, seen, 0.1)
@@ -97,8 +103,9 @@ def test_user_stream_and_producer_stream():
 
 def test_device_array_interface():
     rng = np.random.default_rng(5)
-    labels = kernels.semantic_inference(gpu(blob_logits(rng, 1, 3, 8, 8)), gpu(rng.random((1, 3, 4), np.float32)),
-                                        (32, 32), (32, 32))
+    labels = kernels.semantic_inference(
+        gpu(blob_logits(rng, 1, 3, 8, 8)), gpu(rng.random((1, 3, 4), np.float32)), (32, 32), (32, 32)
+    )
     cai = labels.__cuda_array_interface__
     assert cai["shape"] == (1, 32, 32) and cai["typestr"] == "<i4" and cai["version"] == 3
     assert cai["data"][0] != 0 and cai["stream"] == 1
@@ -118,15 +125,23 @@ def test_gpu_argument_errors():
     host_memory = np.zeros((1, 4, 8, 10), np.float32)
 
     class HostPointer:
-        __cuda_array_interface__ = {"shape": (1, 4, 8, 10), "typestr": "<f4", "version": 3,
-                                    "data": (host_memory.ctypes.data, False)}
+        __cuda_array_interface__ = {
+            "shape": (1, 4, 8, 10),
+            "typestr": "<f4",
+            "version": 3,
+            "data": (host_memory.ctypes.data, False),
+        }
 
     with pytest.raises(ValueError, match="not CUDA device memory"):
         kernels.masked_crops(img, HostPointer())
 
     class TooBig:
-        __cuda_array_interface__ = {"shape": (1, 4, 800, 1000), "typestr": "<f4", "version": 3,
-                                    "data": (logits.data_ptr(), False)}
+        __cuda_array_interface__ = {
+            "shape": (1, 4, 800, 1000),
+            "typestr": "<f4",
+            "version": 3,
+            "data": (logits.data_ptr(), False),
+        }
 
     with pytest.raises(ValueError, match="exceeds its CUDA allocation"):
         kernels.masked_crops(img, TooBig())

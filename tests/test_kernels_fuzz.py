@@ -1,5 +1,6 @@
 """Malformed inputs to the compiled kernels: every one must raise a Python exception, in this
 process (a crash would take the whole test run down)."""
+
 from __future__ import annotations
 
 import itertools
@@ -95,9 +96,9 @@ def bad_arrays(a):
         "cuda_shape_list": FakeCuda(shape=list(shape)),
         "cuda_shape_negative": FakeCuda(shape=(1, -shape[1]) + shape[2:]),
         "cuda_shape_float": FakeCuda(shape=(1, float(shape[1])) + shape[2:]),
-        "cuda_shape_huge": FakeCuda(shape=shape[:2] + (2 ** 40, shape[3])),
-        "cuda_shape_overflow": FakeCuda(shape=(1, 2 ** 62, 2 ** 62, 10)),
-        "cuda_shape_beyond_int64": FakeCuda(shape=shape[:2] + (2 ** 70, shape[3])),
+        "cuda_shape_huge": FakeCuda(shape=shape[:2] + (2**40, shape[3])),
+        "cuda_shape_overflow": FakeCuda(shape=(1, 2**62, 2**62, 10)),
+        "cuda_shape_beyond_int64": FakeCuda(shape=shape[:2] + (2**70, shape[3])),
         "cuda_rank3": FakeCuda(shape=shape[1:]),
         "cuda_zero_size": FakeCuda(shape=(1, 0) + shape[2:]),
         "cuda_float64": FakeCuda(shape=shape, typestr="<f8"),
@@ -133,22 +134,40 @@ def bad_calls():
         yield f"pool_logits_{name}", pool(logits=bad)
     for name, bad in bad_arrays(FEATS).items():
         yield f"pool_features_{name}", pool(feats=bad)
-    for name, probs in {"rank2": PROBS[0], "wrong_q": PROBS[:, :3], "wrong_b": np.concatenate([PROBS] * 2),
-                        "nan": with_value(PROBS, np.nan, (0, 0, 0)), "float64": PROBS.astype(np.float64),
-                        "zero_k": PROBS[..., :0], "list": PROBS.tolist()}.items():
+    for name, probs in {
+        "rank2": PROBS[0],
+        "wrong_q": PROBS[:, :3],
+        "wrong_b": np.concatenate([PROBS] * 2),
+        "nan": with_value(PROBS, np.nan, (0, 0, 0)),
+        "float64": PROBS.astype(np.float64),
+        "zero_k": PROBS[..., :0],
+        "list": PROBS.tolist(),
+    }.items():
         yield f"sem_probs_{name}", sem(probs=probs)
     yield "crops_batch_mismatch", crops(image=np.concatenate([IMG] * 2))
     yield "pool_batch_mismatch", pool(feats=np.concatenate([FEATS] * 2))
-    for value in (0, -1, 4097, 2 ** 70, 1.5, "224", None, -(2 ** 63)):
+    for value in (0, -1, 4097, 2**70, 1.5, "224", None, -(2**63)):
         yield f"crops_crop_size_{value!r}", crops(crop_size=value)
     for value in (-2, 1025, 0.5):
         yield f"crops_sampling_ratio_{value!r}", crops(sampling_ratio=value)
     yield "crops_overflow", crops(crop_size=4096, logits=np.zeros((1, 64, 2, 2), np.float32))
-    for value in (-1, 10 ** 6, 2 ** 80):
+    for value in (-1, 10**6, 2**80):
         yield f"threads_{value}", crops(num_threads=value)
     yield "crops_stream_str", crops(stream="0")
-    for value in ((0, 40), (30, -1), (30,), (30, 40, 1), "ab", None, 30, (30.0, 40), (True, 40), (2 ** 17, 40),
-                  (2 ** 64, 40), [object(), 4]):
+    for value in (
+        (0, 40),
+        (30, -1),
+        (30,),
+        (30, 40, 1),
+        "ab",
+        None,
+        30,
+        (30.0, 40),
+        (True, 40),
+        (2**17, 40),
+        (2**64, 40),
+        [object(), 4],
+    ):
         yield f"sem_image_size_{value!r}", sem(image_size=value)
         yield f"sem_out_size_{value!r}", sem(out_size=value)
     yield "sem_image_exceeds_padded", sem(image_size=(33, 40))
@@ -156,8 +175,13 @@ def bad_calls():
     yield "sem_padded_bad", sem(padded_size=(0, 40))
     yield "sem_out_overflow", sem(out_size=(65536, 65536))
     yield "sem_scores_overflow", sem(out_size=(20000, 20000), return_scores=True)
-    for name, mask in {"short": np.ones(5, bool), "float": np.ones(6, np.float32), "rank2": np.ones((1, 6), bool),
-                       "str": "abcdef", "int64": np.ones(6, np.int64)}.items():
+    for name, mask in {
+        "short": np.ones(5, bool),
+        "float": np.ones(6, np.float32),
+        "rank2": np.ones((1, 6), bool),
+        "str": "abcdef",
+        "int64": np.ones(6, np.int64),
+    }.items():
         yield f"sem_calibrate_mask_{name}", sem(calibrate_mask=mask, calibrate=0.1)
     for value in (float("nan"), float("inf"), "0.1"):
         yield f"sem_calibrate_{value!r}", sem(calibrate_mask=np.ones(6, bool), calibrate=value)

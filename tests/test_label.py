@@ -3,6 +3,7 @@
 One Ray instance serves the module (its start-up is the slow part); every run is checked against
 the serial Segmenter, file by file, and the COCO RLE is decoded back to the label maps.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,13 @@ def require(module: str):
 def ray_address():
     ray = require("ray")
     require("ray.data")
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 ** 2, configure_logging=False,
-             log_to_driver=False)
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=200 * 1024**2,
+        configure_logging=False,
+        log_to_driver=False,
+    )
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
@@ -73,8 +79,26 @@ def expected(bundle, images):
 
 
 def label_args(images: Path, bundle: Path, out: Path, *extra: str):
-    return ["label", str(images), "--bundle", str(bundle), "--out", str(out), "--vocab", VOCAB, "--min-size", "none",
-            "--backend", "onnxruntime", "--workers", "2", "--batch-size", "2", "--no-progress", *extra]
+    return [
+        "label",
+        str(images),
+        "--bundle",
+        str(bundle),
+        "--out",
+        str(out),
+        "--vocab",
+        VOCAB,
+        "--min-size",
+        "none",
+        "--backend",
+        "onnxruntime",
+        "--workers",
+        "2",
+        "--batch-size",
+        "2",
+        "--no-progress",
+        *extra,
+    ]
 
 
 def records(out: Path) -> int:
@@ -167,7 +191,7 @@ def test_label_resumes_after_the_driver_is_killed(ray_address, bundle, images, e
     done = records(out)
     assert 6 <= done < GOOD, f"the driver was not killed mid-job ({done} done)"
     partial = sorted(p.stem for p in out.glob("im*.json"))[0]
-    (out / f"{partial}.json").unlink()                        # partial: label map without a record
+    (out / f"{partial}.json").unlink()  # partial: label map without a record
     (out / f"{partial}.png").write_bytes(b"half-written")
     (out / f".{partial}.tmp-0123456789ab.png").write_bytes(b"a killed writer's temporary")
 

@@ -1,4 +1,5 @@
 """Metric code against hand-computed confusion matrices (official semantics and the NaN-safe variant)."""
+
 import math
 
 import numpy as np
@@ -26,16 +27,16 @@ def test_confusion_matrix_by_hand_with_ignore():
 def test_official_metrics_hand_computed():
     # K = 4, classes 0,1 seen; 2,3 unseen. Class 3 absent from gt but predicted → counts in mIoU's denominator.
     conf = np.zeros((5, 5))
-    conf[0, 0], conf[1, 0] = 8, 2          # class 0: gt 10, tp 8
-    conf[1, 1], conf[0, 1] = 5, 5          # class 1: gt 10, tp 5
-    conf[2, 2], conf[3, 2] = 3, 1          # class 2: gt 4, tp 3, predicted as 3 once
-    conf[0, 4], conf[2, 4] = 100, 100      # ignore column never counts
+    conf[0, 0], conf[1, 0] = 8, 2  # class 0: gt 10, tp 8
+    conf[1, 1], conf[0, 1] = 5, 5  # class 1: gt 10, tp 5
+    conf[2, 2], conf[3, 2] = 3, 1  # class 2: gt 4, tp 3, predicted as 3 once
+    conf[0, 4], conf[2, 4] = 100, 100  # ignore column never counts
     m = official_metrics(conf, [True, True, False, False])
     # pos_pred (rows, without ignore): [13, 7, 3, 1]; pos_gt: [10, 10, 4, 0]
     iou0, iou1, iou2 = 8 / (10 + 13 - 8), 5 / (10 + 7 - 5), 3 / (4 + 3 - 3)
-    assert m["mIoU"] == pytest.approx((iou0 + iou1 + iou2) / 4)     # 4 classes with gt+pred > 0
+    assert m["mIoU"] == pytest.approx((iou0 + iou1 + iou2) / 4)  # 4 classes with gt+pred > 0
     assert m["seen_mIoU"] == pytest.approx((iou0 + iou1) / 2)
-    assert math.isnan(m["unseen_mIoU"])                           # class 3 absent → NaN (official quirk)
+    assert math.isnan(m["unseen_mIoU"])  # class 3 absent → NaN (official quirk)
     assert math.isnan(m["hIoU"])
     assert m["pACC"] == pytest.approx(16 / 24)
     assert m["mACC"] == pytest.approx((0.8 + 0.5 + 0.75) / 3)
@@ -43,13 +44,14 @@ def test_official_metrics_hand_computed():
     safe = nan_safe_metrics(conf, [True, True, False, False])
     assert safe["mIoU"] == pytest.approx((iou0 + iou1 + iou2) / 4)
     assert safe["unseen_mIoU"] == pytest.approx((iou2 + 0.0) / 2)  # predicted-but-absent counts as 0
-    assert safe["hIoU"] == pytest.approx(2 * safe["seen_mIoU"] * safe["unseen_mIoU"]
-                                         / (safe["seen_mIoU"] + safe["unseen_mIoU"]))
+    assert safe["hIoU"] == pytest.approx(
+        2 * safe["seen_mIoU"] * safe["unseen_mIoU"] / (safe["seen_mIoU"] + safe["unseen_mIoU"])
+    )
 
 
 def test_absent_and_never_predicted_class_is_skipped_by_nan_safe_only():
     conf = np.zeros((4, 4))
-    conf[0, 0], conf[1, 1] = 10, 10        # class 2 (unseen) neither in gt nor predicted
+    conf[0, 0], conf[1, 1] = 10, 10  # class 2 (unseen) neither in gt nor predicted
     off = official_metrics(conf, [True, True, False])
     assert off["mIoU"] == 1.0 and off["seen_mIoU"] == 1.0 and math.isnan(off["unseen_mIoU"])
     safe = nan_safe_metrics(conf, [True, True, False])
@@ -88,7 +90,7 @@ def test_matches_reference_formula_on_random_data():
 def test_all_metrics_json_ready():
     conf = confusion_matrix(np.array([0, 0]), np.array([0, 255]), 2)
     out = all_metrics(conf, [True, False], ["a", "b"])
-    assert out["official"]["unseen_mIoU"] is None      # NaN → None in JSON
+    assert out["official"]["unseen_mIoU"] is None  # NaN → None in JSON
     assert out["per_class"][1]["iou"] is None and out["per_class"][0]["iou"] == 1.0
 
 

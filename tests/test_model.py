@@ -1,4 +1,5 @@
 """The model definition: shapes, dynamic sizes, official quirks, and bad input."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,8 +22,7 @@ def tiny():
 @pytest.fixture(scope="module")
 def vocab(tiny):
     names = ["cat", "dog, puppy", "grass"]
-    return (names, tiny.text_embeddings(names, ["a photo of a {}."]),
-            tiny.text_embeddings(names, ["a {}.", "the {}."]))
+    return (names, tiny.text_embeddings(names, ["a photo of a {}."]), tiny.text_embeddings(names, ["a {}.", "the {}."]))
 
 
 def test_output_shapes_follow_input_size(tiny):
@@ -41,8 +41,9 @@ def test_train_forward_has_every_decoder_layer(tiny, vocab):
 
 def test_bmm_masks_equal_official_einsum(tiny):
     emb, feats = torch.randn(2, 10, 32), torch.randn(2, 32, 8, 12)
-    torch.testing.assert_close(tiny.predictor.masks_from_embeddings(emb, feats),
-                               torch.einsum("bqc,bchw->bqhw", emb, feats))
+    torch.testing.assert_close(
+        tiny.predictor.masks_from_embeddings(emb, feats), torch.einsum("bqc,bchw->bqhw", emb, feats)
+    )
 
 
 def test_synonyms_are_template_major():
@@ -53,8 +54,8 @@ def test_synonyms_are_template_major():
 
 def test_box_quirks():
     m = torch.zeros(4, 8, 10, dtype=torch.bool)
-    m[1] = True                       # full: inclusive max (9, 7)
-    m[2, 3, 2:6] = True               # one row: zero area → exclusive fallback
+    m[1] = True  # full: inclusive max (9, 7)
+    m[2, 3, 2:6] = True  # one row: zero area → exclusive fallback
     m[3, 2:5, 4:7] = True
     boxes = P.mask_boxes(m).tolist()
     assert boxes == [[0, 0, 10, 8], [0, 0, 9, 7], [0, 0, 10, 8], [4, 2, 6, 4]]
@@ -72,11 +73,14 @@ def test_segment_runs_and_calibrates(tiny, vocab):
     torch.testing.assert_close(calibrated, raw - torch.tensor([0.1, 0.0, 0.1]).view(3, 1, 1))
 
 
-@pytest.mark.parametrize("image, error", [
-    (np.zeros((8, 8, 3), dtype=np.float32), ValueError),
-    (np.zeros((8, 8), dtype=np.uint8), ValueError),
-    ([[0]], TypeError),
-])
+@pytest.mark.parametrize(
+    "image, error",
+    [
+        (np.zeros((8, 8, 3), dtype=np.float32), ValueError),
+        (np.zeros((8, 8), dtype=np.uint8), ValueError),
+        ([[0]], TypeError),
+    ],
+)
 def test_bad_images(tiny, vocab, image, error):
     with pytest.raises(error):
         segment(tiny, image, vocab[1], vocab[2], [True] * 3)

@@ -4,6 +4,7 @@ On a GPU the bound buffers are CuPy arrays; here they are host arrays bound by p
 the same binding code (bind by pointer, outputs allocated by ONNX Runtime, read back as arrays) and
 must give exactly ``session.run``'s numbers.
 """
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -50,9 +51,15 @@ def test_buffer_pointer_reads_numpy_and_cuda_array_interface():
 def test_segmenter_through_io_binding_matches_session_run(bundle, mode, monkeypatch):
     from sdk import Segmenter
 
-    monkeypatch.setitem(REGISTRY, "ort-bound", replace(
-        REGISTRY["onnxruntime"], name="ort-bound",
-        factory=lambda b, device, plan, options: OnnxRuntimeBackend(b, "cpu", precision=plan, io_binding=True)))
+    monkeypatch.setitem(
+        REGISTRY,
+        "ort-bound",
+        replace(
+            REGISTRY["onnxruntime"],
+            name="ort-bound",
+            factory=lambda b, device, plan, options: OnnxRuntimeBackend(b, "cpu", precision=plan, io_binding=True),
+        ),
+    )
     features = random_text_features(len(NAMES), 32)
     outs = []
     for backend in ("onnxruntime", "ort-bound"):

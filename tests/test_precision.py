@@ -4,6 +4,7 @@ auto, deterministic calibration, the FP16 graphs' typing, the OpenVINO cache, an
 The agreement floors here are for the tiny model on a block image; the full-size model's agreement
 on the official fixture is ``tests/test_precision_fixture.py`` (slow).
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,9 @@ def qbundle(tmp_path_factory):
     """The tiny model exported with --int8 --fp16 (calibration and agreement at a small size)."""
     pytest.importorskip("skimage", reason="the default int8 calibration set is scikit-image's photographs")
     root = tmp_path_factory.mktemp("precision_bundle")
-    return export_bundle(tiny_checkpoint(root / "tiny.pth"), root / "bundle", "--int8", "--fp16",
-                         "--calibration-size", str(CAL_SIZE))
+    return export_bundle(
+        tiny_checkpoint(root / "tiny.pth"), root / "bundle", "--int8", "--fp16", "--calibration-size", str(CAL_SIZE)
+    )
 
 
 def segmenter(bundle, **kw):
@@ -61,8 +63,17 @@ def test_manifest_records_each_graph_file_and_its_precision(qbundle):
     assert m["precision"]["measured_on"]["images"] == ["coffee.png", "motorcycle_right.png"]
 
 
-@pytest.mark.parametrize("backend,tier", [("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("onnxruntime", "fp16"),
-                                          ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8")])
+@pytest.mark.parametrize(
+    "backend,tier",
+    [
+        ("onnxruntime", "fp32"),
+        ("onnxruntime", "int8"),
+        ("onnxruntime", "fp16"),
+        ("openvino", "fp32"),
+        ("openvino", "bf16"),
+        ("openvino", "int8"),
+    ],
+)
 def test_each_tier_end_to_end(qbundle, backend, tier):
     if backend == "openvino":
         pytest.importorskip("openvino", reason="OpenVINO is optional: pip install 'zegformer-sdk[openvino]'")
@@ -122,8 +133,13 @@ def test_auto_picks_fastest_tier_meeting_the_bar(qbundle):
     from sdk.precision import AUTO_BAR
 
     bundle = Bundle(qbundle)
-    bundle.manifest["precision"] = {"agreement": {"int8": {"onnxruntime": AUTO_BAR - 0.01, "openvino": 0.999},
-                                                  "bf16": {"openvino": 0.999}, "fp16": {"onnxruntime": 1.0}}}
+    bundle.manifest["precision"] = {
+        "agreement": {
+            "int8": {"onnxruntime": AUTO_BAR - 0.01, "openvino": 0.999},
+            "bf16": {"openvino": 0.999},
+            "fp16": {"onnxruntime": 1.0},
+        }
+    }
     assert choose_auto(bundle, "onnxruntime", "cpu").label == "fp32"  # int8 below the bar, fp16 not faster here
     assert choose_auto(bundle, "openvino", "cpu").label == "int8"
     assert choose_auto(bundle, "onnxruntime", "cuda").label == "fp16"
@@ -136,9 +152,13 @@ def test_auto_picks_fastest_tier_meeting_the_bar(qbundle):
     seg = segmenter(qbundle, backend="onnxruntime", precision="auto")  # the exported measurement
     measured = json.loads((qbundle / "manifest.json").read_text())["precision"]["agreement"]
     assert set(measured) >= {"int8", "clip_image=int8", "fp16", "bf16"}
-    expect = ("int8" if measured["int8"]["onnxruntime"] >= AUTO_BAR else
-              "proposal=fp32,clip_image=int8,clip_dense=fp32" if measured["clip_image=int8"]["onnxruntime"] >= AUTO_BAR
-              else "fp32")
+    expect = (
+        "int8"
+        if measured["int8"]["onnxruntime"] >= AUTO_BAR
+        else "proposal=fp32,clip_image=int8,clip_dense=fp32"
+        if measured["clip_image=int8"]["onnxruntime"] >= AUTO_BAR
+        else "fp32"
+    )
     assert seg.precision == expect
     assert seg(block_image()).info["precision"] == seg.precision
 
@@ -187,8 +207,10 @@ def test_fp16_graphs_are_strongly_typed_and_load(qbundle):
     from sdk.bundle import Bundle
 
     model = onnx.shape_inference.infer_shapes(onnx.load(str(qbundle / "clip_image.fp16.onnx")))
-    types = {v.name: v.type.tensor_type.elem_type for v in
-             list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output)}
+    types = {
+        v.name: v.type.tensor_type.elem_type
+        for v in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output)
+    }
     types.update({i.name: i.data_type for i in model.graph.initializer})
     f32, f16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
     assert {types[i.name] for i in model.graph.input} == {f32} and {types[o.name] for o in model.graph.output} == {f32}
@@ -246,8 +268,9 @@ def test_sdk_and_export_work_without_openvino(qbundle, tmp_path):
         print("OK")
     """)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().endswith("OK")
 
@@ -260,8 +283,24 @@ def test_cli_precision(qbundle, tmp_path):
     img = tmp_path / "in" / "a.png"
     img.parent.mkdir()
     cv2.imwrite(str(img), block_image()[:, :, ::-1])
-    rc = main(["segment", str(img), "--bundle", str(qbundle), "--out", str(tmp_path / "o"), "--min-size", "none",
-               "--backend", "onnxruntime", "--precision", "int8", "--vocab", "sky;tree;road"])
+    rc = main(
+        [
+            "segment",
+            str(img),
+            "--bundle",
+            str(qbundle),
+            "--out",
+            str(tmp_path / "o"),
+            "--min-size",
+            "none",
+            "--backend",
+            "onnxruntime",
+            "--precision",
+            "int8",
+            "--vocab",
+            "sky;tree;road",
+        ]
+    )
     assert rc == 0
     assert json.loads((tmp_path / "o" / "a.json").read_text())["info"]["precision"] == "int8"
 

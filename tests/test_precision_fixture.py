@@ -4,6 +4,7 @@ bf16 and fp16, compared with fp32 (slow: int8 calibration and six 100-crop runs 
 fp32 is checked against the official map by ``test_sdk_conformance.py`` (≥ 99.9 %); here each tier's
 map is compared with ONNX Runtime fp32's on the same image and 171-class vocabulary.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,9 @@ def tiered_bundle(fixture_bundle, tmp_path_factory):
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.link(path, dest)  # a hard link: bundles refuse symlinks that leave them
     (root / "manifest.json").write_text((fixture_bundle / "manifest.json").read_text())
-    add_precisions(root, read_manifest(root), PrecisionOptions(fp16=True, int8=True, measure=False,
-                                                               calibration_images=6))
+    add_precisions(
+        root, read_manifest(root), PrecisionOptions(fp16=True, int8=True, measure=False, calibration_images=6)
+    )
     return root
 
 
@@ -51,8 +53,9 @@ def label_map(bundle, names, arrays, backend, precision):
     from sdk import Segmenter
 
     seg = Segmenter(bundle, backend=backend, precision=precision, min_size=None, cache_dir=False)
-    seg.set_vocabulary(names, text_features=arrays["text_features_test"],
-                       text_features_clip=arrays["text_features_test_clip"])
+    seg.set_vocabulary(
+        names, text_features=arrays["text_features_test"], text_features_clip=arrays["text_features_test_clip"]
+    )
     result = seg(arrays["image"])
     assert result.info["precision"] == precision and result.info["backend"] == backend
     return result.label_map
@@ -65,15 +68,17 @@ def fp32_map(tiered_bundle, inputs):
     return labels
 
 
-@pytest.mark.parametrize("backend,precision", [("onnxruntime", "int8"), ("onnxruntime", "fp16"),
-                                               ("openvino", "bf16"), ("openvino", "int8")])
+@pytest.mark.parametrize(
+    "backend,precision", [("onnxruntime", "int8"), ("onnxruntime", "fp16"), ("openvino", "bf16"), ("openvino", "int8")]
+)
 def test_fixture_label_map_agreement(tiered_bundle, inputs, fp32_map, backend, precision):
     if backend == "openvino":
         pytest.importorskip("openvino", reason="OpenVINO is optional: pip install 'zegformer-sdk[openvino]'")
     labels = label_map(tiered_bundle, *inputs, backend, precision)
     agree = float((labels == fp32_map).mean())
     official = float((labels == inputs[1]["sem_seg_argmax"]).mean())
-    log.warning("fixture %s %s: agreement with fp32 %.5f, with the official map %.5f", backend, precision,
-                agree, official)
+    log.warning(
+        "fixture %s %s: agreement with fp32 %.5f, with the official map %.5f", backend, precision, agree, official
+    )
     assert agree >= FLOORS[precision], f"{backend} {precision}: {agree:.4f} < {FLOORS[precision]}"
     assert len(np.unique(labels)) > 1

@@ -13,6 +13,7 @@ an optional extra (``REQUIRES``) skip with the install hint when the extra is ab
 (``python tests/test_readme_commands.py`` sets it and runs them all). A command added to a page
 later runs by default: it must work, or be listed here.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -42,8 +43,10 @@ SKIP = [  # (regex on the command, reason)
     (r"--precision bf16", "OpenVINO bf16 on the exported bundle: tests/test_precision.py runs every tier"),
     (r"gpu_check\.py --(prepare|rehearse)", "downloads wheels (internet); tests/test_gpu_check.py runs the rehearsal"),
     (r"gpu_check\.py --from|\$OUT", "runs on the lent GPU machine (docs/gpu.md)"),
-    (r"^python benchmarks/(latency|kernels|zeroshot|scale)\.py",
-     "a measurement of minutes to hours (benchmarks/results/ records its output)"),
+    (
+        r"^python benchmarks/(latency|kernels|zeroshot|scale)\.py",
+        "a measurement of minutes to hours (benchmarks/results/ records its output)",
+    ),
 ]
 # (regex on the command, importable modules, install hint): an optional extra the command needs
 REQUIRES = [
@@ -174,8 +177,11 @@ def test_page_command(command, sandbox):
     argv = shlex.split(command)
     if argv[0] == "python":
         argv[0] = sys.executable
-    inputs = {p: p.read_bytes() for p in sandbox.glob("**/*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-              and not p.is_symlink() and "cache" not in p.parts}
+    inputs = {
+        p: p.read_bytes()
+        for p in sandbox.glob("**/*")
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.is_symlink() and "cache" not in p.parts
+    }
     proc = subprocess.run(argv, cwd=sandbox, env=env, capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, f"`{command}` failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
     assert all(p.read_bytes() == data for p, data in inputs.items() if p.exists()), "an input image was modified"
@@ -198,17 +204,28 @@ PYTHON_BLOCKS = [code for page in PAGES for code in re.findall(r"```python\n(.*?
 RUNNABLE = ("bundles/r101", "quickstart/bundle")
 
 
-@pytest.mark.parametrize("code", [
-    pytest.param(code, id=f"python-{i}", marks=[] if any(b in code for b in RUNNABLE) else [pytest.mark.skip(
-        reason="names a bundle the pages' commands do not make here")]) for i, code in enumerate(PYTHON_BLOCKS)])
+@pytest.mark.parametrize(
+    "code",
+    [
+        pytest.param(
+            code,
+            id=f"python-{i}",
+            marks=[]
+            if any(b in code for b in RUNNABLE)
+            else [pytest.mark.skip(reason="names a bundle the pages' commands do not make here")],
+        )
+        for i, code in enumerate(PYTHON_BLOCKS)
+    ],
+)
 def test_page_python(code, sandbox):
     """Python snippets on the bundles the commands above made (run after them)."""
     for bundle in RUNNABLE:
         if bundle in code and not (sandbox / bundle / "manifest.json").is_file():
             pytest.skip(f"{bundle} was not made in this session (the command that makes it did not run)")
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", ZEGFORMER_CACHE=str(sandbox / "cache"))
-    proc = subprocess.run([sys.executable, "-c", code], cwd=sandbox, env=env, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=sandbox, env=env, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 

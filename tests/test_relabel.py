@@ -4,6 +4,7 @@ Every output is checked against ``Segmenter(image, vocabulary)`` on the same ima
 for bit, COCO RLE decoded back); the image graphs are deleted from the bundle relabel runs with, so
 any attempt to run one fails. ``label --save-features`` is checked on a local Ray when Ray is installed.
 """
+
 from __future__ import annotations
 
 import json
@@ -74,8 +75,20 @@ def expected(bundle, paths, vocab=SECOND, mode="cropmask"):
 
 
 def relabel_args(features: Path, bundle: Path, out: Path, *extra: str):
-    return ["relabel", str(features), "--bundle", str(bundle), "--out", str(out), "--vocab", SECOND,
-            "--backend", "onnxruntime", "--no-progress", *extra]
+    return [
+        "relabel",
+        str(features),
+        "--bundle",
+        str(bundle),
+        "--out",
+        str(out),
+        "--vocab",
+        SECOND,
+        "--backend",
+        "onnxruntime",
+        "--no-progress",
+        *extra,
+    ]
 
 
 def records(out: Path) -> int:
@@ -143,8 +156,11 @@ def test_relabel_resumes_after_it_is_killed(bundle, text_only_bundle, tmp_path):
     _, features, paths = make_collection(bundle, tmp_path, n)
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "sdk", *relabel_args(features, text_only_bundle, out, "--workers", "1")]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+    }
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 180
@@ -204,8 +220,9 @@ def test_compact_features_relabel_close_to_exact(bundle, tmp_path, capsys):
     want = expected(bundle, paths)
     import cv2
 
-    agree = np.mean([(cv2.imread(str(out / f"{s}.png"), cv2.IMREAD_UNCHANGED) == r.label_map).mean()
-                     for s, r in want.items()])
+    agree = np.mean(
+        [(cv2.imread(str(out / f"{s}.png"), cv2.IMREAD_UNCHANGED) == r.label_map).mean() for s, r in want.items()]
+    )
     assert agree >= 0.97, agree
 
 
@@ -220,13 +237,40 @@ def test_label_saves_features_that_relabel_reads(bundle, text_only_bundle, tmp_p
         pytest.skip("ray not installed: pip install 'zegformer-sdk[ray]'")
     images, _, paths = make_collection(bundle, tmp_path, 4, mode="pruned")
     saved, labels = tmp_path / "saved", tmp_path / "labels"
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 ** 2, configure_logging=False,
-             log_to_driver=False)
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=200 * 1024**2,
+        configure_logging=False,
+        log_to_driver=False,
+    )
     try:
-        code, stdout, err = run_cli(["label", str(images), "--bundle", str(bundle), "--out", str(labels), "--vocab",
-                                     FIRST, "--mode", "pruned", "--min-size", "none", "--backend", "onnxruntime",
-                                     "--workers", "2", "--batch-size", "2", "--no-progress", "--save-features",
-                                     str(saved)], capsys)
+        code, stdout, err = run_cli(
+            [
+                "label",
+                str(images),
+                "--bundle",
+                str(bundle),
+                "--out",
+                str(labels),
+                "--vocab",
+                FIRST,
+                "--mode",
+                "pruned",
+                "--min-size",
+                "none",
+                "--backend",
+                "onnxruntime",
+                "--workers",
+                "2",
+                "--batch-size",
+                "2",
+                "--no-progress",
+                "--save-features",
+                str(saved),
+            ],
+            capsys,
+        )
     finally:
         ray.shutdown()
     assert code == 0, stdout + err

@@ -1,4 +1,5 @@
 """SDK against the PyTorch reference on a tiny exported bundle: backends, modes, vocabularies, threads."""
+
 from __future__ import annotations
 
 import threading

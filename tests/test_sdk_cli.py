@@ -1,4 +1,5 @@
 """The command line, image formats through a Segmenter, and the SDK without torch."""
+
 from __future__ import annotations
 
 import json
@@ -33,11 +34,34 @@ def test_cli_on_a_folder(bundle, tmp_path, capsys):
     Image.fromarray(block_image(60, 80, seed=2)).save(images / "b.jpg")
     (images / "notes.txt").write_text("not an image")
     out = tmp_path / "out"
-    rc = main(["segment", str(images), "--bundle", str(bundle), "--out", str(out), "--min-size", "none",
-               "--backend", "onnxruntime", "--vocab", "sky;grass;road", "--mode", "proposal", "--no-progress"])
+    rc = main(
+        [
+            "segment",
+            str(images),
+            "--bundle",
+            str(bundle),
+            "--out",
+            str(out),
+            "--min-size",
+            "none",
+            "--backend",
+            "onnxruntime",
+            "--vocab",
+            "sky;grass;road",
+            "--mode",
+            "proposal",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
-    assert sorted(p.name for p in out.iterdir()) == ["a.json", "a.png", "a_overlay.png", "b.json", "b.png",
-                                                     "b_overlay.png"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "a.json",
+        "a.png",
+        "a_overlay.png",
+        "b.json",
+        "b.png",
+        "b_overlay.png",
+    ]
     labels = cv2.imread(str(out / "a.png"), cv2.IMREAD_UNCHANGED)
     assert labels.shape == (90, 120) and labels.dtype == np.uint8 and labels.max() < 3
     record = json.loads((out / "a.json").read_text())
@@ -59,8 +83,21 @@ def test_cli_info_and_errors(bundle, tmp_path, capsys):
     assert "error:" in capsys.readouterr().err
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"nope")
-    rc = main(["segment", str(bad), "--bundle", str(bundle), "--out", str(tmp_path / "o"), "--mode", "proposal",
-               "--backend", "onnxruntime", "--no-progress"])
+    rc = main(
+        [
+            "segment",
+            str(bad),
+            "--bundle",
+            str(bundle),
+            "--out",
+            str(tmp_path / "o"),
+            "--mode",
+            "proposal",
+            "--backend",
+            "onnxruntime",
+            "--no-progress",
+        ]
+    )
     assert rc == 1  # per-image failures are reported, the run continues
 
 
@@ -74,8 +111,22 @@ def test_cli_video(bundle, tmp_path):
     for i in range(3):
         writer.write(np.ascontiguousarray(block_image(64, 96, seed=i)[..., ::-1]))
     writer.release()
-    argv = ["segment", "--video", str(video), "--bundle", str(bundle), "--out", str(tmp_path / "o"),
-            "--mode", "proposal", "--min-size", "none", "--backend", "onnxruntime", "--no-progress"]
+    argv = [
+        "segment",
+        "--video",
+        str(video),
+        "--bundle",
+        str(bundle),
+        "--out",
+        str(tmp_path / "o"),
+        "--mode",
+        "proposal",
+        "--min-size",
+        "none",
+        "--backend",
+        "onnxruntime",
+        "--no-progress",
+    ]
     assert main(argv) == 0
     target = tmp_path / "o" / "clip_overlay.mp4"
     capture = cv2.VideoCapture(str(target))
@@ -123,8 +174,9 @@ def test_sdk_runs_without_torch(bundle, tmp_path):
         print("OK", sdk.__version__, sorted(result.timings))
     """)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.startswith("OK")
 
@@ -137,11 +189,32 @@ def test_every_command_is_registered_the_same_way():
     from sdk.cli import COMMANDS, build_parser
 
     parser = build_parser()
-    common = ["--bundle", "b", "--vocab", "cat;tree,bush", "--precision", "int8", "--min-size", "none",
-              "--backend", "onnxruntime", "--device", "cpu", "--mode", "proposal", "--prune-threshold", "0.1"]
-    argv = {"segment": ["segment", "x.png", *common], "info": ["info", "b"], "demo": ["demo", *common],
-            "label": ["label", "in", "--out", "o", *common], "relabel": ["relabel", "in", "--out", "o", *common],
-            "serve": ["serve", *common]}
+    common = [
+        "--bundle",
+        "b",
+        "--vocab",
+        "cat;tree,bush",
+        "--precision",
+        "int8",
+        "--min-size",
+        "none",
+        "--backend",
+        "onnxruntime",
+        "--device",
+        "cpu",
+        "--mode",
+        "proposal",
+        "--prune-threshold",
+        "0.1",
+    ]
+    argv = {
+        "segment": ["segment", "x.png", *common],
+        "info": ["info", "b"],
+        "demo": ["demo", *common],
+        "label": ["label", "in", "--out", "o", *common],
+        "relabel": ["relabel", "in", "--out", "o", *common],
+        "serve": ["serve", *common],
+    }
     assert set(argv) == set(COMMANDS)
     for name in COMMANDS:
         module = importlib.import_module(f"sdk.commands.{name}")
@@ -151,8 +224,9 @@ def test_every_command_is_registered_the_same_way():
             assert (args.precision, args.vocab, args.min_size, args.mode) == ("int8", "cat;tree,bush", None, "proposal")
 
 
-@pytest.mark.parametrize("command", [["segment", "x.png"], ["label", "in", "--out", "o"],
-                                     ["relabel", "in", "--out", "o"]])
+@pytest.mark.parametrize(
+    "command", [["segment", "x.png"], ["label", "in", "--out", "o"], ["relabel", "in", "--out", "o"]]
+)
 @pytest.mark.parametrize("alpha, ok", [("0.3", True), ("1", True), ("2", False), ("-0.1", False), ("nan", False)])
 def test_output_options_are_checked_alike(command, alpha, ok, capsys):
     """--alpha and --label-png are one declaration for segment and label (label --alpha was unchecked)."""
@@ -178,9 +252,29 @@ def test_segment_writes_a_palette_label_png(bundle, tmp_path):
     image = tmp_path / "a.png"
     Image.fromarray(block_image(seed=3)).save(image)
     out = tmp_path / "out"
-    rc = main(["segment", str(image), "--bundle", str(bundle), "--out", str(out), "--min-size", "none",
-               "--backend", "onnxruntime", "--vocab", "sky;grass, lawn;road", "--mode", "proposal", "--no-progress",
-               "--label-png", "palette", "--alpha", "0.2"])
+    rc = main(
+        [
+            "segment",
+            str(image),
+            "--bundle",
+            str(bundle),
+            "--out",
+            str(out),
+            "--min-size",
+            "none",
+            "--backend",
+            "onnxruntime",
+            "--vocab",
+            "sky;grass, lawn;road",
+            "--mode",
+            "proposal",
+            "--no-progress",
+            "--label-png",
+            "palette",
+            "--alpha",
+            "0.2",
+        ]
+    )
     assert rc == 0 and sorted(p.name for p in out.iterdir()) == sorted(f"a{s}" for s in SUFFIXES)
     labels, names = load_label_png(out / "a.png")
     assert names == ["sky", "grass, lawn", "road"]
@@ -207,9 +301,26 @@ def test_a_new_output_format_is_one_registry_entry(bundle, tmp_path, monkeypatch
     (out / "b_classes.txt").write_text("a file that is not ours")
     for name, seed in (("a.png", 4), ("b.png", 5)):
         Image.fromarray(block_image(seed=seed)).save(tmp_path / name)
-    rc = main(["segment", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--bundle", str(bundle), "--out", str(out),
-               "--min-size", "none", "--backend", "onnxruntime", "--vocab", "sky;grass;road", "--mode", "proposal",
-               "--no-progress"])
+    rc = main(
+        [
+            "segment",
+            str(tmp_path / "a.png"),
+            str(tmp_path / "b.png"),
+            "--bundle",
+            str(bundle),
+            "--out",
+            str(out),
+            "--min-size",
+            "none",
+            "--backend",
+            "onnxruntime",
+            "--vocab",
+            "sky;grass;road",
+            "--mode",
+            "proposal",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     record = json.loads((out / "a.json").read_text())
     assert record["classes"] == "a_classes.txt"
@@ -245,8 +356,22 @@ def test_a_new_subcommand_is_one_module_and_one_name(bundle, monkeypatch, capsys
     module.register = register
     monkeypatch.setitem(sys.modules, "sdk.commands.classes", module)
     monkeypatch.setattr(cli, "COMMANDS", (*cli.COMMANDS, "classes"))
-    assert cli.main(["classes", "--bundle", str(bundle), "--vocab", "sky; tree,bush", "--backend", "onnxruntime",
-                     "--mode", "proposal"]) == 0
+    assert (
+        cli.main(
+            [
+                "classes",
+                "--bundle",
+                str(bundle),
+                "--vocab",
+                "sky; tree,bush",
+                "--backend",
+                "onnxruntime",
+                "--mode",
+                "proposal",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.splitlines() == ["sky", "tree, bush"]
     assert cli.main(["classes", "--bundle", str(bundle / "missing")]) == 2  # SegmenterError: one line, exit 2
     assert capsys.readouterr().err.startswith("error: ")

@@ -10,6 +10,7 @@ stored text features through the public ``set_vocabulary(names, text_features=..
 text_features_clip=...)``, and the run-time text path is checked on a 10-class subset against the
 fixture's ``text_features_test`` / ``text_features_test_clip`` rows.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,9 @@ def run(bundle, names, arrays, backend):
     from sdk import Segmenter
 
     seg = Segmenter(bundle, backend=backend, min_size=None, cache_dir=False)
-    seg.set_vocabulary(names, text_features=arrays["text_features_test"],
-                       text_features_clip=arrays["text_features_test_clip"])
+    seg.set_vocabulary(
+        names, text_features=arrays["text_features_test"], text_features_clip=arrays["text_features_test_clip"]
+    )
     assert seg.vocabulary.seen.tolist() == [True] * 156 + [False] * 15
     return seg(arrays["image"], return_probs=True)
 
@@ -50,9 +52,15 @@ def check_against_fixture(result, arrays):
     err = float(np.abs(result.probs - ref).max())
     agree = float((result.label_map == arrays["sem_seg_argmax"]).mean())
     y, x = arrays["sem_seg_f32_window_origin"]
-    window = float(np.abs(result.probs[:, y:y + 16, x:x + 16] - arrays["sem_seg_f32_window"]).max())
-    log.warning("%s: probs max |err| %.2e (window %.2e), label agreement %.5f, timings %s",
-                result.info["backend"], err, window, agree, {k: round(v) for k, v in result.timings.items()})
+    window = float(np.abs(result.probs[:, y : y + 16, x : x + 16] - arrays["sem_seg_f32_window"]).max())
+    log.warning(
+        "%s: probs max |err| %.2e (window %.2e), label agreement %.5f, timings %s",
+        result.info["backend"],
+        err,
+        window,
+        agree,
+        {k: round(v) for k, v in result.timings.items()},
+    )
     assert err <= 2e-3
     assert window <= 1e-4
     assert agree >= 0.999
@@ -72,8 +80,11 @@ def test_runtime_text_path_subset(full_bundle, names, fixture_arrays):
     t0 = time.perf_counter()
     vocab = seg.set_vocabulary(names[:SUBSET])
     seconds = time.perf_counter() - t0
-    log.warning("run-time text path: %d classes x 33 prompts in %.1f s (171 classes: ~%.0f s)",
-                SUBSET, seconds, seconds * 171 / SUBSET)
+    log.warning(
+        "run-time text path: %d classes x 33 prompts in %.1f s (171 classes: ~%.0f s)",
+        SUBSET,
+        seconds,
+        seconds * 171 / SUBSET,
+    )
     np.testing.assert_allclose(vocab.text_features, fixture_arrays["text_features_test"][:SUBSET], atol=1e-5)
-    np.testing.assert_allclose(vocab.text_features_clip, fixture_arrays["text_features_test_clip"][:SUBSET],
-                               atol=1e-5)
+    np.testing.assert_allclose(vocab.text_features_clip, fixture_arrays["text_features_test_clip"][:SUBSET], atol=1e-5)

@@ -1,4 +1,5 @@
 """The SDK's torch-free core: class files, prompts, manifest sections and defaults, backend registry."""
+
 from __future__ import annotations
 
 import json
@@ -9,13 +10,7 @@ import pytest
 from sdk import VocabularyError
 from sdk.classnames import normalise_name, read_class_file, split_names
 
-CLASS_TEXT = ("\ufeff# my classes\r\n"
-              "cat  # pet\r\n"
-              "\r\n"
-              "   \r\n"
-              "tree,bush\r\n"
-              " red car ,  automobile ,\r\n"
-              "sky\n")
+CLASS_TEXT = "\ufeff# my classes\r\ncat  # pet\r\n\r\n   \r\ntree,bush\r\n red car ,  automobile ,\r\nsky\n"
 EXPECTED = ["cat", "tree, bush", "red car, automobile", "sky"]
 
 
@@ -29,11 +24,14 @@ def test_class_file_rules(tmp_path):
     assert split_names("cat; dog ;;sky,blue sky") == ["cat", "dog", "sky, blue sky"]
 
 
-@pytest.mark.parametrize("text, pattern", [
-    ("cat\ndog\ncat # again\n", r"'cat' twice \(line 1 and line 3\)"),
-    ("tree, bush\ntree ,bush\n", "twice"),
-    ("# nothing\n\n  \n", "lists no classes"),
-])
+@pytest.mark.parametrize(
+    "text, pattern",
+    [
+        ("cat\ndog\ncat # again\n", r"'cat' twice \(line 1 and line 3\)"),
+        ("tree, bush\ntree ,bush\n", "twice"),
+        ("# nothing\n\n  \n", "lists no classes"),
+    ],
+)
 def test_class_file_errors(tmp_path, text, pattern):
     path = tmp_path / "bad.txt"
     path.write_text(text, encoding="utf-8")
@@ -90,8 +88,9 @@ def test_manifest_sections_fill_defaults_and_round_trip(tmp_path):
     assert inf.min_size == 512 and inf.ensemble_lambda == C.ENSEMBLE_LAMBDA and inf.gzero_calibrate == 0.1
     model = ModelInfo(segment_logit_scale=100.0, clip_logit_scale=100.0)
     pre = PreprocessInfo([0.0] * 3, [1.0] * 3, [0.0] * 3, [1.0] * 3)
-    manifest = new_manifest(model, pre, InferenceSettings(), TokenizerInfo(),
-                            classes={"names": ["a", "b"], "seen": [1, 0]}, graphs={})
+    manifest = new_manifest(
+        model, pre, InferenceSettings(), TokenizerInfo(), classes={"names": ["a", "b"], "seen": [1, 0]}, graphs={}
+    )
     (tmp_path / "x.bin").write_bytes(b"123")
     written = write_manifest(tmp_path, manifest)
     assert list(written["files"]) == ["x.bin"] and written["classes"]["seen"] == [True, False]

@@ -1,4 +1,5 @@
 """Every SDK error type, raised with a message that says what is wrong and what to do."""
+
 from __future__ import annotations
 
 import json
@@ -98,9 +99,14 @@ def test_vocabulary_errors(bundle):
     from sdk import VocabularyError
 
     seg = segmenter(bundle)
-    for bad, pattern in [([], "empty"), ([f"c{i}" for i in range(10001)], "at most 10000"),
-                         (["cat", 3], "not a string"), (["cat", "  "], "empty"), ("nope", "not a built-in"),
-                         (42, "list of class names")]:
+    for bad, pattern in [
+        ([], "empty"),
+        ([f"c{i}" for i in range(10001)], "at most 10000"),
+        (["cat", 3], "not a string"),
+        (["cat", "  "], "empty"),
+        ("nope", "not a built-in"),
+        (42, "list of class names"),
+    ]:
         with pytest.raises(VocabularyError, match=pattern):
             seg.set_vocabulary(bad)
     with pytest.raises(VocabularyError, match="shape"):
@@ -122,17 +128,20 @@ def test_vocabulary_files(bundle, tmp_path):
     assert seg.set_vocabulary(js).names == ("sky", "sea")
 
 
-@pytest.mark.parametrize("image, pattern", [
-    (np.zeros((0, 10, 3), np.uint8), "empty"),
-    (np.zeros((10, 10, 2), np.uint8), "shape"),
-    (np.zeros((1, 10, 10, 3), np.uint8), "shape"),
-    (np.zeros((10, 10, 3), np.complex64), "dtype"),
-    (np.zeros((10, 10, 3), bool), "dtype"),
-    (np.full((10, 10, 3), 2.0, np.float32), r"\[0, 1\]"),
-    (np.full((10, 10, 3), -3, np.int32), "outside"),
-    ("/no/such/image.png", "not found"),
-    ([[1, 2, 3]], "unsupported image type"),
-])
+@pytest.mark.parametrize(
+    "image, pattern",
+    [
+        (np.zeros((0, 10, 3), np.uint8), "empty"),
+        (np.zeros((10, 10, 2), np.uint8), "shape"),
+        (np.zeros((1, 10, 10, 3), np.uint8), "shape"),
+        (np.zeros((10, 10, 3), np.complex64), "dtype"),
+        (np.zeros((10, 10, 3), bool), "dtype"),
+        (np.full((10, 10, 3), 2.0, np.float32), r"\[0, 1\]"),
+        (np.full((10, 10, 3), -3, np.int32), "outside"),
+        ("/no/such/image.png", "not found"),
+        ([[1, 2, 3]], "unsupported image type"),
+    ],
+)
 def test_image_errors(bundle, image, pattern):
     from sdk import ImageError
 
@@ -191,9 +200,16 @@ def test_engine_mismatch_warns_and_falls_back(bundle, tmp_path, monkeypatch):
     (path / "proposal.engine").write_bytes(b"plan")
     manifest = json.loads((path / "manifest.json").read_text())
     manifest["files"]["proposal.engine"] = sha256_file(path / "proposal.engine")
-    manifest["engines"] = {"proposal": {"file": "proposal.engine", "tensorrt": "10.3.0", "gpu": "Other GPU",
-                                        "compute_capability": "9.0", "precision": "fp32",
-                                        "onnx_sha256": manifest["files"]["proposal.onnx"]}}
+    manifest["engines"] = {
+        "proposal": {
+            "file": "proposal.engine",
+            "tensorrt": "10.3.0",
+            "gpu": "Other GPU",
+            "compute_capability": "9.0",
+            "precision": "fp32",
+            "onnx_sha256": manifest["files"]["proposal.onnx"],
+        }
+    }
     (path / "manifest.json").write_text(json.dumps(manifest))
     fake_tensorrt(monkeypatch)
     with pytest.warns(EngineMismatchWarning, match="compute capability 9.0"):
@@ -206,8 +222,9 @@ def test_engine_mismatch_warns_and_falls_back(bundle, tmp_path, monkeypatch):
     entry = manifest["engines"]["proposal"]
     assert engine_mismatch(entry, b, "proposal", "10.3.0", "9.0") is None
     assert "TensorRT 10.3.0" in engine_mismatch(entry, b, "proposal", "10.5.1", "9.0")
-    assert "another proposal.onnx" in engine_mismatch({**entry, "onnx_sha256": "0" * 64}, b, "proposal",
-                                                      "10.3.0", "9.0")
+    assert "another proposal.onnx" in engine_mismatch(
+        {**entry, "onnx_sha256": "0" * 64}, b, "proposal", "10.3.0", "9.0"
+    )
     assert normalize_cc([8, 6]) == normalize_cc("sm_86") == normalize_cc(86) == "8.6"
 
 

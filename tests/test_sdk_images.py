@@ -1,4 +1,5 @@
 """Image input conversions and the official resize (detectron2 ResizeShortestEdge) — numpy/PIL only."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,8 +21,9 @@ def detectron2_shape(h, w, size, max_size):
     return int(newh + 0.5), int(neww + 0.5)
 
 
-@pytest.mark.parametrize("h, w", [(480, 640), (640, 480), (240, 320), (100, 3000), (3000, 100), (333, 333),
-                                  (1, 7), (641, 639), (427, 640)])
+@pytest.mark.parametrize(
+    "h, w", [(480, 640), (640, 480), (240, 320), (100, 3000), (3000, 100), (333, 333), (1, 7), (641, 639), (427, 640)]
+)
 def test_output_shape_is_detectron2(h, w):
     assert output_shape(h, w, 640, 2560) == detectron2_shape(h, w, 640, 2560)
 

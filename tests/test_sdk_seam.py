@@ -7,6 +7,7 @@ pipeline must give the same results as on numpy, and download only the label map
 asked, the per-class scores and, in the ``pruned`` mode, the per-query keep flags. This checks the
 code path the GPU backends run, without a GPU.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -44,12 +45,14 @@ def wrap(x):
 def _refuse(name):
     def refuse(self, *args, **kwargs):
         raise HostConversion(f"{name} of a device array (shape {self.data.shape})")
+
     return refuse
 
 
 def _binary(name):
     def op(self, other):
         return wrap(getattr(self.data, name)(unwrap(other)))
+
     return op
 
 
@@ -186,8 +189,11 @@ def bundle(tmp_path_factory):
 def segmenters(bundle, monkeypatch):
     from sdk import Segmenter
 
-    monkeypatch.setitem(REGISTRY, "fake-device", BackendSpec(
-        "fake-device", lambda b, device, plan, options: FakeDeviceBackend(b, plan), devices=("cpu",)))
+    monkeypatch.setitem(
+        REGISTRY,
+        "fake-device",
+        BackendSpec("fake-device", lambda b, device, plan, options: FakeDeviceBackend(b, plan), devices=("cpu",)),
+    )
     features = random_text_features(len(NAMES), 32)
     made = []
     for backend in ("onnxruntime", "fake-device"):

@@ -7,6 +7,7 @@ graph chosen for the build, engine selection and verification, profile chunking 
 output order, one optimisation profile per concurrently running context, device arrays in and out
 without host copies, balanced contexts, freed memory — and equal results to ONNX Runtime.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,18 +24,38 @@ from tests.trt_standins import FakeDeviceArray, FakePyCuda, fake_tensorrt, insta
 
 pytest.importorskip("torch")  # the bundle is exported with torch
 ROOT = Path(__file__).resolve().parents[1]
-TRT_CODE = ["sdk/backends/tensorrt.py", "sdk/backends/trt_engine.py", "export/tensorrt.py", "export/trt_profiles.py",
-            "sdk/cuda/__init__.py", "sdk/cuda/base.py", "sdk/cuda/cuda_python.py", "sdk/cuda/pycuda_binding.py"]
+TRT_CODE = [
+    "sdk/backends/tensorrt.py",
+    "sdk/backends/trt_engine.py",
+    "export/tensorrt.py",
+    "export/trt_profiles.py",
+    "sdk/cuda/__init__.py",
+    "sdk/cuda/base.py",
+    "sdk/cuda/cuda_python.py",
+    "sdk/cuda/pycuda_binding.py",
+]
 # What TensorRT 11 removed (weak typing, implicit quantization) and must not appear in our code.
-REMOVED = [r"BuilderFlag\.(FP16|INT8|BF16|FP8|INT4|FP4|DIRECT_IO)\b", r"OBEY_PRECISION_CONSTRAINTS",
-           r"PREFER_PRECISION_CONSTRAINTS", r"\blayer\.precision\b", r"\.set_output_type\(",
-           r"platform_has_fast_(fp16|int8)", r"int8_calibrator", r"IInt8\w*Calibrator", r"calibration_profile",
-           r"quantization_flag", r"\.device_memory_size\b", r"compute_precision"]
+REMOVED = [
+    r"BuilderFlag\.(FP16|INT8|BF16|FP8|INT4|FP4|DIRECT_IO)\b",
+    r"OBEY_PRECISION_CONSTRAINTS",
+    r"PREFER_PRECISION_CONSTRAINTS",
+    r"\blayer\.precision\b",
+    r"\.set_output_type\(",
+    r"platform_has_fast_(fp16|int8)",
+    r"int8_calibrator",
+    r"IInt8\w*Calibrator",
+    r"calibration_profile",
+    r"quantization_flag",
+    r"\.device_memory_size\b",
+    r"compute_precision",
+]
 
 
 def test_no_symbol_removed_in_tensorrt_11():
-    old = ("config.set_flag(trt.BuilderFlag.FP16); config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)\n"
-           "layer.precision = trt.float32; layer.set_output_type(j, trt.float32); builder.platform_has_fast_fp16")
+    old = (
+        "config.set_flag(trt.BuilderFlag.FP16); config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)\n"
+        "layer.precision = trt.float32; layer.set_output_type(j, trt.float32); builder.platform_has_fast_fp16"
+    )
     assert sum(bool(re.search(p, old)) for p in REMOVED) == 5  # the patterns do catch the old code
     for rel in TRT_CODE:
         text = (ROOT / rel).read_text()
@@ -60,10 +81,17 @@ def trt_env(tmp_path_factory, tmp_path, monkeypatch, request):
     install(monkeypatch, cuda, trt)
     monkeypatch.setenv("ZEGFORMER_TRT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr("sdk.backends.tensorrt.default_allocator", lambda: None)  # no CuPy on fake memory
-    profiles = {"proposal": {"image": [[1, 3, 32, 32], [1, 3, 64, 96], [1, 3, 128, 128]]},
-                "clip_image": {"crops": [[1, 3, 32, 32], [4, 3, 32, 32], [4, 3, 32, 32]]}}  # batches of <= 4
-    build_engines(path, precision=precision, num_profiles=num_profiles, profiles=profiles,
-                  graphs=["proposal", "clip_image", "clip_dense"])  # no clip_text engine: ORT runs it
+    profiles = {
+        "proposal": {"image": [[1, 3, 32, 32], [1, 3, 64, 96], [1, 3, 128, 128]]},
+        "clip_image": {"crops": [[1, 3, 32, 32], [4, 3, 32, 32], [4, 3, 32, 32]]},
+    }  # batches of <= 4
+    build_engines(
+        path,
+        precision=precision,
+        num_profiles=num_profiles,
+        profiles=profiles,
+        graphs=["proposal", "clip_image", "clip_dense"],
+    )  # no clip_text engine: ORT runs it
     assert cuda.memory == {} and cuda.balanced()  # the parity runs freed everything
     return path, cuda, log
 
@@ -71,8 +99,9 @@ def trt_env(tmp_path_factory, tmp_path, monkeypatch, request):
 V10, V11 = "10.16.1.11", "11.4.0.106"
 
 
-@pytest.mark.parametrize("trt_env", [(V10, "fp32", 1), (V11, "fp16", 2)], indirect=True,
-                         ids=["trt10-fp32", "trt11-fp16"])
+@pytest.mark.parametrize(
+    "trt_env", [(V10, "fp32", 1), (V11, "fp16", 2)], indirect=True, ids=["trt10-fp32", "trt11-fp16"]
+)
 def test_engines_are_strongly_typed_from_the_precision_graph(trt_env):
     path, cuda, log = trt_env
     manifest = json.loads((path / "manifest.json").read_text())
@@ -92,8 +121,9 @@ def test_engines_are_strongly_typed_from_the_precision_graph(trt_env):
         assert manifest["files"][e["file"]] and e["num_profiles"] == (2 if v11 else 1)
 
 
-@pytest.mark.parametrize("trt_env", [(V10, "fp32", 1), (V11, "fp16", 2)], indirect=True,
-                         ids=["trt10-fp32", "trt11-fp16"])
+@pytest.mark.parametrize(
+    "trt_env", [(V10, "fp32", 1), (V11, "fp16", 2)], indirect=True, ids=["trt10-fp32", "trt11-fp16"]
+)
 def test_tensorrt_backend_matches_onnxruntime(trt_env):
     from sdk import Segmenter
 
@@ -127,8 +157,9 @@ def test_tensorrt_backend_matches_onnxruntime(trt_env):
     assert cuda.balanced()
 
 
-@pytest.mark.parametrize("trt_env", [(V10, "fp32", 1), (V11, "fp32", 2)], indirect=True,
-                         ids=["1-profile", "2-profiles"])
+@pytest.mark.parametrize(
+    "trt_env", [(V10, "fp32", 1), (V11, "fp32", 2)], indirect=True, ids=["1-profile", "2-profiles"]
+)
 def test_concurrent_calls_get_their_own_profile(trt_env):
     """N profiles: at most N contexts of an engine, each on its own profile; N=1 serialises the calls."""
     from sdk.backends.tensorrt import TensorRTBackend
@@ -259,10 +290,13 @@ def test_engine_with_bf16_io_falls_back_to_onnxruntime(trt_env):
 def test_graph_source_reads_the_variants_the_exporter_records():
     from export.tensorrt import graph_source
 
-    m = {"graphs": {"clip_image": {"file": "clip_image.onnx"},
-                    "proposal": {"file": "proposal.onnx",
-                                 "variants": {"fp16": {"file": "p16.onnx", "precision": "fp16"}}}},
-         "files": {"clip_image.onnx": "x", "clip_image.fp16.onnx": "y"}}
+    m = {
+        "graphs": {
+            "clip_image": {"file": "clip_image.onnx"},
+            "proposal": {"file": "proposal.onnx", "variants": {"fp16": {"file": "p16.onnx", "precision": "fp16"}}},
+        },
+        "files": {"clip_image.onnx": "x", "clip_image.fp16.onnx": "y"},
+    }
     assert graph_source(m, "clip_image", "fp32") == "clip_image.onnx"
     assert graph_source(m, "clip_image", "fp16") is None  # a file lying about is not a variant
     assert graph_source(m, "proposal", "fp16") == "p16.onnx"

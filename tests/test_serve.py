@@ -3,6 +3,7 @@
 The server runs under the interpreter named by ``ZEGFORMER_SERVE_PYTHON`` (``.ci/run`` creates that
 venv: PyTriton pins numpy<2); the clients and the in-process reference run here.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -83,9 +84,27 @@ def running_server(bundle: Path, folder: Path, *options: str):
     log = folder / "server.log"
     http, grpc, metrics = free_ports(3)
     env = {**os.environ, "PYTHONPATH": str(REPO), "ZEGFORMER_CACHE": str(folder / "cache")}
-    cmd = [python, "-m", "sdk", "serve", "--bundle", str(bundle), "--backend", "onnxruntime", "--min-size", "none",
-           "--threads", "1", *options, "--http-port", str(http), "--grpc-port", str(grpc),
-           "--metrics-port", str(metrics)]
+    cmd = [
+        python,
+        "-m",
+        "sdk",
+        "serve",
+        "--bundle",
+        str(bundle),
+        "--backend",
+        "onnxruntime",
+        "--min-size",
+        "none",
+        "--threads",
+        "1",
+        *options,
+        "--http-port",
+        str(http),
+        "--grpc-port",
+        str(grpc),
+        "--metrics-port",
+        str(metrics),
+    ]
     with open(log, "wb") as sink:
         process = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT)
     url = f"127.0.0.1:{http}"
@@ -223,6 +242,12 @@ def test_serve_without_pytriton_says_what_to_do(bundle):
         pytest.skip("PyTriton is installed in this environment")
     except ImportError:
         pass
-    run = subprocess.run([sys.executable, "-m", "sdk", "serve", "--bundle", str(bundle)], cwd=REPO,
-                         env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-m", "sdk", "serve", "--bundle", str(bundle)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 2 and "numpy<2" in run.stderr and "venv" in run.stderr, run.stderr

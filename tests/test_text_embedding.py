@@ -9,6 +9,7 @@
   sets, against the official text features;
 * class names empty once cleaned, and the progress reports.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,12 +39,13 @@ def random_tokens(n: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     out = np.zeros((n, CONTEXT), np.int32)
     for row, length in zip(out, rng.integers(2, CONTEXT + 1, n)):
-        row[0], row[1:length - 1], row[length - 1] = SOT_ID, rng.integers(1, 49000, length - 2), EOT_ID
+        row[0], row[1 : length - 1], row[length - 1] = SOT_ID, rng.integers(1, 49000, length - 2), EOT_ID
     return out
 
 
-@pytest.mark.parametrize("shape, dynamic", [("[T,L]", True), ("[T, L]", True), ("[T,77]", False),
-                                            ("[T]", False), ("", False)])
+@pytest.mark.parametrize(
+    "shape, dynamic", [("[T,L]", True), ("[T, L]", True), ("[T,77]", False), ("[T]", False), ("", False)]
+)
 def test_dynamic_length_is_read_from_the_manifest_shape(shape, dynamic):
     assert dynamic_length({"inputs": {"tokens": shape}}) is dynamic
 
@@ -100,8 +102,21 @@ def test_progress_bar_on_stderr_only_when_asked(capsys, monkeypatch):
 
 
 # ------------------------------------------------------------------ names that clean to nothing
-@pytest.mark.parametrize("name", ["\ufeff", "\u200b", "\u200b\u200d\u2060", "&nbsp;", "\x1b[31m", "\u00a0 \u3000",
-                                  "\u0345", "\ufe0f", "\u3164", "cat, \u200b"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "\ufeff",
+        "\u200b",
+        "\u200b\u200d\u2060",
+        "&nbsp;",
+        "\x1b[31m",
+        "\u00a0 \u3000",
+        "\u0345",
+        "\ufe0f",
+        "\u3164",
+        "cat, \u200b",
+    ],
+)
 def test_names_empty_once_cleaned_are_refused(tmp_path_factory, name):
     from sdk import Segmenter
 
@@ -170,8 +185,7 @@ def test_cut_rows_equal_77_token_rows_at_every_length(exported):
     sess = ort.InferenceSession(str(exported / "clip_text.onnx"), providers=["CPUExecutionProvider"])
     run = lambda t: sess.run(None, {"tokens": t})[0]  # noqa: E731
     names = names_of_every_length(tokenizer)
-    tokens = tokenizer([t.format(n) for n in names for t in ("A photo of a {} in the scene", "{}")],
-                       dtype=np.int32)
+    tokens = tokenizer([t.format(n) for n in names for t in ("A photo of a {} in the scene", "{}")], dtype=np.int32)
     counts = token_counts(tokens)
     assert set(range(3, CONTEXT + 1)) <= set(counts.tolist())  # every length; longer ones truncated to 77
     assert (tokens[counts == CONTEXT, -1] == EOT_ID).all()
@@ -210,10 +224,12 @@ def test_sdk_class_embeddings_equal_open_clip(exported):
     names = names_of_every_length(ClipTokenizer())[::4] + ["dog, puppy", "traffic light"]
     vocab = seg.set_vocabulary(names)
     templates, templates_clip = seg._store.templates()
-    np.testing.assert_allclose(vocab.text_features, open_clip_class_embeddings(model, names, templates),
-                               atol=TOL, rtol=0)
-    np.testing.assert_allclose(vocab.text_features_clip, open_clip_class_embeddings(model, names, templates_clip),
-                               atol=TOL, rtol=0)
+    np.testing.assert_allclose(
+        vocab.text_features, open_clip_class_embeddings(model, names, templates), atol=TOL, rtol=0
+    )
+    np.testing.assert_allclose(
+        vocab.text_features_clip, open_clip_class_embeddings(model, names, templates_clip), atol=TOL, rtol=0
+    )
 
 
 def fixed_length_copy(bundle, dest):
@@ -295,8 +311,10 @@ def test_int8_text_graph_cuts_exactly_and_stays_close(exported, tmp_path):
     write_manifest(bundle, manifest)
     variant = read_manifest(bundle)["graphs"]["clip_text"]["variants"]["int8"]
     assert variant["file"] == "clip_text.int8.onnx" and variant["precision"] == "int8"
-    sessions = {p: ort.InferenceSession(str(bundle / f), providers=["CPUExecutionProvider"])
-                for p, f in (("fp32", "clip_text.onnx"), ("int8", variant["file"]))}
+    sessions = {
+        p: ort.InferenceSession(str(bundle / f), providers=["CPUExecutionProvider"])
+        for p, f in (("fp32", "clip_text.onnx"), ("int8", variant["file"]))
+    }
     assert sessions["int8"].get_inputs()[0].shape == ["T", "L"]
     assert any(n.op_type == "QuantizeLinear" for n in __import__("onnx").load(str(bundle / variant["file"])).graph.node)
     names = ["cat", "traffic light", "wooden garden fence", "sky"]
@@ -319,14 +337,37 @@ def test_benchmark_runs_and_reports(exported, tmp_path):
 
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "te.json"
-    proc = subprocess.run([sys.executable, str(root / "benchmarks" / "text_embedding.py"), "--bundle", str(exported),
-                           "--configs", "onnxruntime:fp32", "--after-classes", "3", "--before-classes", "2",
-                           "--repeats", "1", "--no-fixture", "--json", str(out)],
-                          cwd=root, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(root / "benchmarks" / "text_embedding.py"),
+            "--bundle",
+            str(exported),
+            "--configs",
+            "onnxruntime:fp32",
+            "--after-classes",
+            "3",
+            "--before-classes",
+            "2",
+            "--repeats",
+            "1",
+            "--no-fixture",
+            "--json",
+            str(out),
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     records = json.loads(out.read_text())["records"]
-    assert {(r["classes"], r["path"]) for r in records} == {(171, "before"), (171, "after"),
-                                                          (4, "before"), (4, "after")}
+    assert {(r["classes"], r["path"]) for r in records} == {
+        (171, "before"),
+        (171, "after"),
+        (4, "before"),
+        (4, "after"),
+    }
     assert all(r["wall_s"] > 0 for r in records)
     assert max(r["max_abs_vs_fp32_77"] for r in records if r["path"] == "after") <= TOL
     assert "| 171 | onnxruntime:fp32 |" in out.with_suffix(".md").read_text()

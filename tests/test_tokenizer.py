@@ -1,4 +1,5 @@
 """sdk.tokenizer: id-for-id parity with open_clip, the reference fixture, and no torch."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -40,6 +41,7 @@ def open_clip_tokenizer():
     """open_clip's SimpleTokenizer instance (imports torch; tests only)."""
     pytest.importorskip("open_clip")
     from open_clip.tokenizer import _tokenizer
+
     return _tokenizer
 
 
@@ -66,16 +68,72 @@ def class_prompts() -> list[str]:
 # ---------------------------------------------------------------- random text
 
 SCRIPT_RANGES = [
-    (0x21, 0x7E), (0xA0, 0x24F), (0x300, 0x36F), (0x370, 0x3FF), (0x400, 0x4FF), (0x590, 0x5FF),
-    (0x600, 0x6FF), (0x900, 0x97F), (0xE00, 0xE7F), (0x1E00, 0x1FFF), (0x2000, 0x206F), (0x2150, 0x218B),
-    (0x2460, 0x24FF), (0x3000, 0x30FF), (0x4E00, 0x9FFF), (0xAC00, 0xD7A3), (0xFB00, 0xFB06),
-    (0xFF01, 0xFFEE), (0x1D400, 0x1D7FF), (0x1F300, 0x1FAFF), (0x80, 0x9F), (0x0, 0x1F),
+    (0x21, 0x7E),
+    (0xA0, 0x24F),
+    (0x300, 0x36F),
+    (0x370, 0x3FF),
+    (0x400, 0x4FF),
+    (0x590, 0x5FF),
+    (0x600, 0x6FF),
+    (0x900, 0x97F),
+    (0xE00, 0xE7F),
+    (0x1E00, 0x1FFF),
+    (0x2000, 0x206F),
+    (0x2150, 0x218B),
+    (0x2460, 0x24FF),
+    (0x3000, 0x30FF),
+    (0x4E00, 0x9FFF),
+    (0xAC00, 0xD7A3),
+    (0xFB00, 0xFB06),
+    (0xFF01, 0xFFEE),
+    (0x1D400, 0x1D7FF),
+    (0x1F300, 0x1FAFF),
+    (0x80, 0x9F),
+    (0x0, 0x1F),
 ]
 SPECIAL_PIECES = [
-    "&amp;", "&amp;amp;amp;", "&lt;b&gt;", "&quot;", "&#39;", "&#x27;", "&nbsp;", "&eacute;", "&EACUTE;",
-    "&SZLIG;", "&amp", "&#59;", "&#128512;", "&notit;", "&hellip;", "<", "<start_of_text>", "<end_of_text>",
-    "<ſtart_of_text>", "'s", "'S", "'ll", "'ſ", "’re", "don't", "\x1b[31m", "Ã©", "â€™", "cafÃ©", "ÃƒÂ©",
-    "\ud83d\ude00", "\ud83d", "ﬁ", "ﬅ", "a\u0345", "\u0345", "İ", "e\u0301", "ＬＯＵＤ", "ｶﾀｶﾅ", "…", "😀👍🏽",
+    "&amp;",
+    "&amp;amp;amp;",
+    "&lt;b&gt;",
+    "&quot;",
+    "&#39;",
+    "&#x27;",
+    "&nbsp;",
+    "&eacute;",
+    "&EACUTE;",
+    "&SZLIG;",
+    "&amp",
+    "&#59;",
+    "&#128512;",
+    "&notit;",
+    "&hellip;",
+    "<",
+    "<start_of_text>",
+    "<end_of_text>",
+    "<ſtart_of_text>",
+    "'s",
+    "'S",
+    "'ll",
+    "'ſ",
+    "’re",
+    "don't",
+    "\x1b[31m",
+    "Ã©",
+    "â€™",
+    "cafÃ©",
+    "ÃƒÂ©",
+    "\ud83d\ude00",
+    "\ud83d",
+    "ﬁ",
+    "ﬅ",
+    "a\u0345",
+    "\u0345",
+    "İ",
+    "e\u0301",
+    "ＬＯＵＤ",
+    "ｶﾀｶﾅ",
+    "…",
+    "😀👍🏽",
 ]
 WHITESPACE = [" ", "  ", "\t", "\n", "\r\n", "\u3000", "\xa0", "\u2028", "\x1c", "\x85", " \n\n "]
 
@@ -123,6 +181,7 @@ def texts() -> list[str]:
 
 # ---------------------------------------------------------------- parity with open_clip
 
+
 def test_class_prompts_match_open_clip(tok, open_clip_tokenizer):
     prompts = class_prompts()
     assert len(prompts) > 50_000
@@ -165,15 +224,18 @@ def test_mojibake_is_only_repaired_by_ftfy(builtin_tok):
 
 def _first_difference(a: list[str], b: list[str]) -> str:
     index = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-    return f"token {index}: {a[index:index + 3]!r} != {b[index:index + 3]!r}"
+    return f"token {index}: {a[index : index + 3]!r} != {b[index : index + 3]!r}"
 
 
 def test_word_split_matches_regex_module_on_every_assigned_code_point():
     regex = pytest.importorskip("regex")
     reference = regex.compile(OPEN_CLIP_PATTERN, regex.IGNORECASE)
     # Cleaning leaves no whitespace but " ", so other isspace() characters never reach the pattern.
-    assigned = [chr(c) for c in range(sys.maxunicode + 1)
-                if unicodedata.category(chr(c)) not in ("Cn", "Cs") and not chr(c).isspace()]
+    assigned = [
+        chr(c)
+        for c in range(sys.maxunicode + 1)
+        if unicodedata.category(chr(c)) not in ("Cn", "Cs") and not chr(c).isspace()
+    ]
     probes = ["a".join(assigned), "!".join(assigned), "1".join(assigned), " ".join("'" + c for c in assigned)]
     for probe in probes:
         mine, theirs = tokenizer_module._word_pattern().findall(probe), reference.findall(probe)
@@ -188,6 +250,7 @@ def test_no_letters_or_numbers_outside_scanned_blocks():
 
 
 # ---------------------------------------------------------------- reference fixture
+
 
 def test_reference_fixture_tokens(tok, reference_dir):
     reference = np.load(reference_dir / "reference_r101_vit16_cocostuff.npz")
@@ -204,6 +267,7 @@ def test_reference_fixture_tokens(tok, reference_dir):
 
 
 # ---------------------------------------------------------------- API
+
 
 def test_call_layout(tok):
     out = tok("a photo of a cat.")
@@ -237,6 +301,7 @@ def test_custom_vocab_path(tmp_path, tok):
     assert ClipTokenizer(vocab, context_length=16)("a diagram").tolist() == tok("a diagram", 16).tolist()
     broken = tmp_path / "broken.txt.gz"
     import gzip
+
     broken.write_bytes(gzip.compress(b"header\na b\n"))
     with pytest.raises(ValueError, match="not a CLIP BPE merges file"):
         ClipTokenizer(broken)
@@ -263,11 +328,24 @@ def test_imports_without_torch_regex_or_ftfy():
 
 
 @pytest.mark.parametrize("use_ftfy", [None, False])
-@pytest.mark.parametrize("text, visible", [
-    ("\ufeff", ""), ("\u200b\u200c\u200d\u2060", ""), ("\x1b[31m", ""), ("&nbsp;&#8203;", ""), ("\u3164\u115f", ""),
-    ("\ufe0f\u034f", ""), ("\U000e0041", ""), (" \t\u3000 ", ""), ("\u0345", ""),
-    ("Red\u200bCar", "redcar"), ("caf\u00e9", "caf\u00e9"), ("\ufb01sh", "fish"), ("&amp;", "&"),
-])
+@pytest.mark.parametrize(
+    "text, visible",
+    [
+        ("\ufeff", ""),
+        ("\u200b\u200c\u200d\u2060", ""),
+        ("\x1b[31m", ""),
+        ("&nbsp;&#8203;", ""),
+        ("\u3164\u115f", ""),
+        ("\ufe0f\u034f", ""),
+        ("\U000e0041", ""),
+        (" \t\u3000 ", ""),
+        ("\u0345", ""),
+        ("Red\u200bCar", "redcar"),
+        ("caf\u00e9", "caf\u00e9"),
+        ("\ufb01sh", "fish"),
+        ("&amp;", "&"),
+    ],
+)
 def test_visible_text_is_what_the_tokenizer_can_read(use_ftfy, text, visible):
     """Empty = the class name says nothing once cleaned (sdk.classnames refuses it)."""
     assert tokenizer_module.visible_text(text, use_ftfy) == visible

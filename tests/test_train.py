@@ -1,4 +1,5 @@
 """Training smoke test, config handling, the non-finite guard, the loss and the matcher."""
+
 import json
 import math
 
@@ -15,26 +16,46 @@ from train.matcher import HungarianMatcher
 from train.model import build_model
 from train.solver import SolverConfig, build_optimizer, lr_factor
 
-FAST = ["data.crop_size=64", "data.scales=[1.0]", "train.threads=1", "train.progress=false",
-        "train.tensorboard=false", "eval.min_size=0", "eval.max_images=2", "model.dropout=0.0"]
+FAST = [
+    "data.crop_size=64",
+    "data.scales=[1.0]",
+    "train.threads=1",
+    "train.progress=false",
+    "train.tensorboard=false",
+    "eval.min_size=0",
+    "eval.max_images=2",
+    "model.dropout=0.0",
+]
 
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    return generate(tmp_path_factory.mktemp("syn") / "data", num_classes=5, num_unseen=1, num_train=8,
-                    num_val=2, size=64, seed=1)
+    return generate(
+        tmp_path_factory.mktemp("syn") / "data", num_classes=5, num_unseen=1, num_train=8, num_val=2, size=64, seed=1
+    )
 
 
 def test_smoke_training_writes_exportable_checkpoint(tiny_data, tmp_path):
     from train.train import main
 
     out = tmp_path / "run"
-    rc = main(["--config", "configs/synthetic-tiny.yaml", f"data.root={tiny_data}", f"train.output_dir={out}",
-               "solver.max_iter=4", "solver.batch_size=2", "train.eval_period=0", "train.log_period=1", *FAST])
+    rc = main(
+        [
+            "--config",
+            "configs/synthetic-tiny.yaml",
+            f"data.root={tiny_data}",
+            f"train.output_dir={out}",
+            "solver.max_iter=4",
+            "solver.batch_size=2",
+            "train.eval_period=0",
+            "train.log_period=1",
+            *FAST,
+        ]
+    )
     assert rc == 0
     log = [json.loads(line) for line in open(out / "train_log.jsonl")]
     assert [r["step"] for r in log] == [1, 2, 3, 4] and all(math.isfinite(r["loss"]) for r in log)
-    model, payload = load_model(out / "model_final.pth")      # weights_only load of everything
+    model, payload = load_model(out / "model_final.pth")  # weights_only load of everything
     assert payload["classes"]["names"][0] == "red plain" and payload["classes"]["seen"] == [True] * 4 + [False]
     state = payload["train_state"]
     assert state["step"] == 4 and "optimizer" in state and "python" in state["rng"]
@@ -44,8 +65,9 @@ def test_smoke_training_writes_exportable_checkpoint(tiny_data, tmp_path):
 
 
 def test_config_overrides_and_errors(tmp_path):
-    cfg = load_config("configs/synthetic-tiny.yaml", ["solver.max_iter=7", "model.num_queries=5",
-                                                      "data.scales=[0.5, 1.0]"])
+    cfg = load_config(
+        "configs/synthetic-tiny.yaml", ["solver.max_iter=7", "model.num_queries=5", "data.scales=[0.5, 1.0]"]
+    )
     assert cfg["solver"]["max_iter"] == 7 and cfg["model"]["num_queries"] == 5 and cfg["data"]["scales"] == [0.5, 1.0]
     with pytest.raises(ConfigError, match="max_iterz"):
         load_config("configs/synthetic-tiny.yaml", ["solver.max_iterz=1"])
@@ -64,8 +86,13 @@ def test_shipped_configs_load(name):
 def test_official_recipe_values():
     cfg = load_config("configs/coco-stuff-r101.yaml")
     s = cfg["solver"]
-    assert (s["batch_size"], s["max_iter"], s["lr"], s["weight_decay"], s["backbone_multiplier"]) == \
-        (32, 60000, 1e-4, 1e-4, 0.1)
+    assert (s["batch_size"], s["max_iter"], s["lr"], s["weight_decay"], s["backbone_multiplier"]) == (
+        32,
+        60000,
+        1e-4,
+        1e-4,
+        0.1,
+    )
     assert cfg["data"]["crop_size"] == 640 and cfg["model"]["preset"] == "r101-vit16"
     assert load_config("configs/voc-r101.yaml")["solver"]["max_iter"] == 10000
 
@@ -73,11 +100,17 @@ def test_official_recipe_values():
 def test_nonfinite_loss_is_skipped_then_stops(tiny_data, tmp_path):
     from train.engine import Trainer
 
-    cfg = load_config("configs/synthetic-tiny.yaml", [f"data.root={tiny_data}", f"train.output_dir={tmp_path}",
-                                                      "solver.batch_size=2", *FAST])
+    cfg = load_config(
+        "configs/synthetic-tiny.yaml",
+        [f"data.root={tiny_data}", f"train.output_dir={tmp_path}", "solver.batch_size=2", *FAST],
+    )
     trainer = Trainer(cfg)
-    micro = [{"images": torch.full((2, 3, 64, 64), float("nan")),
-              "targets": [{"labels": torch.tensor([0]), "masks": torch.ones(1, 64, 64, dtype=torch.bool)}] * 2}]
+    micro = [
+        {
+            "images": torch.full((2, 3, 64, 64), float("nan")),
+            "targets": [{"labels": torch.tensor([0]), "masks": torch.ones(1, 64, 64, dtype=torch.bool)}] * 2,
+        }
+    ]
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     stats = trainer.train_step(micro)
     assert stats["finite"] == 0.0 and trainer.nonfinite == 1
@@ -94,10 +127,10 @@ def test_solver_groups_and_schedule():
     groups = {g["name"]: g for g in build_optimizer(model, cfg).param_groups}
     assert not any(n.startswith("clip.") for n in groups) and "predictor.logit_scale" not in groups
     assert groups["backbone.stem.conv1.weight"]["lr"] == pytest.approx(1e-5)
-    assert groups["predictor.query_embed.weight"]["weight_decay"] == 0.0          # embedding
-    assert groups["pixel_decoder.layer_1.norm.weight"]["weight_decay"] == 0.0     # GroupNorm
+    assert groups["predictor.query_embed.weight"]["weight_decay"] == 0.0  # embedding
+    assert groups["pixel_decoder.layer_1.norm.weight"]["weight_decay"] == 0.0  # GroupNorm
     assert groups["predictor.bg_feature"]["weight_decay"] == 1e-4
-    assert lr_factor(0, cfg) == 1.0 and lr_factor(50, cfg) == pytest.approx(0.5 ** 0.9) and lr_factor(100, cfg) == 0
+    assert lr_factor(0, cfg) == 1.0 and lr_factor(50, cfg) == pytest.approx(0.5**0.9) and lr_factor(100, cfg) == 0
 
 
 def test_losses_by_hand():
@@ -109,8 +142,10 @@ def test_losses_by_hand():
     assert sigmoid_focal_loss(logits, targets).item() == pytest.approx(focal.item(), rel=1e-5)
     dice = 1 - (2 * p[0, 0] + 1) / (p.sum() + 1 + 1)
     assert dice_loss(logits, targets).item() == pytest.approx(dice.item(), rel=1e-5)
-    assert normalizers([{"labels": torch.tensor([0, 1])}, {"labels": torch.tensor([], dtype=torch.long)}], 3, 0.1) \
-        == (2, 2 + 0.1 + 3 * 0.1)
+    assert normalizers([{"labels": torch.tensor([0, 1])}, {"labels": torch.tensor([], dtype=torch.long)}], 3, 0.1) == (
+        2,
+        2 + 0.1 + 3 * 0.1,
+    )
 
 
 def test_matcher_finds_the_obvious_assignment_and_loss_uses_it():
@@ -120,14 +155,15 @@ def test_matcher_finds_the_obvious_assignment_and_loss_uses_it():
     target = [{"labels": torch.tensor([2, 0]), "masks": masks_t}]
     logits = torch.full((1, q, k + 1), -5.0)
     pred = torch.full((1, q, h, h), -8.0)
-    logits[0, 1, 2], pred[0, 1, :4] = 5.0, 8.0     # query 1 ↔ target 0 (class 2, top half)
-    logits[0, 3, 0], pred[0, 3, 4:] = 5.0, 8.0     # query 3 ↔ target 1 (class 0, bottom half)
+    logits[0, 1, 2], pred[0, 1, :4] = 5.0, 8.0  # query 1 ↔ target 0 (class 2, top half)
+    logits[0, 3, 0], pred[0, 3, 4:] = 5.0, 8.0  # query 3 ↔ target 1 (class 0, bottom half)
     rows, cols = HungarianMatcher()(logits, pred, target)[0]
     assert rows.tolist() == [1, 3] and cols.tolist() == [0, 1]
     crit = SetCriterion(k, LossConfig(), HungarianMatcher())
     _, w = normalizers(target, q, 0.1)
-    out = crit({"pred_logits": logits[None].repeat(2, 1, 1, 1), "pred_masks": pred[None].repeat(2, 1, 1, 1, 1)},
-               target, 2, w)
+    out = crit(
+        {"pred_logits": logits[None].repeat(2, 1, 1, 1), "pred_masks": pred[None].repeat(2, 1, 1, 1, 1)}, target, 2, w
+    )
     assert set(out) == {"loss", "loss_ce", "loss_mask", "loss_dice", "loss_ce_0", "loss_mask_0", "loss_dice_0"}
     assert out["loss_ce"] < 0.2 and out["loss_dice"] < 0.1
     torch.testing.assert_close(out["loss"], sum(v for k_, v in out.items() if k_ != "loss"))
@@ -138,7 +174,7 @@ def test_torchvision_resnet_weights_load_into_backbone(tmp_path):
     from train.init_weights import load_backbone
 
     tv = torchvision.models.resnet50(weights=None).eval()
-    with torch.no_grad():                      # non-trivial BN statistics
+    with torch.no_grad():  # non-trivial BN statistics
         for m in tv.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.1, 0.1)
@@ -150,7 +186,7 @@ def test_torchvision_resnet_weights_load_into_backbone(tmp_path):
     with torch.no_grad():
         ours = model.backbone(x)["res5"]
         theirs = tv.layer4(tv.layer3(tv.layer2(tv.layer1(tv.maxpool(tv.relu(tv.bn1(tv.conv1(x))))))))
-    scale = theirs.abs().max().item()   # float32 summation-order noise of a 50-layer random network
+    scale = theirs.abs().max().item()  # float32 summation-order noise of a 50-layer random network
     torch.testing.assert_close(ours, theirs, rtol=1e-3, atol=1e-4 * scale)
 
 
@@ -164,8 +200,21 @@ def test_evaluate_cli_cross_dataset_vocabulary(tiny_data, tmp_path):
     from train.train import main as train_main
 
     run = tmp_path / "run"
-    assert train_main(["--config", "configs/synthetic-tiny.yaml", f"data.root={tiny_data}", f"train.output_dir={run}",
-                       "solver.max_iter=1", "solver.batch_size=2", "eval.protocols=[]", *FAST]) == 0
+    assert (
+        train_main(
+            [
+                "--config",
+                "configs/synthetic-tiny.yaml",
+                f"data.root={tiny_data}",
+                f"train.output_dir={run}",
+                "solver.max_iter=1",
+                "solver.batch_size=2",
+                "eval.protocols=[]",
+                *FAST,
+            ]
+        )
+        == 0
+    )
     other = tmp_path / "other"
     (other / "images").mkdir(parents=True)
     (other / "labels").mkdir()
@@ -174,8 +223,25 @@ def test_evaluate_cli_cross_dataset_vocabulary(tiny_data, tmp_path):
     Image.fromarray(np.full((40, 50, 3), 200, np.uint8)).save(other / "images" / "a.png")
     Image.fromarray(np.tile(np.array([0, 1], np.uint8), (40, 25))).save(other / "labels" / "a.png")
     out = tmp_path / "eval"
-    assert evaluate_main(["--checkpoint", str(run / "model_final.pth"), "--dataset", str(other), "--split", "all",
-                          "--mode", "cropmask", "--min-size", "32", "--out", str(out)]) == 0
+    assert (
+        evaluate_main(
+            [
+                "--checkpoint",
+                str(run / "model_final.pth"),
+                "--dataset",
+                str(other),
+                "--split",
+                "all",
+                "--mode",
+                "cropmask",
+                "--min-size",
+                "32",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert [c["name"] for c in metrics["per_class"]] == ["zebra", "red plain"]
     assert (out / "metrics.md").read_text().startswith("# ")
@@ -193,33 +259,68 @@ def test_bundle_evaluation_matches_checkpoint(tiny_data, tmp_path):
     from train.train import main as train_main
 
     run = tmp_path / "run"
-    assert train_main(["--config", "configs/synthetic-tiny.yaml", f"data.root={tiny_data}", f"train.output_dir={run}",
-                       "solver.max_iter=2", "solver.batch_size=2", "eval.protocols=[]", *FAST]) == 0
-    assert export_main(["--checkpoint", str(run / "model_final.pth"), "--out", str(tmp_path / "bundle"),
-                        "--no-progress", "-q"]) == 0
+    assert (
+        train_main(
+            [
+                "--config",
+                "configs/synthetic-tiny.yaml",
+                f"data.root={tiny_data}",
+                f"train.output_dir={run}",
+                "solver.max_iter=2",
+                "solver.batch_size=2",
+                "eval.protocols=[]",
+                *FAST,
+            ]
+        )
+        == 0
+    )
+    assert (
+        export_main(
+            ["--checkpoint", str(run / "model_final.pth"), "--out", str(tmp_path / "bundle"), "--no-progress", "-q"]
+        )
+        == 0
+    )
     common = ["--dataset", str(tiny_data), "--mode", "proposal", "--min-size", "0"]
     assert evaluate_main(["--checkpoint", str(run / "model_final.pth"), *common, "--out", str(tmp_path / "a")]) == 0
-    assert evaluate_main(["--bundle", str(tmp_path / "bundle"), "--backend", "onnxruntime", *common,
-                          "--out", str(tmp_path / "b")]) == 0
+    assert (
+        evaluate_main(
+            ["--bundle", str(tmp_path / "bundle"), "--backend", "onnxruntime", *common, "--out", str(tmp_path / "b")]
+        )
+        == 0
+    )
     a = json.loads((tmp_path / "a" / "metrics.json").read_text())
     b = json.loads((tmp_path / "b" / "metrics.json").read_text())
     ga = [c["pred_pixels"] for c in a["per_class"]]
     gb = [c["pred_pixels"] for c in b["per_class"]]
-    assert sum(abs(x - y) for x, y in zip(ga, gb)) <= 0.01 * sum(ga)   # near-tie pixels may flip
+    assert sum(abs(x - y) for x, y in zip(ga, gb)) <= 0.01 * sum(ga)  # near-tie pixels may flip
 
 
 def test_repeated_nonfinite_losses_stop_training(tiny_data, tmp_path, monkeypatch):
     from train.engine import Trainer, TrainingStopped
 
-    cfg = load_config("configs/synthetic-tiny.yaml", [f"data.root={tiny_data}", f"train.output_dir={tmp_path}",
-                                                      "solver.batch_size=2", "train.max_nonfinite=3",
-                                                      "data.num_workers=0", *FAST])
+    cfg = load_config(
+        "configs/synthetic-tiny.yaml",
+        [
+            f"data.root={tiny_data}",
+            f"train.output_dir={tmp_path}",
+            "solver.batch_size=2",
+            "train.max_nonfinite=3",
+            "data.num_workers=0",
+            *FAST,
+        ],
+    )
     trainer = Trainer(cfg)
 
     def broken_step(micro):
         trainer.nonfinite += 1
-        return {"loss": float("nan"), "loss_ce": float("nan"), "loss_mask": 0.0, "loss_dice": 0.0,
-                "finite": 0.0, "lr": 1e-3}
+        return {
+            "loss": float("nan"),
+            "loss_ce": float("nan"),
+            "loss_mask": 0.0,
+            "loss_dice": 0.0,
+            "finite": 0.0,
+            "lr": 1e-3,
+        }
 
     monkeypatch.setattr(trainer, "train_step", broken_step)
     with pytest.raises(TrainingStopped, match="3 consecutive non-finite"):
@@ -233,9 +334,25 @@ def test_official_size_model_trains_one_step(tiny_data, tmp_path):
     from train.train import main
 
     out = tmp_path / "r50"
-    assert main(["--config", "configs/coco-stuff-r50.yaml", "data.dataset=synthetic", f"data.root={tiny_data}",
-                 f"train.output_dir={out}", "init.clip=null", "solver.batch_size=2", "solver.max_iter=1",
-                 "train.eval_period=0", "eval.protocols=[seen]", "data.num_workers=0", "train.log_period=1",
-                 *FAST]) == 0
+    assert (
+        main(
+            [
+                "--config",
+                "configs/coco-stuff-r50.yaml",
+                "data.dataset=synthetic",
+                f"data.root={tiny_data}",
+                f"train.output_dir={out}",
+                "init.clip=null",
+                "solver.batch_size=2",
+                "solver.max_iter=1",
+                "train.eval_period=0",
+                "eval.protocols=[seen]",
+                "data.num_workers=0",
+                "train.log_period=1",
+                *FAST,
+            ]
+        )
+        == 0
+    )
     record = json.loads(open(out / "train_log.jsonl").readline())
     assert math.isfinite(record["loss"]) and "loss_ce" in record

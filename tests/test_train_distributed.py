@@ -1,4 +1,5 @@
 """torchrun data parallelism on the CPU (gloo): identical replicas, and the same loss as one process."""
+
 import json
 import os
 import subprocess
@@ -11,9 +12,20 @@ from train.checkpoint import read_checkpoint
 from train.data.synthetic import generate
 
 REPO = Path(__file__).resolve().parents[1]
-COMMON = ["data.crop_size=64", "data.scales=[1.0]", "train.threads=1", "train.progress=false",
-          "train.tensorboard=false", "train.eval_period=0", "eval.protocols=[]", "model.dropout=0.0",
-          "solver.batch_size=4", "solver.max_iter=3", "train.log_period=1", "train.deterministic=true"]
+COMMON = [
+    "data.crop_size=64",
+    "data.scales=[1.0]",
+    "train.threads=1",
+    "train.progress=false",
+    "train.tensorboard=false",
+    "train.eval_period=0",
+    "eval.protocols=[]",
+    "model.dropout=0.0",
+    "solver.batch_size=4",
+    "solver.max_iter=3",
+    "train.log_period=1",
+    "train.deterministic=true",
+]
 
 
 def _run(cmd, out):
@@ -27,12 +39,23 @@ def test_torchrun_two_ranks_match_single_process(tmp_path):
     data = generate(tmp_path / "data", num_classes=4, num_unseen=1, num_train=8, num_val=1, size=64, seed=2)
     args = ["train/train.py", "--config", "configs/synthetic-tiny.yaml", f"data.root={data}", *COMMON]
     ddp_out, single_out = tmp_path / "ddp", tmp_path / "single"
-    ddp = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                *args, f"train.output_dir={ddp_out}"], ddp_out)
+    ddp = _run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            *args,
+            f"train.output_dir={ddp_out}",
+        ],
+        ddp_out,
+    )
     single = _run([sys.executable, *args, f"train.output_dir={single_out}"], single_out)
 
     replicas = json.loads((ddp_out / "replicas.json").read_text())
-    assert len(replicas["sha256"]) == 2 and replicas["identical"], replicas   # both ranks, same weights
+    assert len(replicas["sha256"]) == 2 and replicas["identical"], replicas  # both ranks, same weights
 
     assert [r["step"] for r in ddp] == [1, 2, 3]
     # same global batch → same loss (up to floating-point reduction order; measured ~1e-7 relative)

@@ -1,4 +1,5 @@
 """The quick start end to end (tiny settings) and its resumability after Ctrl-C at any step."""
+
 import json
 from pathlib import Path
 
@@ -7,10 +8,19 @@ import pytest
 from train import quickstart
 from train.engine import Trainer
 
-SMALL = ["model.clip.embed_dim=32", "model.clip.image_size=32", "model.clip.patch_size=8",
-         "model.clip.vision_width=64", "model.clip.vision_layers=1", "model.clip.vision_heads=1",
-         "model.clip.text_width=64", "model.clip.text_heads=1", "model.clip.text_layers=1",
-         "train.checkpoint_period=2", "train.progress=false"]
+SMALL = [
+    "model.clip.embed_dim=32",
+    "model.clip.image_size=32",
+    "model.clip.patch_size=8",
+    "model.clip.vision_width=64",
+    "model.clip.vision_layers=1",
+    "model.clip.vision_heads=1",
+    "model.clip.text_width=64",
+    "model.clip.text_heads=1",
+    "model.clip.text_layers=1",
+    "train.checkpoint_period=2",
+    "train.progress=false",
+]
 ARGS = ["--train", "6", "--val", "3", "--clip-steps", "3", "--iters", "5", "--backends", "onnxruntime"]
 
 
@@ -66,8 +76,10 @@ def test_quickstart_resumes_after_interruptions(tmp_path, monkeypatch, capsys):
     # next to the expected band measured over seeds; tiny settings are not what it was measured with
     assert "Expected (cropmask, seeds" in text and "only indicative" in text and "unseen_mIoU  this run" in text
     repo = Path(__file__).resolve().parents[1]  # the hint works from any folder
-    assert (f"try it in a browser: pip install -e '{repo}[demo]' && python -m sdk demo --bundle {out / 'bundle'}"
-            in text and "http://127.0.0.1:7860" in text)
+    assert (
+        f"try it in a browser: pip install -e '{repo}[demo]' && python -m sdk demo --bundle {out / 'bundle'}" in text
+        and "http://127.0.0.1:7860" in text
+    )
     records = json.loads((out / "gzss.json").read_text())["records"]
     assert [r["mode"] for r in records] == ["cropmask", "pruned", "maskpool", "proposal"]
     assert all(0 <= r["nan_safe"]["mIoU"] <= 1 for r in records)  # 3 images: not every class occurs

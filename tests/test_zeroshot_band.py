@@ -1,4 +1,5 @@
 """The expected band: seed-spread statistics, the quick start's verdict, and the benchmark that writes both."""
+
 import json
 import sys
 from pathlib import Path
@@ -13,12 +14,24 @@ SETTINGS = {"train": 400, "val": 200, "clip_steps": 400, "iters": 3000}
 
 
 def _records(seen, unseen, h, backend="onnxruntime"):
-    return [{"backend": backend, "precision": "fp32", "mode": mode, "seen_mIoU": seen, "unseen_mIoU": unseen - d,
-             "hIoU": h - d} for mode, d in (("cropmask", 0.0), ("proposal", 0.3))]
+    return [
+        {
+            "backend": backend,
+            "precision": "fp32",
+            "mode": mode,
+            "seen_mIoU": seen,
+            "unseen_mIoU": unseen - d,
+            "hIoU": h - d,
+        }
+        for mode, d in (("cropmask", 0.0), ("proposal", 0.3))
+    ]
 
 
-RUNS = {0: _records(0.43, 0.434, 0.432) + _records(0.1, 0.1, 0.1, "torch"),
-        1: _records(0.39, 0.277, 0.325), 2: _records(0.375, 0.357, 0.366)}
+RUNS = {
+    0: _records(0.43, 0.434, 0.432) + _records(0.1, 0.1, 0.1, "torch"),
+    1: _records(0.39, 0.277, 0.325),
+    2: _records(0.375, 0.357, 0.366),
+}
 
 
 def test_seed_spread_is_mean_min_max_of_one_backend():
@@ -62,16 +75,32 @@ def test_benchmark_seeds_writes_the_spread_table_the_section_and_the_band(tmp_pa
 
     def fake_run_seed(work, seed, a, backends):
         assert work == tmp_path / "work" and backends == ["onnxruntime"]
-        return {"seed": seed, "clip_zero_shot": {"unseen_acc_all": 0.36}, "clip_seconds": 1.0,
-                "zegformer_seconds": 2.0, "records": RUNS[seed][:2], "seconds_this_run": 3.0}
+        return {
+            "seed": seed,
+            "clip_zero_shot": {"unseen_acc_all": 0.36},
+            "clip_seconds": 1.0,
+            "zegformer_seconds": 2.0,
+            "records": RUNS[seed][:2],
+            "seconds_this_run": 3.0,
+        }
 
     monkeypatch.setattr(zeroshot, "run_seed", fake_run_seed)
     band_file = tmp_path / "band.json"
     out = tmp_path / "results"
     out.mkdir()
     (out / "zeroshot.md").write_text("# Zero-shot\n\ntable\n")
-    args = ["--seeds", "0,1,2", "--work", str(tmp_path / "work"), "--backends", "onnxruntime", "--out-dir", str(out),
-            "--band", str(band_file)]
+    args = [
+        "--seeds",
+        "0,1,2",
+        "--work",
+        str(tmp_path / "work"),
+        "--backends",
+        "onnxruntime",
+        "--out-dir",
+        str(out),
+        "--band",
+        str(band_file),
+    ]
     assert zeroshot.main(args) == 0
     md = (out / "zeroshot.md").read_text()
     assert md.startswith("# Zero-shot\n\ntable\n") and md.count("## Seed spread") == 1

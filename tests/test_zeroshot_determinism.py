@@ -1,5 +1,6 @@
 """The zero-shot testbed is a pure function of its seed on one machine: world bytes, CLIP and
 ZegFormer training (data order, augmentation, initialisation), whatever the number of data processes."""
+
 import functools
 import hashlib
 import json
@@ -21,17 +22,36 @@ from train.quickstart import CONFIG, PORTABLE_KERNELS, train_config
 from train.runtime import weights_digest
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_CLIP = ["model.clip.embed_dim=32", "model.clip.image_size=32", "model.clip.patch_size=8",
-             "model.clip.vision_width=32", "model.clip.vision_layers=1", "model.clip.vision_heads=1",
-             "model.clip.text_width=32", "model.clip.text_heads=1", "model.clip.text_layers=1"]
-TINY_ZEG = [*TINY_CLIP, "model.hidden_dim=32", "model.dim_feedforward=64", "model.conv_dim=32", "model.mask_dim=32",
-            "model.num_queries=4", "data.crop_size=64", "solver.batch_size=2", "train.log_period=1",
-            "train.progress=false", "train.tensorboard=false", "train.checkpoint_period=0", "train.threads=1"]
+TINY_CLIP = [
+    "model.clip.embed_dim=32",
+    "model.clip.image_size=32",
+    "model.clip.patch_size=8",
+    "model.clip.vision_width=32",
+    "model.clip.vision_layers=1",
+    "model.clip.vision_heads=1",
+    "model.clip.text_width=32",
+    "model.clip.text_heads=1",
+    "model.clip.text_layers=1",
+]
+TINY_ZEG = [
+    *TINY_CLIP,
+    "model.hidden_dim=32",
+    "model.dim_feedforward=64",
+    "model.conv_dim=32",
+    "model.mask_dim=32",
+    "model.num_queries=4",
+    "data.crop_size=64",
+    "solver.batch_size=2",
+    "train.log_period=1",
+    "train.progress=false",
+    "train.tensorboard=false",
+    "train.checkpoint_period=0",
+    "train.threads=1",
+]
 
 
 def _digests(root):
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*.png"))}
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*.png"))}
 
 
 def test_world_is_a_pure_function_of_the_seed_and_more_held_out_images_extend_it(tmp_path):
@@ -77,8 +97,10 @@ def test_zegformer_training_repeats_bit_for_bit_and_the_seed_moves_it(tmp_path):
 def test_quickstart_seed_reaches_zegformer_and_clip(tmp_path):
     assert load_config(CONFIG, [])["train"]["seed"] == 0
     assert train_config(tmp_path, tmp_path / "run", tmp_path / "clip.pt", 5, [], seed=7)["train"]["seed"] == 7
-    assert train_config(tmp_path, tmp_path / "run", tmp_path / "clip.pt", 5, ["train.seed=2"], seed=7)[
-        "train"]["seed"] == 2  # an explicit override wins
+    assert (
+        train_config(tmp_path, tmp_path / "run", tmp_path / "clip.pt", 5, ["train.seed=2"], seed=7)["train"]["seed"]
+        == 2
+    )  # an explicit override wins
 
 
 def _clip(seed, workers=0):
@@ -106,7 +128,6 @@ def test_clip_data_processes_draw_different_batches():
     assert not torch.equal(two[0], two[1])  # each process its own stream (they used to repeat each other)
     # one process (the quick start's default) draws what the main process draws: the seed's own stream
     assert torch.equal(_first_batches(mcfg, 1, 1)[0], _first_batches(mcfg, 0, 1)[0])
-
 
 
 @pytest.mark.skipif(not torch.cpu._is_avx2_supported(), reason="the pin is for x86 CPUs with AVX2")

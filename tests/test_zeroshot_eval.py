@@ -1,4 +1,5 @@
 """The GZSS evaluation's precision axis: agreement with the faithful map, computed independently."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,8 +33,15 @@ def bundle(tmp_path_factory):
 def maps(bundle, backend: str, precision: str, mode: str):
     from sdk import Segmenter
 
-    seg = Segmenter(str(bundle), backend=backend, device="cpu", min_size=None, cache_dir=False,
-                    vocabulary=NAMES, precision=precision)
+    seg = Segmenter(
+        str(bundle),
+        backend=backend,
+        device="cpu",
+        min_size=None,
+        cache_dir=False,
+        vocabulary=NAMES,
+        precision=precision,
+    )
     return [np.asarray(seg(Blocks().load(i)[0], mode=mode).label_map) for i in range(3)]
 
 
@@ -41,11 +49,20 @@ def test_configurations_put_the_faithful_reference_first():
     from train.zeroshot_eval import configurations
 
     assert configurations(["onnxruntime", "openvino", "torch"], ["fp32", "bf16", "int8"]) == [
-        ("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"), ("openvino", "bf16"),
-        ("openvino", "int8"), ("torch", "fp32")]
+        ("onnxruntime", "fp32"),
+        ("onnxruntime", "int8"),
+        ("openvino", "fp32"),
+        ("openvino", "bf16"),
+        ("openvino", "int8"),
+        ("torch", "fp32"),
+    ]
     assert configurations(["onnxruntime", "openvino"], ["fp32", "clip_image=int8", "proposal=bf16"]) == [
-        ("onnxruntime", "fp32"), ("onnxruntime", "clip_image=int8"), ("openvino", "fp32"),
-        ("openvino", "clip_image=int8"), ("openvino", "proposal=bf16")]
+        ("onnxruntime", "fp32"),
+        ("onnxruntime", "clip_image=int8"),
+        ("openvino", "fp32"),
+        ("openvino", "clip_image=int8"),
+        ("openvino", "proposal=bf16"),
+    ]
     with pytest.raises(ValueError, match="fp32"):
         configurations(["openvino"], ["bf16"])
 
@@ -54,21 +71,34 @@ def test_agreements_are_with_the_faithful_map_and_the_same_mode_in_fp32(bundle):
     pytest.importorskip("openvino")
     from train.zeroshot_eval import evaluate_bundle
 
-    records = evaluate_bundle(bundle, Blocks(), modes=("cropmask", "proposal"), backends=("onnxruntime", "openvino"),
-                              precisions=("fp32", "bf16"))
-    assert [r["name"] for r in records] == ["onnxruntime/fp32/cropmask", "onnxruntime/fp32/proposal",
-                                            "openvino/fp32/cropmask", "openvino/fp32/proposal",
-                                            "openvino/bf16/cropmask", "openvino/bf16/proposal"]
+    records = evaluate_bundle(
+        bundle,
+        Blocks(),
+        modes=("cropmask", "proposal"),
+        backends=("onnxruntime", "openvino"),
+        precisions=("fp32", "bf16"),
+    )
+    assert [r["name"] for r in records] == [
+        "onnxruntime/fp32/cropmask",
+        "onnxruntime/fp32/proposal",
+        "openvino/fp32/cropmask",
+        "openvino/fp32/proposal",
+        "openvino/bf16/cropmask",
+        "openvino/bf16/proposal",
+    ]
     by = {r["name"]: r for r in records}
     faithful = maps(bundle, "onnxruntime", "fp32", "cropmask")
     proposal = maps(bundle, "onnxruntime", "fp32", "proposal")
     bf16 = maps(bundle, "openvino", "bf16", "proposal")
     assert by["onnxruntime/fp32/cropmask"]["agreement"] == 1.0
     assert by["onnxruntime/fp32/proposal"]["agreement"] == pytest.approx(
-        np.mean([np.mean(a == b) for a, b in zip(proposal, faithful)]))
+        np.mean([np.mean(a == b) for a, b in zip(proposal, faithful)])
+    )
     assert by["openvino/bf16/proposal"]["agreement"] == pytest.approx(
-        np.mean([np.mean(a == b) for a, b in zip(bf16, faithful)]))
+        np.mean([np.mean(a == b) for a, b in zip(bf16, faithful)])
+    )
     assert by["openvino/bf16/proposal"]["agreement_fp32"] == pytest.approx(
-        np.mean([np.mean(a == b) for a, b in zip(bf16, proposal)]))
+        np.mean([np.mean(a == b) for a, b in zip(bf16, proposal)])
+    )
     assert "agreement_fp32" not in by["openvino/fp32/proposal"]
     assert by["onnxruntime/fp32/cropmask"]["clip_query_fraction"] == 1.0

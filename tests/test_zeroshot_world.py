@@ -1,4 +1,5 @@
 """The compositional zero-shot world and its small CLIP: splits, no leakage, format, zero-shot > chance."""
+
 import hashlib
 
 import numpy as np
@@ -22,9 +23,17 @@ from train.model.text import tokenize
 
 CONFIG = "configs/zeroshot-world.yaml"
 # a reduced CLIP for tests: same graph kinds (ViT + 77-token text transformer), seconds to train
-SMALL = ["model.clip.embed_dim=32", "model.clip.image_size=32", "model.clip.patch_size=8",
-         "model.clip.vision_width=64", "model.clip.vision_layers=2", "model.clip.vision_heads=1",
-         "model.clip.text_width=64", "model.clip.text_heads=1", "model.clip.text_layers=2"]
+SMALL = [
+    "model.clip.embed_dim=32",
+    "model.clip.image_size=32",
+    "model.clip.patch_size=8",
+    "model.clip.vision_width=64",
+    "model.clip.vision_layers=2",
+    "model.clip.vision_heads=1",
+    "model.clip.text_width=64",
+    "model.clip.text_heads=1",
+    "model.clip.text_layers=2",
+]
 
 
 def test_unseen_classes_are_new_combinations_of_seen_attributes():
@@ -34,7 +43,7 @@ def test_unseen_classes_are_new_combinations_of_seen_attributes():
     assert len(unseen) == len(w.colours) and len(w.class_names) == len(set(w.class_names)) == 30
     for colour, texture in unseen:
         assert sum(c == colour for c, _ in seen) >= 3 and sum(t == texture for _, t in seen) >= 3
-    assert w.seen[-len(unseen):] == [False] * len(unseen) and all(w.seen[:-len(unseen)])
+    assert w.seen[-len(unseen) :] == [False] * len(unseen) and all(w.seen[: -len(unseen)])
     assert World.from_dict(w.to_dict()) == w
 
 
@@ -95,8 +104,9 @@ def small_clip():
     """A reduced world (3 colours x 3 textures, 3 unseen) and CLIP, trained for a few seconds."""
     world = World(colours=("red", "yellow", "blue"), textures=("plain", "striped", "dotted"))
     mcfg = model_config(load_config(CONFIG, SMALL))
-    run = train_clip(world, mcfg, ClipTrainConfig(steps=150, batch_size=48, lr=1e-3, warmup=10, workers=0,
-                                                  threads=1), progress=False)
+    run = train_clip(
+        world, mcfg, ClipTrainConfig(steps=150, batch_size=48, lr=1e-3, warmup=10, workers=0, threads=1), progress=False
+    )
     return world, mcfg, run
 
 

@@ -8,6 +8,7 @@ pseudo-random values (:func:`pseudo_random`, from a recipe: shape, mean, std, se
 ``sdk/resources``. Every file is listed with its sha256 in the manifest, so the SDK verifies
 the result as usual.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,8 @@ def pseudo_random(n: int, seed: int) -> np.ndarray:
         x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         x = x ^ (x >> np.uint64(31))
-    u = (x >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
-    return (u - 0.5) * 12 ** 0.5
+    u = (x >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    return (u - 0.5) * 12**0.5
 
 
 def tensor(entry: Dict) -> np.ndarray:
@@ -60,6 +61,5 @@ def materialise(dest: Path) -> Path:
 
     shutil.copytree(DATA, dest)
     write_weights(dest, json.loads(RECIPE.read_text(encoding="utf-8")))
-    shutil.copyfile(Path(__file__).resolve().parents[1] / "sdk" / "resources" / TOKENIZER_VOCAB,
-                    dest / TOKENIZER_VOCAB)
+    shutil.copyfile(Path(__file__).resolve().parents[1] / "sdk" / "resources" / TOKENIZER_VOCAB, dest / TOKENIZER_VOCAB)
     return dest

@@ -7,6 +7,7 @@ contexts of one engine running on the same optimisation profile at once. As the 
 ``set_tensor_address`` returns False for an unknown tensor or an address that is not 256-byte
 aligned, and ``nptype`` raises TypeError for BF16/FP8 (``log.tensor_dtypes`` gives a tensor such a type).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -48,6 +49,7 @@ class FakePyCuda:
             compute_capability = lambda self: cc  # noqa: E731
             name = lambda self: "Fake GPU"  # noqa: E731
             retain_primary_context = lambda self: types.SimpleNamespace(push=fake.push)  # noqa: E731
+
         m.Device = Device
         m.Context = types.SimpleNamespace(pop=self.pop, synchronize=self.synchronize)
 
@@ -63,6 +65,7 @@ class FakePyCuda:
 
             def wait_for_event(self, event):
                 fake.require_context()
+
         m.Stream = Stream
         m.event_flags = types.SimpleNamespace(DISABLE_TIMING=2)
         m.Event = lambda flags=0: types.SimpleNamespace(record=lambda s=None: None, synchronize=lambda: None)
@@ -107,6 +110,7 @@ class FakePyCuda:
             def free(self):
                 fake.require_context()
                 del fake.memory[ptr]
+
         return Allocation()
 
     def _locate(self, ptr, n):
@@ -119,11 +123,11 @@ class FakePyCuda:
         self.require_context()
         raw = np.ascontiguousarray(data).view(np.uint8).ravel()
         buf, off = self._locate(ptr, raw.size)
-        buf[off:off + raw.size] = raw.tobytes()
+        buf[off : off + raw.size] = raw.tobytes()
 
     def read(self, ptr, n) -> np.ndarray:
         buf, off = self._locate(ptr, n)
-        return np.frombuffer(bytes(buf[off:off + n]), np.uint8)
+        return np.frombuffer(bytes(buf[off : off + n]), np.uint8)
 
     def read_into(self, host: np.ndarray, ptr):
         self.require_context()
@@ -150,8 +154,14 @@ class FakeDeviceArray:
 
     @property
     def __cuda_array_interface__(self):
-        return {"shape": self.shape, "typestr": self.dtype.str, "data": (int(self.alloc) + self.offset, False),
-                "version": 3, "strides": None, "stream": self.stream}
+        return {
+            "shape": self.shape,
+            "typestr": self.dtype.str,
+            "data": (int(self.alloc) + self.offset, False),
+            "version": 3,
+            "strides": None,
+            "stream": self.stream,
+        }
 
     def __array__(self, *a, **k):
         raise AssertionError("a device array was converted to numpy")
@@ -172,6 +182,7 @@ def fake_tensorrt(cuda: FakePyCuda, version: str = "10.16.1.11"):
         if dtype in (trt.DataType.BF16, trt.DataType.FP8):
             raise TypeError("Could not resolve TensorRT datatype to an equivalent numpy datatype.")
         return dtype
+
     trt.nptype = nptype
     trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE=0)
     flags = {"TF32": 6}
@@ -179,8 +190,16 @@ def fake_tensorrt(cuda: FakePyCuda, version: str = "10.16.1.11"):
         flags.update(FP16=0, INT8=1, OBEY_PRECISION_CONSTRAINTS=9)
         trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=0)
     trt.BuilderFlag = types.SimpleNamespace(**flags)
-    log = types.SimpleNamespace(networks=[], executed=[], contexts=[], running=Counter(), max_running=0,
-                                lock=threading.Lock(), tensor_dtypes={}, refused=[])
+    log = types.SimpleNamespace(
+        networks=[],
+        executed=[],
+        contexts=[],
+        running=Counter(),
+        max_running=0,
+        lock=threading.Lock(),
+        tensor_dtypes={},
+        refused=[],
+    )
 
     class Network:
         def __init__(self, flags):
@@ -234,8 +253,9 @@ def fake_tensorrt(cuda: FakePyCuda, version: str = "10.16.1.11"):
 
         def build_serialized_network(self, network, config):
             assert all(p.shapes == config.profiles[0].shapes for p in config.profiles)
-            return json.dumps({"onnx": network.onnx, "profiles": len(config.profiles),
-                               "shapes": config.profiles[0].shapes}).encode()
+            return json.dumps(
+                {"onnx": network.onnx, "profiles": len(config.profiles), "shapes": config.profiles[0].shapes}
+            ).encode()
 
     trt.Builder, trt.OnnxParser = Builder, Parser
 
@@ -315,7 +335,8 @@ def fake_tensorrt(cuda: FakePyCuda, version: str = "10.16.1.11"):
             return Context(self)
 
     trt.Runtime = lambda logger: types.SimpleNamespace(
-        deserialize_cuda_engine=lambda data: Engine(json.loads(bytes(data).decode())))
+        deserialize_cuda_engine=lambda data: Engine(json.loads(bytes(data).decode()))
+    )
     return trt, log
 
 

@@ -3,6 +3,7 @@
 A checkpoint alone is enough to rebuild its model (``load_model``). Loading always uses
 ``torch.load(weights_only=True)``.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,8 +30,11 @@ class CheckpointError(ValueError):
 def versions() -> Dict[str, str]:
     import open_clip
 
-    return {"torch": str(torch.__version__), "open_clip": str(open_clip.__version__),
-            "python": platform.python_version()}
+    return {
+        "torch": str(torch.__version__),
+        "open_clip": str(open_clip.__version__),
+        "python": platform.python_version(),
+    }
 
 
 def atomic_save(obj: Any, path: PathLike) -> None:
@@ -41,13 +45,19 @@ def atomic_save(obj: Any, path: PathLike) -> None:
         torch.save(obj, tmp)
 
 
-def save_checkpoint(path: PathLike, model: ZegFormer, class_names: Sequence[str], seen: Sequence[bool],
-                    extra: Optional[Dict[str, Any]] = None) -> None:
+def save_checkpoint(
+    path: PathLike,
+    model: ZegFormer,
+    class_names: Sequence[str],
+    seen: Sequence[bool],
+    extra: Optional[Dict[str, Any]] = None,
+) -> None:
     """Write ``model`` with its config and the class list (all classes, seen flags) it is meant for."""
     if len(class_names) != len(seen):
         raise ValueError("class_names and seen must have the same length")
     payload = {
-        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
         "config": model.cfg.to_dict(),
         "classes": {"names": list(class_names), "seen": [bool(s) for s in seen]},
         "versions": versions(),
@@ -67,24 +77,29 @@ def read_checkpoint(path: PathLike) -> Dict[str, Any]:
     except Exception as e:  # truncated zip, pickle with disallowed globals, not a torch file...
         # only torch's first sentence: the next ones advise weights_only=False (unsafe on untrusted files)
         detail = " ".join(str(e).split()).split(". ")[0][:160]
-        raise CheckpointError(f"cannot read checkpoint {path}: not a complete PyTorch file of tensors "
-                              f"({type(e).__name__}: {detail})") from e
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: not a complete PyTorch file of tensors ({type(e).__name__}: {detail})"
+        ) from e
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a zegformer-sdk checkpoint (official ZegFormer "
-                              "checkpoints must be imported first: python -m train.convert_official)")
+        raise CheckpointError(
+            f"{path} is not a zegformer-sdk checkpoint (official ZegFormer "
+            "checkpoints must be imported first: python -m train.convert_official)"
+        )
     if payload.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(f"{path} has checkpoint format version {payload['format_version']}; "
-                              f"this code reads up to {FORMAT_VERSION}: upgrade zegformer-sdk")
+        raise CheckpointError(
+            f"{path} has checkpoint format version {payload['format_version']}; "
+            f"this code reads up to {FORMAT_VERSION}: upgrade zegformer-sdk"
+        )
     return payload
 
 
-def load_model(path: PathLike, device: Union[str, torch.device] = "cpu"
-               ) -> Tuple[ZegFormer, Dict[str, Any]]:
+def load_model(path: PathLike, device: Union[str, torch.device] = "cpu") -> Tuple[ZegFormer, Dict[str, Any]]:
     """Rebuild the model of a checkpoint; returns ``(model in eval mode, checkpoint dict)``."""
     payload = read_checkpoint(path)
     model = build_model(ModelConfig.from_dict(payload["config"]))
     missing, unexpected = model.load_state_dict(payload["model"], strict=False)
     if missing or unexpected:
-        raise CheckpointError(f"{path}: weights do not match its config: missing {missing[:10]}, "
-                              f"unexpected {unexpected[:10]}")
+        raise CheckpointError(
+            f"{path}: weights do not match its config: missing {missing[:10]}, unexpected {unexpected[:10]}"
+        )
     return model.to(device).eval(), payload

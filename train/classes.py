@@ -1,4 +1,5 @@
 """Class lists, seen/unseen splits and prompt templates of the official datasets."""
+
 from __future__ import annotations
 
 import json
@@ -42,16 +43,18 @@ def dataset_classes(dataset: str) -> ClassSplit:
         return ClassSplit(tuple(c["name"] for c in classes), tuple(c["trainId"] < 15 for c in classes))
     if dataset == "ade-847":
         classes = _load("ade20k_847_classes.json")["classes"]
-        return ClassSplit(tuple(c["name"] for c in classes),
-                          tuple(c["frequency"] != "rare" for c in classes))
+        return ClassSplit(tuple(c["name"] for c in classes), tuple(c["frequency"] != "rare" for c in classes))
     raise ValueError(f"unknown dataset {dataset!r}; choose coco-stuff, voc or ade-847")
 
 
 @cache
 def _templates() -> Dict[str, List[str]]:
     t = _load("prompt_templates.json")
-    return {"single": t["single"], "imagenet_select": t["IMAGENET_TEMPLATES_SELECT"],
-            "imagenet_select_clip": t["IMAGENET_TEMPLATES_SELECT_CLIP"]}
+    return {
+        "single": t["single"],
+        "imagenet_select": t["IMAGENET_TEMPLATES_SELECT"],
+        "imagenet_select_clip": t["IMAGENET_TEMPLATES_SELECT_CLIP"],
+    }
 
 
 def prompt_templates(kind: str) -> List[str]:

@@ -18,6 +18,7 @@ and ``load_clip`` read) and ``OUT/clip.json`` (architecture, training record, he
 accuracy of crops of seen and *unseen* classes), into a temporary folder renamed to ``OUT`` at the
 end: ``OUT`` is complete or absent.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,10 +55,10 @@ class ClipTrainConfig:
     lr: float = 2e-3
     warmup: int = 60
     weight_decay: float = 0.1
-    minutes: float = 0.0          # > 0: stop (and cosine-anneal) by wall time instead of steps
+    minutes: float = 0.0  # > 0: stop (and cosine-anneal) by wall time instead of steps
     seed: int = 0
-    threads: int = 1              # torch threads; a busy 2-core CPU runs 1 thread + 1 data worker best
-    workers: int = 1              # data processes rendering scenes, crops and captions
+    threads: int = 1  # torch threads; a busy 2-core CPU runs 1 thread + 1 data worker best
+    workers: int = 1  # data processes rendering scenes, crops and captions
     eval_per_class: int = 40
     caption_mix: Tuple[float, float, float, float] = CAPTION_MIX  # see train.data.captions.sample_caption
 
@@ -105,8 +106,9 @@ class CropBatches(torch.utils.data.IterableDataset):
         # each data process its own stream (the DataLoader takes batches from them in a fixed turn);
         # one process keeps the plain seed
         seed = (self.cfg.seed, info.id) if info is not None and info.num_workers > 1 else self.cfg.seed
-        sampler = CropSampler(self.world, m.crop_size, m.clip_pixel_mean, m.clip_pixel_std, seed=seed,
-                              caption_mix=self.cfg.caption_mix)
+        sampler = CropSampler(
+            self.world, m.crop_size, m.clip_pixel_mean, m.clip_pixel_std, seed=seed, caption_mix=self.cfg.caption_mix
+        )
         tokens = TokenCache(m.clip.context_length)
         torch.set_num_threads(1)
         while True:
@@ -115,16 +117,18 @@ class CropBatches(torch.utils.data.IterableDataset):
 
 
 @torch.no_grad()
-def zero_shot_accuracy(clip: torch.nn.Module, world: World, mcfg: ModelConfig, per_class: int = 40,
-                       seed: int = 1234) -> Dict[str, object]:
+def zero_shot_accuracy(
+    clip: torch.nn.Module, world: World, mcfg: ModelConfig, per_class: int = 40, seed: int = 1234
+) -> Dict[str, object]:
     """Held-out crops (fresh scenes of all classes, exact masks) classified by the CLIP prompt
     ensemble of the class names: accuracy on seen and unseen classes among all classes
     (generalized) and unseen among unseen only, with chance levels."""
     clip.eval()
     names, seen = world.class_names, np.array(world.seen)
     text = class_text_embeddings(clip, names, prompt_templates(mcfg.clip_prompt))
-    sampler = CropSampler(world, mcfg.crop_size, mcfg.clip_pixel_mean, mcfg.clip_pixel_std, seed=seed,
-                          classes=range(len(names)))
+    sampler = CropSampler(
+        world, mcfg.crop_size, mcfg.clip_pixel_mean, mcfg.clip_pixel_std, seed=seed, classes=range(len(names))
+    )
     crops, labels = [], []
     while len(labels) < per_class * len(names):
         c, regions = sampler.regions(jitter=False)
@@ -141,16 +145,23 @@ def zero_shot_accuracy(clip: torch.nn.Module, world: World, mcfg: ModelConfig, p
     def acc(mask, p):
         return float((p[mask] == labels[mask]).mean()) if mask.any() else None
 
-    return {"crops": int(len(labels)), "classes": len(names), "unseen_classes": int(len(unseen_ids)),
-            "seen_acc_all": acc(~is_unseen, pred), "unseen_acc_all": acc(is_unseen, pred),
-            "unseen_acc_unseen_only": acc(is_unseen, pred_unseen_only),
-            "chance_all": 1 / len(names), "chance_unseen_only": 1 / max(1, len(unseen_ids)),
-            "per_class_acc": {names[k]: acc(labels == k, pred) for k in range(len(names))}}
+    return {
+        "crops": int(len(labels)),
+        "classes": len(names),
+        "unseen_classes": int(len(unseen_ids)),
+        "seen_acc_all": acc(~is_unseen, pred),
+        "unseen_acc_all": acc(is_unseen, pred),
+        "unseen_acc_unseen_only": acc(is_unseen, pred_unseen_only),
+        "chance_all": 1 / len(names),
+        "chance_unseen_only": 1 / max(1, len(unseen_ids)),
+        "per_class_acc": {names[k]: acc(labels == k, pred) for k in range(len(names))},
+    }
 
 
 @torch.no_grad()
-def calibrate_logit_scale(clip: torch.nn.Module, world: World, mcfg: ModelConfig, per_class: int = 30,
-                          seed: int = 4321) -> float:
+def calibrate_logit_scale(
+    clip: torch.nn.Module, world: World, mcfg: ModelConfig, per_class: int = 30, seed: int = 4321
+) -> float:
     """Temperature scaling (Guo et al., 2017) on the *seen* classes only: the CLIP logit scale that
     maximises the likelihood of the right class among the seen class names on fresh seen-class crops.
 
@@ -160,8 +171,7 @@ def calibrate_logit_scale(clip: torch.nn.Module, world: World, mcfg: ModelConfig
     seen_ids = [i for i, s in enumerate(world.seen) if s]
     names = [world.class_names[i] for i in seen_ids]
     text = class_text_embeddings(clip, names, prompt_templates(mcfg.clip_prompt))
-    sampler = CropSampler(world, mcfg.crop_size, mcfg.clip_pixel_mean, mcfg.clip_pixel_std, seed=seed,
-                          classes=seen_ids)
+    sampler = CropSampler(world, mcfg.crop_size, mcfg.clip_pixel_mean, mcfg.clip_pixel_std, seed=seed, classes=seen_ids)
     crops, labels = [], []
     while len(labels) < per_class * len(names):
         c, regions = sampler.regions()
@@ -190,11 +200,21 @@ def train_clip(world: World, mcfg: ModelConfig, cfg: ClipTrainConfig, progress: 
     clip = build_clip(vars(mcfg.clip)).train()
     decay = [p for n, p in clip.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     rest = [p for n, p in clip.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": rest, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6,
-                            foreach=True)
-    batches = iter(torch.utils.data.DataLoader(CropBatches(world, mcfg, cfg), batch_size=None,
-                                               num_workers=cfg.workers, prefetch_factor=4 if cfg.workers else None))
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=(0.9, 0.98),
+        eps=1e-6,
+        foreach=True,
+    )
+    batches = iter(
+        torch.utils.data.DataLoader(
+            CropBatches(world, mcfg, cfg),
+            batch_size=None,
+            num_workers=cfg.workers,
+            prefetch_factor=4 if cfg.workers else None,
+        )
+    )
     bar = None
     if progress:
         from tqdm import tqdm
@@ -220,15 +240,26 @@ def train_clip(world: World, mcfg: ModelConfig, cfg: ClipTrainConfig, progress: 
         opt.step()
         step += 1
         if step % 20 == 0 or step == 1:
-            records.append({"step": step, "time_s": round(time.perf_counter() - t0, 2), "loss": float(loss.detach()),
-                            "logit_scale": float(clip.logit_scale.detach().exp())})
+            records.append(
+                {
+                    "step": step,
+                    "time_s": round(time.perf_counter() - t0, 2),
+                    "loss": float(loss.detach()),
+                    "logit_scale": float(clip.logit_scale.detach().exp()),
+                }
+            )
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}", refresh=False)
     if bar is not None:
         bar.close()
-    return {"model": clip.eval(), "log": records, "seconds": time.perf_counter() - t0,
-            "cpu_seconds": time.process_time() - cpu0, "steps": step}
+    return {
+        "model": clip.eval(),
+        "log": records,
+        "seconds": time.perf_counter() - t0,
+        "cpu_seconds": time.process_time() - cpu0,
+        "steps": step,
+    }
 
 
 def save_clip(out: Path, clip: torch.nn.Module, info: Dict[str, object]) -> Path:
@@ -246,8 +277,14 @@ def save_clip(out: Path, clip: torch.nn.Module, info: Dict[str, object]) -> Path
     return out
 
 
-def pretrain(config: Path, data: Optional[Path], out: Path, cfg: ClipTrainConfig, overrides: Sequence[str] = (),
-             progress: bool = True) -> Dict[str, object]:
+def pretrain(
+    config: Path,
+    data: Optional[Path],
+    out: Path,
+    cfg: ClipTrainConfig,
+    overrides: Sequence[str] = (),
+    progress: bool = True,
+) -> Dict[str, object]:
     """Train, evaluate zero-shot and save; returns the ``clip.json`` record."""
     mcfg = model_config(load_config(config, overrides))
     world = (read_world(data) if data else None) or World()
@@ -255,22 +292,36 @@ def pretrain(config: Path, data: Optional[Path], out: Path, cfg: ClipTrainConfig
     learned_scale = float(run["model"].logit_scale.exp())
     scale = calibrate_logit_scale(run["model"], world, mcfg)
     metrics = zero_shot_accuracy(run["model"], world, mcfg, cfg.eval_per_class)
-    info = {"format": "zegformer-sdk/world-clip", "clip_config": asdict(mcfg.clip), "world": world.to_dict(),
-            "train": asdict(cfg), "steps": run["steps"], "seconds": round(run["seconds"], 1),
-            "cpu_seconds_main_process": round(run["cpu_seconds"], 1),
-            "threads": torch.get_num_threads(), "log": run["log"], "zero_shot": metrics,
-            "logit_scale": {"learned": round(learned_scale, 3), "calibrated_on_seen": round(scale, 3)}}
+    info = {
+        "format": "zegformer-sdk/world-clip",
+        "clip_config": asdict(mcfg.clip),
+        "world": world.to_dict(),
+        "train": asdict(cfg),
+        "steps": run["steps"],
+        "seconds": round(run["seconds"], 1),
+        "cpu_seconds_main_process": round(run["cpu_seconds"], 1),
+        "threads": torch.get_num_threads(),
+        "log": run["log"],
+        "zero_shot": metrics,
+        "logit_scale": {"learned": round(learned_scale, 3), "calibrated_on_seen": round(scale, 3)},
+    }
     save_clip(out, run["model"], info)
     return info
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m train.clip_pretrain", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", type=Path, default=Path(__file__).resolve().parent.parent / "configs"
-                    / "zeroshot-world.yaml", help="the ZegFormer config whose model.clip is trained")
-    ap.add_argument("--data", type=Path,
-                    help="a world folder (its meta.json names the world); default: the default world")
+    ap = argparse.ArgumentParser(
+        prog="python -m train.clip_pretrain", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--config",
+        type=Path,
+        default=Path(__file__).resolve().parent.parent / "configs" / "zeroshot-world.yaml",
+        help="the ZegFormer config whose model.clip is trained",
+    )
+    ap.add_argument(
+        "--data", type=Path, help="a world folder (its meta.json names the world); default: the default world"
+    )
     ap.add_argument("--out", type=Path, required=True, help="output folder (replaced when complete)")
     d = ClipTrainConfig()
     ap.add_argument("--steps", type=int, default=d.steps, help=f"optimizer steps (default {d.steps})")
@@ -283,15 +334,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("overrides", nargs="*", help="KEY=VALUE overrides of the config (e.g. model.clip.vision_layers=2)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = ClipTrainConfig(steps=a.steps, minutes=a.minutes, batch_size=a.batch_size, lr=a.lr, threads=a.threads,
-                          workers=a.workers,
-                          seed=a.seed)
+    cfg = ClipTrainConfig(
+        steps=a.steps,
+        minutes=a.minutes,
+        batch_size=a.batch_size,
+        lr=a.lr,
+        threads=a.threads,
+        workers=a.workers,
+        seed=a.seed,
+    )
     info = pretrain(a.config, a.data, a.out, cfg, a.overrides)
     z = info["zero_shot"]
-    print(f"CLIP trained {info['steps']} steps in {info['seconds']:.0f} s → {a.out / 'clip.pt'}\n"
-          f"held-out crops: seen {z['seen_acc_all']:.3f}, unseen {z['unseen_acc_all']:.3f} (among all "
-          f"{z['classes']}, chance {z['chance_all']:.3f}); unseen among unseen {z['unseen_acc_unseen_only']:.3f} "
-          f"(chance {z['chance_unseen_only']:.3f})")
+    print(
+        f"CLIP trained {info['steps']} steps in {info['seconds']:.0f} s → {a.out / 'clip.pt'}\n"
+        f"held-out crops: seen {z['seen_acc_all']:.3f}, unseen {z['unseen_acc_all']:.3f} (among all "
+        f"{z['classes']}, chance {z['chance_all']:.3f}); unseen among unseen {z['unseen_acc_unseen_only']:.3f} "
+        f"(chance {z['chance_unseen_only']:.3f})"
+    )
     return 0
 
 

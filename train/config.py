@@ -3,6 +3,7 @@
 A configuration is plain data (a dict in checkpoints and YAML files) so that a checkpoint alone
 is enough to rebuild its model.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -99,9 +100,26 @@ def preset(name: str) -> ModelConfig:
         return ModelConfig(backbone_blocks=RESNET_BLOCKS[50])
     if name == "tiny":
         return ModelConfig(
-            backbone_blocks=(1, 1, 1, 1), backbone_width=8, conv_dim=32, mask_dim=32, gn_groups=8,
-            hidden_dim=32, num_queries=10, nheads=4, dim_feedforward=64, dec_layers=2,
-            clip=ClipConfig(embed_dim=32, image_size=32, patch_size=8, vision_width=32,
-                            vision_layers=2, vision_heads=2, text_width=32, text_heads=2,
-                            text_layers=2))
+            backbone_blocks=(1, 1, 1, 1),
+            backbone_width=8,
+            conv_dim=32,
+            mask_dim=32,
+            gn_groups=8,
+            hidden_dim=32,
+            num_queries=10,
+            nheads=4,
+            dim_feedforward=64,
+            dec_layers=2,
+            clip=ClipConfig(
+                embed_dim=32,
+                image_size=32,
+                patch_size=8,
+                vision_width=32,
+                vision_layers=2,
+                vision_heads=2,
+                text_width=32,
+                text_heads=2,
+                text_layers=2,
+            ),
+        )
     raise ValueError(f"unknown model preset {name!r}; choose r101-vit16, r50-vit16 or tiny")

@@ -5,6 +5,7 @@ preset name (``train.config.preset``) plus overrides of ``ModelConfig`` fields (
 Overrides use dotted keys and YAML values: ``solver.max_iter=100 model.num_queries=20
 data.scales=[0.5,1.0]``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -25,11 +26,11 @@ DEFAULTS: Config = {
     "model": {"preset": "r101-vit16"},
     "init": {
         "checkpoint": None,  # our checkpoint to start from (weights only; not a resume)
-        "backbone": None,    # torchvision/detectron2 ResNet weights file (ImageNet pre-training)
-        "clip": None,        # CLIP weights: OpenAI state-dict/TorchScript file or open_clip tag ("openai")
+        "backbone": None,  # torchvision/detectron2 ResNet weights file (ImageNet pre-training)
+        "clip": None,  # CLIP weights: OpenAI state-dict/TorchScript file or open_clip tag ("openai")
     },
     "data": {
-        "dataset": "synthetic",   # coco-stuff | voc | ade-847 | folder | synthetic (= folder)
+        "dataset": "synthetic",  # coco-stuff | voc | ade-847 | folder | synthetic (= folder)
         "root": None,
         "train_split": "train",
         "val_split": "val",
@@ -41,33 +42,35 @@ DEFAULTS: Config = {
         "flip": True,
         "num_workers": 0,
     },
-    "solver": {f.name: (list(f.default) if isinstance(f.default, tuple) else f.default)
-               for f in dataclasses.fields(SolverConfig)},
+    "solver": {
+        f.name: (list(f.default) if isinstance(f.default, tuple) else f.default)
+        for f in dataclasses.fields(SolverConfig)
+    },
     "loss": {f.name: f.default for f in dataclasses.fields(LossConfig)},
     "train": {
         "output_dir": "runs/default",
         "seed": 0,
-        "device": "auto",          # auto | cpu | cuda
-        "amp": "auto",             # auto (on for CUDA) | true | false
-        "amp_dtype": "float16",    # float16 | bfloat16 (CUDA)
-        "cpu_bf16": False,         # bfloat16 autocast on the CPU
-        "deterministic": False,    # torch.use_deterministic_algorithms + single-threaded-safe settings
-        "threads": 0,              # torch intra-op threads (0 = torch's default)
+        "device": "auto",  # auto | cpu | cuda
+        "amp": "auto",  # auto (on for CUDA) | true | false
+        "amp_dtype": "float16",  # float16 | bfloat16 (CUDA)
+        "cpu_bf16": False,  # bfloat16 autocast on the CPU
+        "deterministic": False,  # torch.use_deterministic_algorithms + single-threaded-safe settings
+        "threads": 0,  # torch intra-op threads (0 = torch's default)
         "log_period": 20,
         "checkpoint_period": 1000,
-        "eval_period": 5000,       # 0 = only at the end
-        "max_nonfinite": 5,        # stop after this many consecutive non-finite losses
+        "eval_period": 5000,  # 0 = only at the end
+        "max_nonfinite": 5,  # stop after this many consecutive non-finite losses
         "tensorboard": True,
         "progress": True,
     },
     "eval": {
         "protocols": ["seen", "gzss"],  # seen: seen classes only (official training-time test);
-                                        # gzss: all classes, generalized zero-shot
-        "mode": "proposal",        # proposal | cropmask (periodic evaluation during training)
-        "min_size": 640,           # test-time shortest side (0 = keep the input size)
+        # gzss: all classes, generalized zero-shot
+        "mode": "proposal",  # proposal | cropmask (periodic evaluation during training)
+        "min_size": 640,  # test-time shortest side (0 = keep the input size)
         "max_size": 2560,
-        "max_images": 0,           # 0 = the whole split
-        "calibrate": None,         # None = the model config's gzero_calibrate
+        "max_images": 0,  # 0 = the whole split
+        "calibrate": None,  # None = the model config's gzero_calibrate
     },
 }
 
@@ -131,8 +134,7 @@ def validate(cfg: Config) -> None:
             continue
         unknown = sorted(set(values) - set(DEFAULTS[section]))
         if unknown:
-            raise ConfigError(f"unknown key(s) {unknown} in section {section!r}; "
-                              f"valid: {sorted(DEFAULTS[section])}")
+            raise ConfigError(f"unknown key(s) {unknown} in section {section!r}; valid: {sorted(DEFAULTS[section])}")
     check_types(cfg, DEFAULTS, {"solver": SolverConfig, "loss": LossConfig, "model": ModelConfig}, ConfigError)
     model_config(cfg)
 

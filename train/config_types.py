@@ -4,6 +4,7 @@
 in the scheduler. Types come from ``SolverConfig``/``LossConfig``/``ModelConfig``/``ClipConfig``
 annotations and, for the plain sections, from the type of the default value.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,20 +38,41 @@ CHECKS: Dict[str, Check] = {
 OPTIONAL_STR = (lambda v: v is None or isinstance(v, str), "a string or null")
 # Plain-section keys whose type is not the default's type.
 SPECIAL: Dict[str, Check] = {
-    "init.checkpoint": OPTIONAL_STR, "init.backbone": OPTIONAL_STR, "init.clip": OPTIONAL_STR,
+    "init.checkpoint": OPTIONAL_STR,
+    "init.backbone": OPTIONAL_STR,
+    "init.clip": OPTIONAL_STR,
     "data.root": OPTIONAL_STR,
     "data.val_split": OPTIONAL_STR,
     "train.amp": (lambda v: isinstance(v, bool) or v == "auto", "auto, true or false"),
     "eval.calibrate": (lambda v: v is None or _float(v), "a number or null"),
-    "data.scales": (lambda v: _seq(_float)(v) and len(v) > 0 and all(x > 0 for x in v),
-                    "a non-empty list of positive numbers"),
+    "data.scales": (
+        lambda v: _seq(_float)(v) and len(v) > 0 and all(x > 0 for x in v),
+        "a non-empty list of positive numbers",
+    ),
     "eval.protocols": (_seq(lambda x: x in ("seen", "gzss")), "a list of: seen, gzss"),
 }
-NON_NEGATIVE = {"solver.max_iter", "solver.warmup_iters", "train.threads", "train.checkpoint_period",
-                "train.eval_period", "train.max_nonfinite", "data.num_workers", "eval.max_images", "eval.min_size",
-                "solver.lr", "solver.weight_decay", "train.seed"}
-POSITIVE = {"solver.batch_size", "solver.accumulate", "train.log_period", "data.crop_size", "data.max_size",
-            "eval.max_size"}
+NON_NEGATIVE = {
+    "solver.max_iter",
+    "solver.warmup_iters",
+    "train.threads",
+    "train.checkpoint_period",
+    "train.eval_period",
+    "train.max_nonfinite",
+    "data.num_workers",
+    "eval.max_images",
+    "eval.min_size",
+    "solver.lr",
+    "solver.weight_decay",
+    "train.seed",
+}
+POSITIVE = {
+    "solver.batch_size",
+    "solver.accumulate",
+    "train.log_period",
+    "data.crop_size",
+    "data.max_size",
+    "eval.max_size",
+}
 
 
 def _from_default(value: Any) -> Optional[Check]:
@@ -71,8 +93,9 @@ def _dataclass_checks(cls) -> Dict[str, Check]:
     return out
 
 
-def check_types(cfg: Dict[str, Any], defaults: Dict[str, Any], dataclasses_by_section: Dict[str, Any],
-                error: type) -> None:
+def check_types(
+    cfg: Dict[str, Any], defaults: Dict[str, Any], dataclasses_by_section: Dict[str, Any], error: type
+) -> None:
     """Raise ``error`` (one line) for the first value whose type or range is wrong."""
     for section, values in cfg.items():
         if not isinstance(values, dict):

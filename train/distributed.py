@@ -3,6 +3,7 @@
 NCCL when training on CUDA, gloo on the CPU. Multi-node runs use torchrun's own flags
 (``--nnodes``, ``--node_rank``, ``--rdzv_endpoint``); nothing here is node-specific.
 """
+
 from __future__ import annotations
 
 import os

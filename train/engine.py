@@ -1,4 +1,5 @@
 """The training loop: build everything from a config, train, checkpoint, evaluate, resume."""
+
 from __future__ import annotations
 
 import contextlib
@@ -71,12 +72,21 @@ class Trainer:
         except MissingFileError as e:
             log.warning("no validation split (%s): periodic evaluation is off", e)
             self.val_set = None
-        self.aug = AugmentConfig(crop_size=int(d["crop_size"]), scales=tuple(d["scales"]),
-                                 max_size=int(d["max_size"]),
-                                 single_category_max_area=float(d["single_category_max_area"]),
-                                 color_aug=bool(d["color_aug"]), flip=bool(d["flip"]))
-        self.plan = StepPlan(len(self.train_set), self.solver.batch_size, self.world, self.solver.accumulate,
-                             int(self.cfg["train"]["seed"]))
+        self.aug = AugmentConfig(
+            crop_size=int(d["crop_size"]),
+            scales=tuple(d["scales"]),
+            max_size=int(d["max_size"]),
+            single_category_max_area=float(d["single_category_max_area"]),
+            color_aug=bool(d["color_aug"]),
+            flip=bool(d["flip"]),
+        )
+        self.plan = StepPlan(
+            len(self.train_set),
+            self.solver.batch_size,
+            self.world,
+            self.solver.accumulate,
+            int(self.cfg["train"]["seed"]),
+        )
         if not any(self.train_set.seen):
             raise ValueError(f"{self.train_set}: no seen classes to train on")
 
@@ -98,8 +108,9 @@ class Trainer:
             p.requires_grad_(False)
         self.model.to(self.device)
         with torch.no_grad():
-            self.text = self.model.text_embeddings(self.train_set.seen_names,
-                                                   prompt_templates(mcfg.train_prompt)).to(self.device)
+            self.text = self.model.text_embeddings(self.train_set.seen_names, prompt_templates(mcfg.train_prompt)).to(
+                self.device
+            )
         lc = loss_config(self.cfg)
         matcher = HungarianMatcher(lc.class_weight, lc.mask_weight, lc.dice_weight, lc.focal_alpha, lc.focal_gamma)
         self.criterion = SetCriterion(len(self.train_set.seen_names), lc, matcher)
@@ -120,8 +131,10 @@ class Trainer:
     def _resume(self, path: Path) -> None:
         payload = read_checkpoint(path)
         if "train_state" not in payload:
-            raise ValueError(f"{path} has no train_state (not written by train/train.py); "
-                             "use init.checkpoint=PATH to start from its weights instead")
+            raise ValueError(
+                f"{path} has no train_state (not written by train/train.py); "
+                "use init.checkpoint=PATH to start from its weights instead"
+            )
         self.model.load_state_dict(payload["model"])
         self.step = train_state.restore(payload["train_state"], self.optimizer, self.scheduler, self.scaler)
         self.nonfinite = int(payload["train_state"].get("consecutive_nonfinite", 0))
@@ -165,8 +178,9 @@ class Trainer:
                 sums[k] = sums.get(k, 0.0) + float(losses[k].detach())
         finite = all(math.isfinite(v) for v in sums.values())
         keys = sorted(sums)
-        red = dist.all_reduce_sum([sums[k] for k in keys] + [0.0 if finite else 1.0, 1.0 if self._stop else 0.0],
-                                  self.device)
+        red = dist.all_reduce_sum(
+            [sums[k] for k in keys] + [0.0 if finite else 1.0, 1.0 if self._stop else 0.0], self.device
+        )
         stats = {k: v / self.world for k, v in zip(keys, red)}
         finite, self._stop = red[-2] == 0, red[-1] > 0
         if finite:
@@ -195,8 +209,9 @@ class Trainer:
         previous = signal.signal(signal.SIGTERM, self._on_sigterm)
         previous_int = signal.signal(signal.SIGINT, self._on_sigterm)  # Ctrl-C checkpoints too
         self._signal = signal.SIGTERM  # (another rank's signal stops this one as a SIGTERM)
-        ds = StepDataset(self.train_set, self.plan, self.rank, self.aug, self.train_set.seen_map(),
-                         self.solver.max_iter)
+        ds = StepDataset(
+            self.train_set, self.plan, self.rank, self.aug, self.train_set.seen_map(), self.solver.max_iter
+        )
         bar = self._progress()
         self._started = started = last_time = time.perf_counter()
         self.forward.train()
@@ -211,13 +226,19 @@ class Trainer:
                 self._log(stats, now - started, bar)
                 if not stats["finite"] and self.nonfinite >= int(t["max_nonfinite"]):
                     self.save("last.pth")
-                    raise TrainingStopped(f"{self.nonfinite} consecutive non-finite losses at step {self.step}: "
-                                          "lower solver.lr, check the data, or disable AMP (train.amp=false)")
+                    raise TrainingStopped(
+                        f"{self.nonfinite} consecutive non-finite losses at step {self.step}: "
+                        "lower solver.lr, check the data, or disable AMP (train.amp=false)"
+                    )
                 if self._stop:
                     self.save("last.pth")
                     name = signal.Signals(self._signal).name
-                    log.warning("%s: checkpoint %s written at step %d; exiting (continue with the same command)",
-                                name, self.out / "last.pth", self.step)
+                    log.warning(
+                        "%s: checkpoint %s written at step %d; exiting (continue with the same command)",
+                        name,
+                        self.out / "last.pth",
+                        self.step,
+                    )
                     return EXIT_INTERRUPTED if self._signal == signal.SIGINT else EXIT_TERMINATED
                 if t["checkpoint_period"] and self.step % int(t["checkpoint_period"]) == 0:
                     self.save("last.pth")
@@ -254,8 +275,12 @@ class Trainer:
             return
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{stats['loss']:.3f}", img_s=f"{stats['images_per_s']:.1f}",
-                            lr=f"{stats['lr']:.2e}", refresh=False)
+            bar.set_postfix(
+                loss=f"{stats['loss']:.3f}",
+                img_s=f"{stats['images_per_s']:.1f}",
+                lr=f"{stats['lr']:.2e}",
+                refresh=False,
+            )
         if self.step % int(self.cfg["train"]["log_period"]) and self.step != self.solver.max_iter:
             return
         record = {"step": self.step, "time_s": round(elapsed, 3), **{k: float(v) for k, v in stats.items()}}
@@ -264,16 +289,29 @@ class Trainer:
         if self.writer is not None:
             for k, v in stats.items():
                 self.writer.add_scalar(f"train/{k}", v, self.step)
-        log.info("step %d: loss %.4f (ce %.4f mask %.4f dice %.4f) lr %.2e %.1f img/s", self.step, stats["loss"],
-                 stats["loss_ce"], stats["loss_mask"], stats["loss_dice"], stats["lr"], stats["images_per_s"])
+        log.info(
+            "step %d: loss %.4f (ce %.4f mask %.4f dice %.4f) lr %.2e %.1f img/s",
+            self.step,
+            stats["loss"],
+            stats["loss_ce"],
+            stats["loss_mask"],
+            stats["loss_dice"],
+            stats["lr"],
+            stats["images_per_s"],
+        )
 
     # ---- checkpoints and evaluation ----------------------------------------------------------
     def save(self, name: str) -> Path:
         path = self.out / name
         if dist.is_main():
             state = train_state.capture(self.step, self.optimizer, self.scheduler, self.scaler, self.nonfinite)
-            save_checkpoint(path, self.model, self.train_set.class_names, self.train_set.seen,
-                            extra={"train_state": state, "train_config": self.cfg})
+            save_checkpoint(
+                path,
+                self.model,
+                self.train_set.class_names,
+                self.train_set.seen,
+                extra={"train_state": state, "train_config": self.cfg},
+            )
         dist.barrier()
         return path
 
@@ -282,8 +320,9 @@ class Trainer:
         digests = dist.all_gather_object(weights_digest(self.model))
         same = len(set(digests)) == 1
         if dist.is_main():
-            (self.out / "replicas.json").write_text(json.dumps({"step": self.step, "sha256": digests,
-                                                                "identical": same}, indent=1) + "\n")
+            (self.out / "replicas.json").write_text(
+                json.dumps({"step": self.step, "sha256": digests, "identical": same}, indent=1) + "\n"
+            )
         if not same:
             log.error("ranks hold different weights at step %d: %s", self.step, digests)
         return same
@@ -298,10 +337,21 @@ class Trainer:
         t_start = time.perf_counter()
         for protocol in e["protocols"]:
             t0 = time.perf_counter()
-            metrics = evaluate_model(self.model, self.val_set, self.train_set.seen_names, e["mode"],
-                                     int(e["min_size"]), int(e["max_size"]), int(e["max_images"]), e["calibrate"],
-                                     self.rank, self.world, self._reduce, bool(self.cfg["train"]["progress"]),
-                                     protocol)
+            metrics = evaluate_model(
+                self.model,
+                self.val_set,
+                self.train_set.seen_names,
+                e["mode"],
+                int(e["min_size"]),
+                int(e["max_size"]),
+                int(e["max_images"]),
+                e["calibrate"],
+                self.rank,
+                self.world,
+                self._reduce,
+                bool(self.cfg["train"]["progress"]),
+                protocol,
+            )
             metrics["seconds"] = round(time.perf_counter() - t0, 2)
             results[protocol] = metrics
         self.model.clip.eval()
@@ -319,19 +369,33 @@ class Trainer:
 
     def _record_eval(self, results: Dict[str, object], mode: str) -> None:
         elapsed = time.perf_counter() - self._started
-        record = {"step": self.step, "mode": mode, "time_s": round(elapsed, 2),
-                  "train_time_s": round(elapsed - self._eval_seconds, 2),
-                  **{p: {"official": m["official"], "nan_safe": m["nan_safe"], "seconds": m["seconds"]}
-                     for p, m in results.items()}}
+        record = {
+            "step": self.step,
+            "mode": mode,
+            "time_s": round(elapsed, 2),
+            "train_time_s": round(elapsed - self._eval_seconds, 2),
+            **{
+                p: {"official": m["official"], "nan_safe": m["nan_safe"], "seconds": m["seconds"]}
+                for p, m in results.items()
+            },
+        }
         with open(self.out / "eval_log.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
-        (self.out / "metrics.json").write_text(json.dumps({"step": self.step, "mode": mode, **results},
-                                                          indent=1) + "\n")
+        (self.out / "metrics.json").write_text(
+            json.dumps({"step": self.step, "mode": mode, **results}, indent=1) + "\n"
+        )
         for protocol, m in results.items():
             off = m["official"]
             if self.writer is not None:
                 for k, v in off.items():
                     if v is not None:
                         self.writer.add_scalar(f"eval_{protocol}/{k}", v, self.step)
-            log.info("eval (%s) at step %d: seen mIoU %s, unseen mIoU %s, hIoU %s, mIoU %s (official)", protocol,
-                     self.step, off["seen_mIoU"], off["unseen_mIoU"], off["hIoU"], off["mIoU"])
+            log.info(
+                "eval (%s) at step %d: seen mIoU %s, unseen mIoU %s, hIoU %s, mIoU %s (official)",
+                protocol,
+                self.step,
+                off["seen_mIoU"],
+                off["unseen_mIoU"],
+                off["hIoU"],
+                off["mIoU"],
+            )

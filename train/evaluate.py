@@ -11,6 +11,7 @@ reported seen/unseen split is the dataset's own. Images are resized so that the 
 computed as the official evaluator does (``train.metrics``). Writes ``metrics.json`` and
 ``metrics.md`` to ``--out``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,16 @@ def resize_shortest_edge(image: np.ndarray, min_size: int, max_size: int = 2560)
 class TorchPredictor:
     """Checkpoint inference through ``train.inference.segment`` (the faithful reference)."""
 
-    def __init__(self, model, vocabulary: Sequence[str], train_seen: Sequence[str], mode: str = "cropmask",
-                 min_size: int = 640, max_size: int = 2560, calibrate: Optional[float] = None):
+    def __init__(
+        self,
+        model,
+        vocabulary: Sequence[str],
+        train_seen: Sequence[str],
+        mode: str = "cropmask",
+        min_size: int = 640,
+        max_size: int = 2560,
+        calibrate: Optional[float] = None,
+    ):
         from .inference import segment
 
         self.segment, self.model, self.mode = segment, model, mode
@@ -53,27 +62,44 @@ class TorchPredictor:
         self.seen = [n in set(train_seen) for n in vocabulary]
         with torch.no_grad():
             self.text = model.text_embeddings(list(vocabulary), prompt_templates(cfg.test_prompt))
-            self.text_clip = (model.text_embeddings(list(vocabulary), prompt_templates(cfg.clip_prompt))
-                              if mode == "cropmask" else None)
+            self.text_clip = (
+                model.text_embeddings(list(vocabulary), prompt_templates(cfg.clip_prompt))
+                if mode == "cropmask"
+                else None
+            )
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         h, w = image.shape[:2]
         x = resize_shortest_edge(image, self.min_size, self.max_size)
-        out = self.segment(self.model, x, self.text, self.text_clip, self.seen, mode=self.mode, out_size=(h, w),
-                           calibrate=self.calibrate)
+        out = self.segment(
+            self.model,
+            x,
+            self.text,
+            self.text_clip,
+            self.seen,
+            mode=self.mode,
+            out_size=(h, w),
+            calibrate=self.calibrate,
+        )
         return out["sem_seg"].argmax(0).cpu().numpy()
 
 
 class BundlePredictor:
     """Bundle inference through the SDK (``from sdk import Segmenter``)."""
 
-    def __init__(self, bundle: Path, vocabulary: Sequence[str], mode: str = "cropmask", min_size: int = 640,
-                 backend: str = "auto", device: str = "auto"):
+    def __init__(
+        self,
+        bundle: Path,
+        vocabulary: Sequence[str],
+        mode: str = "cropmask",
+        min_size: int = 640,
+        backend: str = "auto",
+        device: str = "auto",
+    ):
         from sdk import Segmenter  # lazily: the SDK is only needed for --bundle
 
         self.vocabulary = list(vocabulary)
-        self.seg = Segmenter(str(bundle), backend=backend, device=device, mode=mode,
-                             min_size=min_size or None)
+        self.seg = Segmenter(str(bundle), backend=backend, device=device, mode=mode, min_size=min_size or None)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         result = self.seg(image, vocabulary=self.vocabulary)
@@ -114,8 +140,9 @@ def protocol_view(dataset: SegmentationDataset, protocol: str):
     raise ValueError(f"unknown evaluation protocol {protocol!r}; choose gzss or seen")
 
 
-def confusion(predictor: Predictor, dataset: SegmentationDataset, indices: Sequence[int],
-              progress: bool = True) -> np.ndarray:
+def confusion(
+    predictor: Predictor, dataset: SegmentationDataset, indices: Sequence[int], progress: bool = True
+) -> np.ndarray:
     """Accumulated ``(K+1)×(K+1)`` confusion matrix of ``predictor`` over ``dataset[indices]``."""
     conf = np.zeros((dataset.num_classes + 1,) * 2, np.int64)
     items = indices
@@ -129,11 +156,21 @@ def confusion(predictor: Predictor, dataset: SegmentationDataset, indices: Seque
     return conf
 
 
-def evaluate_model(model, dataset: SegmentationDataset, train_seen: Sequence[str], mode: str = "proposal",
-                   min_size: int = 640, max_size: int = 2560, max_images: int = 0,
-                   calibrate: Optional[float] = None, rank: int = 0, world: int = 1,
-                   reduce: Optional[Callable[[np.ndarray], np.ndarray]] = None, progress: bool = True,
-                   protocol: str = "gzss") -> Dict[str, object]:
+def evaluate_model(
+    model,
+    dataset: SegmentationDataset,
+    train_seen: Sequence[str],
+    mode: str = "proposal",
+    min_size: int = 640,
+    max_size: int = 2560,
+    max_images: int = 0,
+    calibrate: Optional[float] = None,
+    rank: int = 0,
+    world: int = 1,
+    reduce: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+    progress: bool = True,
+    protocol: str = "gzss",
+) -> Dict[str, object]:
     """Metrics of ``model`` on ``dataset`` (images split over ranks; ``reduce`` sums the matrices)."""
     dataset = protocol_view(dataset, protocol)
     was_training = model.training
@@ -151,6 +188,7 @@ def evaluate_model(model, dataset: SegmentationDataset, train_seen: Sequence[str
 
 def markdown(metrics: Dict[str, object], title: str) -> str:
     """A markdown report: summary table (official and NaN-safe) and per-class IoU (percent)."""
+
     def pct(x):
         return "n/a" if x is None else f"{100 * x:.2f}"
 
@@ -162,8 +200,9 @@ def markdown(metrics: Dict[str, object], title: str) -> str:
         lines.append(f"| {key} | {pct(off[key])} | |")
     lines += ["", "| class | seen | IoU (%) | acc (%) | gt pixels |", "|---|---|---|---|---|"]
     for c in metrics["per_class"]:
-        lines.append(f"| {c['name']} | {'yes' if c['seen'] else 'no'} | {pct(c['iou'])} | {pct(c['acc'])} "
-                     f"| {c['gt_pixels']} |")
+        lines.append(
+            f"| {c['name']} | {'yes' if c['seen'] else 'no'} | {pct(c['iou'])} | {pct(c['acc'])} | {c['gt_pixels']} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -174,22 +213,34 @@ def write_report(metrics: Dict[str, object], out: Path, title: str) -> None:
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m train.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", type=Path, help="our checkpoint (train/train.py or convert_official)")
     src.add_argument("--bundle", type=Path, help="an exported SDK bundle (python -m export) instead")
-    ap.add_argument("--dataset", required=True,
-                    help="coco-stuff | voc | ade-847 (with --root), or a folder dataset's path")
+    ap.add_argument(
+        "--dataset", required=True, help="coco-stuff | voc | ade-847 (with --root), or a folder dataset's path"
+    )
     ap.add_argument("--root", help="dataset root for the built-in datasets")
     ap.add_argument("--split", default="val", help="dataset split (default val)")
-    ap.add_argument("--protocol", default="gzss", choices=["gzss", "seen"],
-                    help="gzss: all classes, generalized zero-shot (default); seen: the seen classes "
-                         "only, unseen pixels ignored (the official training-time test sets)")
-    ap.add_argument("--out", type=Path, help="output folder for metrics.json/.md (default: beside the "
-                                             "checkpoint/bundle, eval-DATASET-SPLIT-PROTOCOL)")
-    ap.add_argument("--mode", default="cropmask", help="cropmask (official) | proposal (no CLIP branch); "
-                                                      "the SDK accepts its own modes too")
+    ap.add_argument(
+        "--protocol",
+        default="gzss",
+        choices=["gzss", "seen"],
+        help="gzss: all classes, generalized zero-shot (default); seen: the seen classes "
+        "only, unseen pixels ignored (the official training-time test sets)",
+    )
+    ap.add_argument(
+        "--out",
+        type=Path,
+        help="output folder for metrics.json/.md (default: beside the checkpoint/bundle, eval-DATASET-SPLIT-PROTOCOL)",
+    )
+    ap.add_argument(
+        "--mode",
+        default="cropmask",
+        help="cropmask (official) | proposal (no CLIP branch); the SDK accepts its own modes too",
+    )
     ap.add_argument("--min-size", type=int, default=640, help="test shortest side; 0 keeps the size (default 640)")
     ap.add_argument("--max-size", type=int, default=2560, help="longest side cap (default 2560)")
     ap.add_argument("--max-images", type=int, default=0, help="evaluate only the first N images")
@@ -228,22 +279,32 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
 
         model, payload = load_model(a.checkpoint, a.device)
         train_seen = [c for c, s in zip(payload["classes"]["names"], payload["classes"]["seen"]) if s]
-        predictor = TorchPredictor(model, dataset.class_names, train_seen, a.mode, a.min_size, a.max_size,
-                                   a.calibrate)
+        predictor = TorchPredictor(model, dataset.class_names, train_seen, a.mode, a.min_size, a.max_size, a.calibrate)
         source = str(a.checkpoint)
     else:
         predictor = BundlePredictor(a.bundle, dataset.class_names, a.mode, a.min_size, a.backend)
         source = str(a.bundle)
     metrics = all_metrics(confusion(predictor, dataset, list(range(n))), dataset.seen, dataset.class_names)
-    metrics["meta"] = {"source": source, "via": "checkpoint" if a.checkpoint else "bundle",
-                       "dataset": dataset.name, "split": a.split, "protocol": a.protocol, "images": n,
-                       "mode": a.mode,
-                       "min_size": a.min_size, "max_size": a.max_size, "seconds": time.perf_counter() - t0}
-    write_report(metrics, a.out, f"{dataset.name} ({a.split}, {a.protocol}, {n} images) — "
-                                 f"{Path(source).name}, {a.mode}")
+    metrics["meta"] = {
+        "source": source,
+        "via": "checkpoint" if a.checkpoint else "bundle",
+        "dataset": dataset.name,
+        "split": a.split,
+        "protocol": a.protocol,
+        "images": n,
+        "mode": a.mode,
+        "min_size": a.min_size,
+        "max_size": a.max_size,
+        "seconds": time.perf_counter() - t0,
+    }
+    write_report(
+        metrics, a.out, f"{dataset.name} ({a.split}, {a.protocol}, {n} images) — {Path(source).name}, {a.mode}"
+    )
     off = metrics["official"]
-    print(f"seen mIoU {off['seen_mIoU']}, unseen mIoU {off['unseen_mIoU']}, hIoU {off['hIoU']}, "
-          f"mIoU {off['mIoU']} (official; fractions) → {a.out / 'metrics.json'}")
+    print(
+        f"seen mIoU {off['seen_mIoU']}, unseen mIoU {off['unseen_mIoU']}, hIoU {off['hIoU']}, "
+        f"mIoU {off['mIoU']} (official; fractions) → {a.out / 'metrics.json'}"
+    )
     return 0
 
 

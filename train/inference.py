@@ -4,6 +4,7 @@
 pad to 32 → proposals → segment logits → cropmask CLIP branch (full-resolution masked images
 and ``roi_align``, as the official code) → ensemble → semantic scores → calibration.
 """
+
 from __future__ import annotations
 
 import time
@@ -42,8 +43,9 @@ def _stage(timings: Optional[Dict[str, float]], name: str) -> Iterator[None]:
         timings[name] = timings.get(name, 0.0) + (time.perf_counter() - start) * 1e3
 
 
-def official_unused_variants(clip_image: torch.Tensor, mask_logits_up: torch.Tensor, boxes: torch.Tensor,
-                             crop_size: int) -> None:
+def official_unused_variants(
+    clip_image: torch.Tensor, mask_logits_up: torch.Tensor, boxes: torch.Tensor, crop_size: int
+) -> None:
     """The two CLIP inputs the official code computes on every call and never uses.
 
     (224×224 resized masked images, style "mask", and unmasked box crops, style "crop".) Only the
@@ -60,10 +62,19 @@ def official_unused_variants(clip_image: torch.Tensor, mask_logits_up: torch.Ten
 
 
 @torch.no_grad()
-def segment(model: ZegFormer, image, text_features: torch.Tensor, text_features_clip: Optional[torch.Tensor],
-            seen: Sequence[bool], mode: str = "cropmask", out_size: Optional[Sequence[int]] = None,
-            crop_batch: int = 100, timings: Optional[Dict[str, float]] = None,
-            official_extras: bool = False, calibrate: Optional[float] = None) -> Dict[str, torch.Tensor]:
+def segment(
+    model: ZegFormer,
+    image,
+    text_features: torch.Tensor,
+    text_features_clip: Optional[torch.Tensor],
+    seen: Sequence[bool],
+    mode: str = "cropmask",
+    out_size: Optional[Sequence[int]] = None,
+    crop_batch: int = 100,
+    timings: Optional[Dict[str, float]] = None,
+    official_extras: bool = False,
+    calibrate: Optional[float] = None,
+) -> Dict[str, torch.Tensor]:
     """Segment one image; returns every intermediate the fixture records, and ``sem_seg`` ``[K,h,w]``.
 
     ``text_features`` classify segments (``single`` prompt at evaluation), ``text_features_clip``
@@ -88,8 +99,12 @@ def segment(model: ZegFormer, image, text_features: torch.Tensor, text_features_
     with _stage(timings, "proposal"):
         out = model.proposals(padded)
         pred_logits = model.classify(out["segment_embeddings"], text_features.to(device))
-    result = {"pred_logits": pred_logits, "pred_masks": out["pred_masks"],
-              "segment_embeddings": out["segment_embeddings"], "decoder_output": out["decoder_output"]}
+    result = {
+        "pred_logits": pred_logits,
+        "pred_masks": out["pred_masks"],
+        "segment_embeddings": out["segment_embeddings"],
+        "decoder_output": out["decoder_output"],
+    }
     with _stage(timings, "crops"):
         up = P.upsample_masks(out["pred_masks"], padded.shape[-2:])
     if mode == "cropmask":
@@ -102,8 +117,7 @@ def segment(model: ZegFormer, image, text_features: torch.Tensor, text_features_
                 official_unused_variants(clip_image, up, boxes, cfg.crop_size)
         with _stage(timings, "clip"):
             flat = crops[0]
-            feats = torch.cat([model.encode_crops(flat[i:i + crop_batch])
-                               for i in range(0, len(flat), crop_batch)])
+            feats = torch.cat([model.encode_crops(flat[i : i + crop_batch]) for i in range(0, len(flat), crop_batch)])
         with _stage(timings, "ensemble"):
             clip_logits = model.clip_logits(feats, text_features_clip.to(device))
             mask_cls = P.ensemble(pred_logits[0], clip_logits, seen_t, cfg.ensemble_lambda)
@@ -112,6 +126,12 @@ def segment(model: ZegFormer, image, text_features: torch.Tensor, text_features_
         mask_cls = F.softmax(pred_logits[0], dim=-1)[..., :-1]
     result["mask_cls"] = mask_cls
     with _stage(timings, "semantic"):
-        result["sem_seg"] = P.semantic_scores(mask_cls, up[0], (h, w), tuple(out_size or (h, w)), seen_t,
-                                              cfg.gzero_calibrate if calibrate is None else calibrate)
+        result["sem_seg"] = P.semantic_scores(
+            mask_cls,
+            up[0],
+            (h, w),
+            tuple(out_size or (h, w)),
+            seen_t,
+            cfg.gzero_calibrate if calibrate is None else calibrate,
+        )
     return result

@@ -5,6 +5,7 @@ fan-out), pixel-decoder convs and ``input_proj`` ``c2_xavier_fill`` (He uniform,
 transformer matrices Xavier-uniform. Officially the backbone then gets ImageNet weights
 (``init.backbone``) and CLIP the OpenAI ViT-B/16 weights (``init.clip``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -72,7 +73,7 @@ def load_backbone(model: nn.Module, path: Path) -> None:
         sd = sd["state_dict"]
     renamed: Dict[str, torch.Tensor] = {}
     for k, v in sd.items():
-        k = k[len("backbone."):] if k.startswith("backbone.") else k
+        k = k[len("backbone.") :] if k.startswith("backbone.") else k
         new = _rename_torchvision(k)
         if new is not None:
             renamed[new] = v.float()
@@ -86,8 +87,11 @@ def load_clip(model: nn.Module, source: str) -> None:
     """CLIP weights (OpenAI state-dict file, TorchScript archive or open_clip tag) into ``model.clip``."""
     from .convert_official import load_clip_source
 
-    sd = {k: v.float() for k, v in load_clip_source(source).items()
-          if k not in ("input_resolution", "context_length", "vocab_size")}
+    sd = {
+        k: v.float()
+        for k, v in load_clip_source(source).items()
+        if k not in ("input_resolution", "context_length", "vocab_size")
+    }
     model.clip.load_state_dict(sd, strict=True)
     log.info("loaded CLIP weights from %s", source)
 

@@ -11,6 +11,7 @@ loss of one big batch: the mask losses are divided by the number of target masks
 cross-entropy by the sum of its class weights (what ``F.cross_entropy(weight=...)`` does on one
 device).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -33,8 +34,9 @@ class LossConfig:
     focal_gamma: float = 2.0
 
 
-def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25,
-                       gamma: float = 2.0) -> torch.Tensor:
+def sigmoid_focal_loss(
+    logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0
+) -> torch.Tensor:
     """Per-mask mean focal loss ``[M]`` of ``logits``/``targets`` ``[M,P]``."""
     prob = logits.sigmoid()
     ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
@@ -53,8 +55,9 @@ def dice_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return 1 - (numerator + 1) / (denominator + 1)
 
 
-def normalizers(targets: Sequence[Dict[str, torch.Tensor]], num_queries: int,
-                no_object_weight: float) -> Tuple[float, float]:
+def normalizers(
+    targets: Sequence[Dict[str, torch.Tensor]], num_queries: int, no_object_weight: float
+) -> Tuple[float, float]:
     """``(number of target masks, sum of cross-entropy weights)`` of a list of targets.
 
     Each image matches ``min(Q, N)`` queries (weight 1); the other queries are no-object.
@@ -78,8 +81,15 @@ class SetCriterion:
         self.empty_weight = torch.ones(num_classes + 1)
         self.empty_weight[-1] = cfg.no_object_weight
 
-    def layer_losses(self, logits: torch.Tensor, masks: torch.Tensor, targets, indices: Indices,
-                     num_masks: float, ce_weight_sum: float) -> Dict[str, torch.Tensor]:
+    def layer_losses(
+        self,
+        logits: torch.Tensor,
+        masks: torch.Tensor,
+        targets,
+        indices: Indices,
+        num_masks: float,
+        ce_weight_sum: float,
+    ) -> Dict[str, torch.Tensor]:
         b, q = logits.shape[:2]
         target_classes = torch.full((b, q), self.num_classes, dtype=torch.int64, device=logits.device)
         for i, (src, tgt) in enumerate(indices):
@@ -91,16 +101,24 @@ class SetCriterion:
         if src_masks.shape[0] == 0:
             zero = masks.sum() * 0.0
             return {"loss_ce": ce, "loss_mask": zero, "loss_dice": zero}
-        src_masks = F.interpolate(src_masks[:, None].float(), size=tgt_masks.shape[-2:], mode="bilinear",
-                                  align_corners=False)[:, 0].flatten(1)
+        src_masks = F.interpolate(
+            src_masks[:, None].float(), size=tgt_masks.shape[-2:], mode="bilinear", align_corners=False
+        )[:, 0].flatten(1)
         tgt_masks = tgt_masks.to(src_masks).flatten(1)
-        return {"loss_ce": ce,
-                "loss_mask": sigmoid_focal_loss(src_masks, tgt_masks, self.cfg.focal_alpha,
-                                                self.cfg.focal_gamma).sum() / num_masks,
-                "loss_dice": dice_loss(src_masks, tgt_masks).sum() / num_masks}
+        return {
+            "loss_ce": ce,
+            "loss_mask": sigmoid_focal_loss(src_masks, tgt_masks, self.cfg.focal_alpha, self.cfg.focal_gamma).sum()
+            / num_masks,
+            "loss_dice": dice_loss(src_masks, tgt_masks).sum() / num_masks,
+        }
 
-    def __call__(self, outputs: Dict[str, torch.Tensor], targets: Sequence[Dict[str, torch.Tensor]],
-                 num_masks: float, ce_weight_sum: float) -> Dict[str, torch.Tensor]:
+    def __call__(
+        self,
+        outputs: Dict[str, torch.Tensor],
+        targets: Sequence[Dict[str, torch.Tensor]],
+        num_masks: float,
+        ce_weight_sum: float,
+    ) -> Dict[str, torch.Tensor]:
         """``outputs``: ``pred_logits [L,B,Q,K+1]``, ``pred_masks [L,B,Q,h,w]`` (last layer last).
 
         Returns weighted losses: ``loss_ce``/``loss_mask``/``loss_dice`` for the last layer,
@@ -109,15 +127,19 @@ class SetCriterion:
         logits, masks = outputs["pred_logits"], outputs["pred_masks"]
         n_layers = logits.shape[0]
         layers = range(n_layers) if self.cfg.deep_supervision else [n_layers - 1]
-        weights = {"loss_ce": self.cfg.class_weight, "loss_mask": self.cfg.mask_weight,
-                   "loss_dice": self.cfg.dice_weight}
+        weights = {
+            "loss_ce": self.cfg.class_weight,
+            "loss_mask": self.cfg.mask_weight,
+            "loss_dice": self.cfg.dice_weight,
+        }
         num_masks = max(float(num_masks), 1.0)
         out: Dict[str, torch.Tensor] = {}
         for layer in layers:
             indices = self.matcher(logits[layer], masks[layer], targets)
             suffix = "" if layer == n_layers - 1 else f"_{layer}"
-            for k, v in self.layer_losses(logits[layer], masks[layer], targets, indices, num_masks,
-                                          ce_weight_sum).items():
+            for k, v in self.layer_losses(
+                logits[layer], masks[layer], targets, indices, num_masks, ce_weight_sum
+            ).items():
                 out[k + suffix] = v * weights[k]
         out["loss"] = sum(out.values())
         return out

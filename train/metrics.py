@@ -8,6 +8,7 @@ and divided by their count (NaN as soon as one is absent from the ground truth);
 harmonic mean. ``nan_safe_metrics`` is a cleaner variant (means over the classes that occur),
 reported beside it under its own name. All values are fractions in [0, 1].
 """
+
 from __future__ import annotations
 
 from typing import Dict, Optional, Sequence
@@ -15,8 +16,9 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 
 
-def confusion_matrix(pred: np.ndarray, gt: np.ndarray, num_classes: int, ignore_value: Optional[int] = None
-                     ) -> np.ndarray:
+def confusion_matrix(
+    pred: np.ndarray, gt: np.ndarray, num_classes: int, ignore_value: Optional[int] = None
+) -> np.ndarray:
     """``(K+1)×(K+1)`` int64 counts ``[pred, gt]``; ground truth outside ``0..K-1`` (or equal to
     ``ignore_value``) is ignore and goes to column ``K``."""
     pred = np.asarray(pred).reshape(-1).astype(np.int64)
@@ -74,9 +76,15 @@ def official_metrics(conf: np.ndarray, seen: Sequence[bool]) -> Dict[str, float]
         pacc = tp.sum() / pos_gt.sum() if pos_gt.sum() else float("nan")
         seen_miou = pc["iou"][seen].sum() / seen.sum() if seen.any() else float("nan")
         unseen_miou = pc["iou"][~seen].sum() / (~seen).sum() if (~seen).any() else float("nan")
-    return {"mIoU": float(miou), "seen_mIoU": float(seen_miou), "unseen_mIoU": float(unseen_miou),
-            "hIoU": _hmean(seen_miou, unseen_miou), "fwIoU": float(fwiou), "mACC": float(macc),
-            "pACC": float(pacc)}
+    return {
+        "mIoU": float(miou),
+        "seen_mIoU": float(seen_miou),
+        "unseen_mIoU": float(unseen_miou),
+        "hIoU": _hmean(seen_miou, unseen_miou),
+        "fwIoU": float(fwiou),
+        "mACC": float(macc),
+        "pACC": float(pacc),
+    }
 
 
 def nan_safe_metrics(conf: np.ndarray, seen: Sequence[bool]) -> Dict[str, float]:
@@ -106,8 +114,15 @@ def all_metrics(conf: np.ndarray, seen: Sequence[bool], class_names: Sequence[st
     return {
         "official": {k: clean(v) for k, v in official_metrics(conf, seen).items()},
         "nan_safe": {k: clean(v) for k, v in nan_safe_metrics(conf, seen).items()},
-        "per_class": [{"name": n, "seen": bool(s), "iou": clean(float(i)), "acc": clean(float(a)),
-                       "gt_pixels": int(g), "pred_pixels": int(p)}
-                      for n, s, i, a, g, p in zip(class_names, seen, pc["iou"], pc["acc"],
-                                                   pc["pos_gt"], pc["pos_pred"])],
+        "per_class": [
+            {
+                "name": n,
+                "seen": bool(s),
+                "iou": clean(float(i)),
+                "acc": clean(float(a)),
+                "gt_pixels": int(g),
+                "pred_pixels": int(p),
+            }
+            for n, s, i, a, g, p in zip(class_names, seen, pc["iou"], pc["acc"], pc["pos_gt"], pc["pos_pred"])
+        ],
     }

@@ -17,6 +17,7 @@ Every step writes to a temporary name and renames when complete, so each output 
 absent: re-running after Ctrl-C continues (ZegFormer training resumes from its last checkpoint)
 or restarts the interrupted step. Delete a step's output to redo it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -101,8 +102,18 @@ def step_clip(out: Path, data: Path, steps: int, overrides: Sequence[str], seed:
 def train_config(data: Path, run: Path, clip: Path, iters: int, overrides: Sequence[str], seed: int = 0) -> dict:
     from .config_io import load_config
 
-    return load_config(CONFIG, [f"train.seed={seed}", *overrides, f"data.root={data}", f"train.output_dir={run}",
-                                f"init.clip={clip}", f"solver.max_iter={iters}", "eval.protocols=[]"])
+    return load_config(
+        CONFIG,
+        [
+            f"train.seed={seed}",
+            *overrides,
+            f"data.root={data}",
+            f"train.output_dir={run}",
+            f"init.clip={clip}",
+            f"solver.max_iter={iters}",
+            "eval.protocols=[]",
+        ],
+    )
 
 
 def step_zegformer(out: Path, data: Path, iters: int, overrides: Sequence[str], seed: int = 0) -> Path:
@@ -115,8 +126,10 @@ def step_zegformer(out: Path, data: Path, iters: int, overrides: Sequence[str], 
         return final
     cfg = train_config(data, run, out / "clip" / "clip.pt", iters, overrides, seed)
     resume = run / "last.pth" if (run / "last.pth").is_file() else None
-    say(f"3/6 ZegFormer: training on the seen classes, CLIP frozen, {iters} steps → {run}"
-        + (f" (resuming {resume})" if resume else ""))
+    say(
+        f"3/6 ZegFormer: training on the seen classes, CLIP frozen, {iters} steps → {run}"
+        + (f" (resuming {resume})" if resume else "")
+    )
     if Trainer(cfg, resume=resume).run() != 0:
         raise SystemExit("[quickstart] ZegFormer training stopped; re-run to resume")
     return final
@@ -130,8 +143,21 @@ def step_export(out: Path, checkpoint: Path) -> Path:
         say(f"4/6 export: using {bundle}")
         return bundle
     say(f"4/6 export: writing the bundle {bundle}")
-    rc = export_main(["--checkpoint", str(checkpoint), "--out", str(bundle), "--dense-size", "128x128",
-                      "--image-size", "160x160", "--force", "--no-progress", "-q"])
+    rc = export_main(
+        [
+            "--checkpoint",
+            str(checkpoint),
+            "--out",
+            str(bundle),
+            "--dense-size",
+            "128x128",
+            "--image-size",
+            "160x160",
+            "--force",
+            "--no-progress",
+            "-q",
+        ]
+    )
     if rc not in (0, None):
         raise SystemExit(f"[quickstart] export failed (exit code {rc})")
     return bundle
@@ -170,8 +196,7 @@ def step_picture(out: Path, bundle: Path, data: Path, records: List[dict]) -> Pa
 
     dataset = build_dataset("folder", str(data), "val")
     names = list(dataset.class_names)
-    seg = Segmenter(str(bundle), backend="onnxruntime", device="cpu", min_size=None, cache_dir=False,
-                    vocabulary=names)
+    seg = Segmenter(str(bundle), backend="onnxruntime", device="cpu", min_size=None, cache_dir=False, vocabulary=names)
     best, best_score = 0, -1.0
     for i in range(min(len(dataset), 40)):
         image, label = dataset.load(i)
@@ -188,8 +213,9 @@ def step_picture(out: Path, bundle: Path, data: Path, records: List[dict]) -> Pa
     for mode, title in (("cropmask", "cropmask (faithful)"), ("proposal", "proposal (no CLIP)")):
         panels.append(_panel(image, seg(image, mode=mode), title))
     height = max(p.shape[0] for p in panels)
-    canvas = np.concatenate([np.pad(p, ((0, height - p.shape[0]), (0, 6), (0, 0)), constant_values=255)
-                             for p in panels], 1)
+    canvas = np.concatenate(
+        [np.pad(p, ((0, height - p.shape[0]), (0, 6), (0, 0)), constant_values=255) for p in panels], 1
+    )
     with atomic_path(path) as tmp:
         save_rgb(tmp, canvas)
     say(f"6/6 picture: {path} (held-out image {best})")
@@ -208,8 +234,10 @@ def _panel(image: np.ndarray, result, title: str, zoom: int = 2) -> np.ndarray:
         panel = big
     else:
         labels = np.repeat(np.repeat(result.label_map, zoom, 0), zoom, 1)
-        segments = [replace(s, name=s.name + ("" if s.seen else " *"), area=s.area * zoom * zoom, label_map=labels)
-                    for s in result.segments]
+        segments = [
+            replace(s, name=s.name + ("" if s.seen else " *"), area=s.area * zoom * zoom, label_map=labels)
+            for s in result.segments
+        ]
         panel = overlay(big, replace(result, label_map=labels, segments=segments), alpha=0.55)
     head = np.full((26, panel.shape[1], 3), 255, np.uint8)
     cv2.putText(head, title, (4, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
@@ -220,12 +248,16 @@ def summary(clip_info: Dict[str, object], records: List[dict]) -> str:
     from .zeroshot_eval import markdown_table
 
     z = clip_info["zero_shot"]
-    lines = [f"CLIP ({clip_info['steps']} steps, {clip_info['seconds']:.0f} s): held-out crops of unseen classes "
-             f"named correctly {100 * z['unseen_acc_unseen_only']:.1f} % among the {z['unseen_classes']} unseen "
-             f"classes (chance {100 * z['chance_unseen_only']:.1f} %), {100 * z['unseen_acc_all']:.1f} % among all "
-             f"{z['classes']} (chance {100 * z['chance_all']:.1f} %); seen classes {100 * z['seen_acc_all']:.1f} %.",
-             "", "Generalized zero-shot segmentation of the held-out images (official metrics, %):", "",
-             markdown_table(records)]
+    lines = [
+        f"CLIP ({clip_info['steps']} steps, {clip_info['seconds']:.0f} s): held-out crops of unseen classes "
+        f"named correctly {100 * z['unseen_acc_unseen_only']:.1f} % among the {z['unseen_classes']} unseen "
+        f"classes (chance {100 * z['chance_unseen_only']:.1f} %), {100 * z['unseen_acc_all']:.1f} % among all "
+        f"{z['classes']} (chance {100 * z['chance_all']:.1f} %); seen classes {100 * z['seen_acc_all']:.1f} %.",
+        "",
+        "Generalized zero-shot segmentation of the held-out images (official metrics, %):",
+        "",
+        markdown_table(records),
+    ]
     return "\n".join(lines)
 
 
@@ -234,13 +266,13 @@ def band_lines(a: argparse.Namespace, records: List[dict]) -> List[str]:
     from .zeroshot_band import read_band, verdict
 
     val = int(records[0]["images"]) if records else a.val  # what was evaluated (an existing world keeps its size)
-    return verdict(records, read_band(), {"train": a.train, "val": val, "clip_steps": a.clip_steps,
-                                          "iters": a.iters})
+    return verdict(records, read_band(), {"train": a.train, "val": val, "clip_steps": a.clip_steps, "iters": a.iters})
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m train.quickstart", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m train.quickstart", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--out", type=Path, default=Path("quickstart"), help="working folder (default ./quickstart)")
     ap.add_argument("--train", type=int, default=400, help="training images (default 400)")
     ap.add_argument("--val", type=int, default=200, help="held-out images (default 200)")
@@ -248,11 +280,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--iters", type=int, default=3000, help="ZegFormer training steps (default 3000)")
     ap.add_argument("--backends", default="torch,onnxruntime", help="SDK backends to evaluate (default both)")
     ap.add_argument("--eval-images", type=int, default=0, help="evaluate only the first N held-out images")
-    ap.add_argument("--seed", type=int, default=0, help="seeds everything: the world's images, CLIP's and "
-                    "ZegFormer's initialisation and data order (default 0)")
-    ap.add_argument("--native-kernels", action="store_true", help="use this CPU's fastest kernels (AVX-512 where "
-                    "present) instead of the AVX2 ones every x86 CPU shares: faster there, but another draw of the "
-                    "numbers than other machines get for the same seed")
+    ap.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seeds everything: the world's images, CLIP's and ZegFormer's initialisation and data order (default 0)",
+    )
+    ap.add_argument(
+        "--native-kernels",
+        action="store_true",
+        help="use this CPU's fastest kernels (AVX-512 where "
+        "present) instead of the AVX2 ones every x86 CPU shares: faster there, but another draw of the "
+        "numbers than other machines get for the same seed",
+    )
     ap.add_argument("overrides", nargs="*", help="KEY=VALUE overrides of configs/zeroshot-world.yaml")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -269,11 +309,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print()
     print(summary(clip_info, records))
     print("\n".join(band_lines(a, records)))
-    print(f"bundle: {bundle}   (python -m sdk segment IMAGE --bundle {bundle} --vocab \"lime wavy;red plain\" "
-          f"--out results/)\npicture: {picture}\ntable: {a.out / 'gzss.json'}   "
-          f"({time.perf_counter() - t0:.0f} s in this run)")
-    print(f"try it in a browser: pip install -e '{REPO}[demo]' && python -m sdk demo --bundle {bundle}   "
-          "(then open http://127.0.0.1:7860)")
+    print(
+        f'bundle: {bundle}   (python -m sdk segment IMAGE --bundle {bundle} --vocab "lime wavy;red plain" '
+        f"--out results/)\npicture: {picture}\ntable: {a.out / 'gzss.json'}   "
+        f"({time.perf_counter() - t0:.0f} s in this run)"
+    )
+    print(
+        f"try it in a browser: pip install -e '{REPO}[demo]' && python -m sdk demo --bundle {bundle}   "
+        "(then open http://127.0.0.1:7860)"
+    )
     return 0
 
 

@@ -7,6 +7,7 @@
 * ``--resume none``: start from scratch; earlier logs are kept under a numbered name.
 * ``--resume PATH``: continue from that checkpoint.
 """
+
 from __future__ import annotations
 
 import logging
@@ -17,9 +18,19 @@ from typing import Any, Dict, List, Optional
 from .config_io import Config, ConfigError
 
 log = logging.getLogger(__name__)
-RUNTIME_KEYS = {"train.output_dir", "train.progress", "train.tensorboard", "train.log_period",
-                "train.checkpoint_period", "train.eval_period", "train.threads", "train.device",
-                "data.num_workers", "data.root", "solver.max_iter"}
+RUNTIME_KEYS = {
+    "train.output_dir",
+    "train.progress",
+    "train.tensorboard",
+    "train.log_period",
+    "train.checkpoint_period",
+    "train.eval_period",
+    "train.threads",
+    "train.device",
+    "data.num_workers",
+    "data.root",
+    "solver.max_iter",
+}
 LOGS = ("train_log.jsonl", "eval_log.jsonl")
 
 
@@ -62,13 +73,16 @@ def resolve_resume(cfg: Config, resume: Optional[str]) -> Optional[Path]:
     try:
         old = read_checkpoint(last).get("train_config")
     except CheckpointError as e:
-        raise ConfigError(f"{last} cannot be read ({e}); move it away, or pass --resume none to start over "
-                          "(it will be overwritten)") from e
+        raise ConfigError(
+            f"{last} cannot be read ({e}); move it away, or pass --resume none to start over (it will be overwritten)"
+        ) from e
     diff = config_differences(old, cfg) if isinstance(old, dict) else ["(no config recorded)"]
     if diff:
         shown = ", ".join(diff[:5]) + (" ..." if len(diff) > 5 else "")
-        raise ConfigError(f"{out} holds a checkpoint of another config (differs in {shown}); use another "
-                          f"train.output_dir=..., or --resume none to start over there (overwriting it)")
+        raise ConfigError(
+            f"{out} holds a checkpoint of another config (differs in {shown}); use another "
+            f"train.output_dir=..., or --resume none to start over there (overwriting it)"
+        )
     log.info("resuming from %s (same config; --resume none starts over)", last)
     return last
 

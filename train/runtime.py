@@ -1,4 +1,5 @@
 """Small runtime helpers of the training loop: device choice, determinism, the DDP forward, digests."""
+
 from __future__ import annotations
 
 import hashlib

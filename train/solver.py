@@ -6,6 +6,7 @@ AdamW; per-parameter groups as detectron2/MaskFormer build them: the backbone's 
 logit scale) are left out. Poly schedule ``lr · (1 − it/max_iter)^power`` with optional linear
 warm-up; full-model gradient-norm clipping.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,14 +15,24 @@ from typing import Any, Dict, Iterable, List
 import torch
 from torch import nn
 
-NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.GroupNorm,
-              nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.LayerNorm, nn.LocalResponseNorm)
+NORM_TYPES = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.SyncBatchNorm,
+    nn.GroupNorm,
+    nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+    nn.InstanceNorm3d,
+    nn.LayerNorm,
+    nn.LocalResponseNorm,
+)
 
 
 @dataclass
 class SolverConfig:
-    batch_size: int = 32            # global: all ranks × accumulation steps
-    accumulate: int = 1             # gradient accumulation steps per optimizer step
+    batch_size: int = 32  # global: all ranks × accumulation steps
+    accumulate: int = 1  # gradient accumulation steps per optimizer step
     lr: float = 1e-4
     weight_decay: float = 1e-4
     weight_decay_norm: float = 0.0
@@ -31,7 +42,7 @@ class SolverConfig:
     poly_power: float = 0.9
     warmup_iters: int = 0
     warmup_factor: float = 1.0
-    clip_grad_norm: float = 0.01    # full model, L2; <= 0 disables
+    clip_grad_norm: float = 0.01  # full model, L2; <= 0 disables
     betas: tuple = (0.9, 0.999)
     eps: float = 1e-8
 
@@ -79,6 +90,9 @@ def clip_gradients(params: Iterable[torch.Tensor], max_norm: float) -> torch.Ten
     """Clip the global L2 norm of all gradients; returns the norm before clipping."""
     params = [p for p in params if p.grad is not None]
     if max_norm <= 0:
-        return torch.linalg.vector_norm(torch.stack([p.grad.detach().norm() for p in params])) if params \
+        return (
+            torch.linalg.vector_norm(torch.stack([p.grad.detach().norm() for p in params]))
+            if params
             else torch.zeros(())
+        )
     return torch.nn.utils.clip_grad_norm_(params, max_norm)

@@ -13,6 +13,7 @@ default); a run folder holding a checkpoint of another config is refused (``--re
 over). Exit codes: 0 done, 143/130 stopped by SIGTERM/Ctrl-C after writing ``last.pth`` (run the
 same command again to continue), 2 a config, data or run-folder problem (one line), 1 other errors.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,12 +29,16 @@ from train.config_io import ConfigError, load_config  # noqa: E402
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="train/train.py", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="train/train.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--config", type=Path, help="YAML config (see configs/); defaults apply without one")
-    ap.add_argument("--resume", default="auto",
-                    help="auto (default): continue OUTPUT_DIR/last.pth when it is of the same config, refuse "
-                         "when it is of another; none: start over; or a checkpoint PATH to continue from")
+    ap.add_argument(
+        "--resume",
+        default="auto",
+        help="auto (default): continue OUTPUT_DIR/last.pth when it is of the same config, refuse "
+        "when it is of another; none: start over; or a checkpoint PATH to continue from",
+    )
     ap.add_argument("--eval-only", action="store_true", help="evaluate the initial/resumed weights and exit")
     ap.add_argument("--print-config", action="store_true", help="print the merged config and exit")
     ap.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (dotted keys)")
@@ -72,12 +77,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     except DatasetError as e:
         hint = missing_data_hint(cfg)
-        print(f"error: {' '.join(str(e).split())}" + (f"; make the data with: {hint}" if hint else ""),
-              file=sys.stderr)
+        print(f"error: {' '.join(str(e).split())}" + (f"; make the data with: {hint}" if hint else ""), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted (before training started or by a second Ctrl-C): no checkpoint written",
-              file=sys.stderr)
+        print("interrupted (before training started or by a second Ctrl-C): no checkpoint written", file=sys.stderr)
         return 130
     finally:
         dist.cleanup()

@@ -3,6 +3,7 @@
 Everything is stored as tensors, lists, ints, floats and strings so that the checkpoint loads
 with ``torch.load(weights_only=True)``.
 """
+
 from __future__ import annotations
 
 import random
@@ -21,7 +22,7 @@ def step_seed(seed: int, step: int, rank: int) -> int:
 def seed_everything(seed: int) -> None:
     """Seed torch (CPU and CUDA), numpy's and Python's global generators."""
     torch.manual_seed(seed)
-    np.random.seed(seed % 2 ** 32)
+    np.random.seed(seed % 2**32)
     random.seed(seed)
 
 
@@ -29,11 +30,21 @@ def rng_state() -> Dict[str, Any]:
     """The global RNG states as tensors/lists/ints."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     version, internal, gauss_next = random.getstate()
-    state = {"torch": torch.get_rng_state(),
-             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-             "python": {"version": int(version), "internal": [int(x) for x in internal],
-                        "gauss_next": None if gauss_next is None else float(gauss_next)}}
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "python": {
+            "version": int(version),
+            "internal": [int(x) for x in internal],
+            "gauss_next": None if gauss_next is None else float(gauss_next),
+        },
+    }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -42,20 +53,25 @@ def rng_state() -> Dict[str, Any]:
 def set_rng_state(state: Dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
     p = state["python"]
     random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def capture(step: int, optimizer, scheduler, scaler: Optional[torch.amp.GradScaler],
-            nonfinite: int) -> Dict[str, Any]:
+def capture(step: int, optimizer, scheduler, scaler: Optional[torch.amp.GradScaler], nonfinite: int) -> Dict[str, Any]:
     """The ``train_state`` entry of a checkpoint."""
-    return {"step": int(step), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
-            "rng": rng_state(), "consecutive_nonfinite": int(nonfinite)}
+    return {
+        "step": int(step),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
+        "rng": rng_state(),
+        "consecutive_nonfinite": int(nonfinite),
+    }
 
 
 def restore(state: Dict[str, Any], optimizer, scheduler, scaler: Optional[torch.amp.GradScaler]) -> int:

@@ -7,6 +7,7 @@ measured over seeds (``python benchmarks/zeroshot.py --seeds 0,1,2`` writes it) 
 place, ``train/resources/zeroshot_band.json``, which the quick start reads to say whether a run is
 inside what was measured.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,9 @@ def _stats(values: Sequence[float]) -> Dict[str, object]:
     return {"mean": float(np.mean(v)), "min": min(v), "max": max(v), "spread": max(v) - min(v), "values": v}
 
 
-def seed_spread(runs: Mapping[int, Sequence[Mapping[str, object]]], backend: Optional[str] = None,
-                precision: str = "fp32") -> Dict[str, Dict[str, Dict[str, object]]]:
+def seed_spread(
+    runs: Mapping[int, Sequence[Mapping[str, object]]], backend: Optional[str] = None, precision: str = "fp32"
+) -> Dict[str, Dict[str, Dict[str, object]]]:
     """``{mode: {metric: {mean, min, max, spread, values}}}`` over seeds (fractions, not %), from each
     seed's GZSS records (``train.zeroshot_eval.evaluate_bundle``) of one backend (default: the first)."""
     out: Dict[str, Dict[str, Dict[str, object]]] = {}
@@ -52,10 +54,20 @@ def seed_spread(runs: Mapping[int, Sequence[Mapping[str, object]]], backend: Opt
     return out
 
 
-def make_band(spread: Mapping[str, object], seeds: Sequence[int], settings: Mapping[str, int],
-              machine: Mapping[str, object], source: str) -> Dict[str, object]:
-    return {"seeds": list(seeds), "settings": {k: int(settings[k]) for k in SETTINGS}, "machine": dict(machine),
-            "source": source, "modes": dict(spread)}
+def make_band(
+    spread: Mapping[str, object],
+    seeds: Sequence[int],
+    settings: Mapping[str, int],
+    machine: Mapping[str, object],
+    source: str,
+) -> Dict[str, object]:
+    return {
+        "seeds": list(seeds),
+        "settings": {k: int(settings[k]) for k in SETTINGS},
+        "machine": dict(machine),
+        "source": source,
+        "modes": dict(spread),
+    }
 
 
 def write_band(band: Mapping[str, object], path: Path = BAND_PATH) -> Path:
@@ -72,8 +84,9 @@ def read_band(path: Path = BAND_PATH) -> Optional[Dict[str, object]]:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def verdict(records: Sequence[Mapping[str, object]], band: Optional[Mapping[str, object]],
-            settings: Mapping[str, int]) -> List[str]:
+def verdict(
+    records: Sequence[Mapping[str, object]], band: Optional[Mapping[str, object]], settings: Mapping[str, int]
+) -> List[str]:
     """Lines comparing this run's faithful (``cropmask``) seen / unseen mIoU and hIoU with the band;
     says plainly when a value falls outside the measured range."""
     if not band:
@@ -90,30 +103,43 @@ def verdict(records: Sequence[Mapping[str, object]], band: Optional[Mapping[str,
         inside = v is not None and e["min"] - TOLERANCE <= v <= e["max"] + TOLERANCE
         if not inside:
             outside.append(m)
-        lines.append(f"  {m:12s} this run {_pct(v):>5s}   expected {_pct(e['mean'])} [{_pct(e['min'])}–"
-                     f"{_pct(e['max'])}]   {'inside' if inside else 'OUTSIDE'}")
-    differs = {k: (int(settings[k]), band["settings"][k]) for k in SETTINGS
-               if k in settings and int(settings[k]) != band["settings"].get(k)}
+        lines.append(
+            f"  {m:12s} this run {_pct(v):>5s}   expected {_pct(e['mean'])} [{_pct(e['min'])}–"
+            f"{_pct(e['max'])}]   {'inside' if inside else 'OUTSIDE'}"
+        )
+    differs = {
+        k: (int(settings[k]), band["settings"][k])
+        for k in SETTINGS
+        if k in settings and int(settings[k]) != band["settings"].get(k)
+    }
     if differs:
-        lines.append("  (the band was measured with other settings: "
-                     + ", ".join(f"{k} {mine_v} here vs {theirs}" for k, (mine_v, theirs) in differs.items())
-                     + "; the comparison is only indicative)")
+        lines.append(
+            "  (the band was measured with other settings: "
+            + ", ".join(f"{k} {mine_v} here vs {theirs}" for k, (mine_v, theirs) in differs.items())
+            + "; the comparison is only indicative)"
+        )
     if outside:
-        lines.append(f"  This run is OUTSIDE the measured band on {', '.join(outside)}: one run is one draw "
-                     f"(benchmarks/results/zeroshot.md has the seed spread); a change that moves a result by "
-                     f"less than the spread is not measured by one run.")
+        lines.append(
+            f"  This run is OUTSIDE the measured band on {', '.join(outside)}: one run is one draw "
+            f"(benchmarks/results/zeroshot.md has the seed spread); a change that moves a result by "
+            f"less than the spread is not measured by one run."
+        )
     return lines
 
 
 def spread_markdown(spread: Mapping[str, Mapping[str, Mapping[str, object]]], seeds: Sequence[int]) -> str:
     """Per mode: seen / unseen mIoU and hIoU as mean, min, max and spread (max − min) over seeds (%)."""
-    lines = [f"| mode | metric | mean | min | max | spread (max − min) | per seed ({', '.join(map(str, seeds))}) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"| mode | metric | mean | min | max | spread (max − min) | per seed ({', '.join(map(str, seeds))}) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for mode, metrics in spread.items():
         for m in METRICS:
             s = metrics[m]
-            lines.append(f"| {mode} | {m} | {_pct(s['mean'])} | {_pct(s['min'])} | {_pct(s['max'])} | "
-                         f"{_pct(s['spread'])} | {' / '.join(_pct(v) for v in s['values'])} |")
+            lines.append(
+                f"| {mode} | {m} | {_pct(s['mean'])} | {_pct(s['min'])} | {_pct(s['max'])} | "
+                f"{_pct(s['spread'])} | {' / '.join(_pct(v) for v in s['values'])} |"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -10,6 +10,7 @@ the official seen / unseen mIoU and hIoU (``train.metrics``), the label maps' ag
 the two maps) and, for reduced precisions, with the same mode in fp32 (what the precision alone
 changes), the fraction of queries ``pruned`` sends to CLIP (``result.info``) and the time per image.
 """
+
 from __future__ import annotations
 
 import time
@@ -27,8 +28,10 @@ FAITHFUL_MODE = "cropmask"
 
 def map_agreement(a: np.ndarray, b: np.ndarray) -> Dict[str, float]:
     """Pixel agreement and mean IoU between two label maps (over classes present in either)."""
-    ious = [np.logical_and(a == c, b == c).sum() / np.logical_or(a == c, b == c).sum()
-            for c in np.union1d(np.unique(a), np.unique(b))]
+    ious = [
+        np.logical_and(a == c, b == c).sum() / np.logical_or(a == c, b == c).sum()
+        for c in np.union1d(np.unique(a), np.unique(b))
+    ]
     return {"pixel_agreement": float(np.mean(a == b)), "miou": float(np.mean(ious))}
 
 
@@ -59,9 +62,16 @@ def _mean(items: List[Dict[str, float]], key: str) -> float:
     return float(np.mean([a[key] for a in items]))
 
 
-def evaluate_bundle(bundle: Path, dataset, modes: Sequence[str] = MODES, backends: Sequence[str] = BACKENDS,
-                    max_images: int = 0, threads: Optional[int] = None, progress: bool = False,
-                    precisions: Sequence[str] = ("fp32",)) -> List[Dict[str, object]]:
+def evaluate_bundle(
+    bundle: Path,
+    dataset,
+    modes: Sequence[str] = MODES,
+    backends: Sequence[str] = BACKENDS,
+    max_images: int = 0,
+    threads: Optional[int] = None,
+    progress: bool = False,
+    precisions: Sequence[str] = ("fp32",),
+) -> List[Dict[str, object]]:
     """One record per (backend, precision, mode); see the module docstring."""
     from sdk import Segmenter
 
@@ -71,8 +81,17 @@ def evaluate_bundle(bundle: Path, dataset, modes: Sequence[str] = MODES, backend
     reference: Dict[str, List[np.ndarray]] = {}  # mode → the first configuration's maps (fp32)
     records = []
     for ci, (backend, precision) in enumerate(configurations(backends, precisions)):
-        seg = Segmenter(str(bundle), backend=backend, device="cpu", mode="cropmask", min_size=None,
-                        threads=threads, cache_dir=False, vocabulary=names, precision=precision)
+        seg = Segmenter(
+            str(bundle),
+            backend=backend,
+            device="cpu",
+            mode="cropmask",
+            min_size=None,
+            threads=threads,
+            cache_dir=False,
+            vocabulary=names,
+            precision=precision,
+        )
         tally = {m: _Tally(k) for m in modes}
         items = range(n)
         if progress:
@@ -103,10 +122,16 @@ def evaluate_bundle(bundle: Path, dataset, modes: Sequence[str] = MODES, backend
 
 def _record(backend: str, precision: str, mode: str, t: _Tally, seen, names, n: int) -> Dict[str, object]:
     m = all_metrics(t.conf, seen, names)
-    rec: Dict[str, object] = {"name": f"{backend}/{precision}/{mode}", "backend": backend, "precision": precision,
-                              "mode": mode, "images": n,
-                              **{key: m["official"][key] for key in ("seen_mIoU", "unseen_mIoU", "hIoU", "mIoU")},
-                              "nan_safe": m["nan_safe"], "ms_per_image": 1e3 * t.seconds / max(n, 1)}
+    rec: Dict[str, object] = {
+        "name": f"{backend}/{precision}/{mode}",
+        "backend": backend,
+        "precision": precision,
+        "mode": mode,
+        "images": n,
+        **{key: m["official"][key] for key in ("seen_mIoU", "unseen_mIoU", "hIoU", "mIoU")},
+        "nan_safe": m["nan_safe"],
+        "ms_per_image": 1e3 * t.seconds / max(n, 1),
+    }
     if t.faithful:
         rec["agreement"] = _mean(t.faithful, "pixel_agreement")
         rec["agreement_miou"] = _mean(t.faithful, "miou")
@@ -124,24 +149,38 @@ def _pct(x: Optional[float]) -> str:
 
 
 def _is_reference(r: Dict[str, object], first: Dict[str, object]) -> bool:
-    return (r["backend"], r.get("precision", "fp32"), r["mode"]) == (first["backend"], first.get("precision", "fp32"),
-                                                                      FAITHFUL_MODE)
+    return (r["backend"], r.get("precision", "fp32"), r["mode"]) == (
+        first["backend"],
+        first.get("precision", "fp32"),
+        FAITHFUL_MODE,
+    )
 
 
 def markdown_table(records: Sequence[Dict[str, object]]) -> str:
     """The GZSS table: backend, precision, mode, seen/unseen mIoU, hIoU, agreement with the faithful map
     (and, for reduced precisions, with the same mode in fp32), CLIP queries, time."""
-    lines = ["| backend | precision | mode | seen mIoU | unseen mIoU | hIoU | agreement with faithful "
-             "(pixels / map mIoU) | vs same mode fp32 | queries sent to CLIP | ms / image |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| backend | precision | mode | seen mIoU | unseen mIoU | hIoU | agreement with faithful "
+        "(pixels / map mIoU) | vs same mode fp32 | queries sent to CLIP | ms / image |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in records:
-        agree = ("(reference)" if _is_reference(r, records[0]) else
-                 f"{_pct(r.get('agreement'))} % / {_pct(r.get('agreement_miou'))} %" if "agreement" in r else "")
-        fp32 = (f"{_pct(r['agreement_fp32'])} % / {_pct(r['agreement_fp32_miou'])} %" if "agreement_fp32" in r
-                else "")
-        queries = f"{_pct(r['clip_query_fraction'])} %" if "clip_query_fraction" in r else (
-            "100 %" if r["mode"] == "cropmask" else "")
-        lines.append(f"| {r['backend']} | {r.get('precision', 'fp32')} | {r['mode']} | {_pct(r['seen_mIoU'])} | "
-                     f"{_pct(r['unseen_mIoU'])} | {_pct(r['hIoU'])} | {agree} | {fp32} | {queries} | "
-                     f"{r['ms_per_image']:.0f} |")
+        agree = (
+            "(reference)"
+            if _is_reference(r, records[0])
+            else f"{_pct(r.get('agreement'))} % / {_pct(r.get('agreement_miou'))} %"
+            if "agreement" in r
+            else ""
+        )
+        fp32 = f"{_pct(r['agreement_fp32'])} % / {_pct(r['agreement_fp32_miou'])} %" if "agreement_fp32" in r else ""
+        queries = (
+            f"{_pct(r['clip_query_fraction'])} %"
+            if "clip_query_fraction" in r
+            else ("100 %" if r["mode"] == "cropmask" else "")
+        )
+        lines.append(
+            f"| {r['backend']} | {r.get('precision', 'fp32')} | {r['mode']} | {_pct(r['seen_mIoU'])} | "
+            f"{_pct(r['unseen_mIoU'])} | {_pct(r['hIoU'])} | {agree} | {fp32} | {queries} | "
+            f"{r['ms_per_image']:.0f} |"
+        )
     return "\n".join(lines) + "\n"

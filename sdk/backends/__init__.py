@@ -12,6 +12,7 @@ Runtime, then OpenVINO on the CPU — skipping those that do not run the precisi
 ``"torch"`` runs the PyTorch model from ``train/`` (the reference) and is never chosen by ``auto``.
 Heavy dependencies are imported when a backend is created, never when ``sdk`` is imported.
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,9 +24,24 @@ from .base import DEVICE_WORDS, Backend, BackendSpec, Device
 from .plans import choose_auto, resolve, supported_pairs
 from .registry import ALIASES, REGISTRY, backend_names, register_backend, spec_of
 
-__all__ = ["Backend", "BackendSpec", "Device", "REGISTRY", "ALIASES", "register_backend", "backend_names",
-           "spec_of", "parse_device", "create_backend", "resolve", "choose_auto", "supported_pairs"]
+__all__ = [
+    "Backend",
+    "BackendSpec",
+    "Device",
+    "REGISTRY",
+    "ALIASES",
+    "register_backend",
+    "backend_names",
+    "spec_of",
+    "parse_device",
+    "create_backend",
+    "resolve",
+    "choose_auto",
+    "supported_pairs",
+]
 log = logging.getLogger(__name__)
+
+
 def parse_device(device: str) -> Tuple[str, int]:
     """``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` → (kind, index)."""
     d = (device or "auto").strip().lower()
@@ -36,8 +52,9 @@ def parse_device(device: str) -> Tuple[str, int]:
     raise BackendError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
 
 
-def create_backend(bundle: Bundle, backend: str = "auto", device: str = "auto",
-                   options: Optional[Dict[str, Any]] = None) -> Backend:
+def create_backend(
+    bundle: Bundle, backend: str = "auto", device: str = "auto", options: Optional[Dict[str, Any]] = None
+) -> Backend:
     """The backend called ``backend`` on ``device`` (see the module docstring for ``"auto"``).
 
     ``options["precision"]`` (see ``sdk.precision``) is parsed first (a malformed one is an
@@ -57,8 +74,10 @@ def create_backend(bundle: Bundle, backend: str = "auto", device: str = "auto",
         kind = _first_device(bundle, spec, index)
     if kind not in spec.devices:
         where = " or ".join(DEVICE_WORDS.get(d, d) for d in spec.devices)
-        raise BackendError(f"backend {spec.name!r} runs on {where}, not on {kind}; use device="
-                           f"{'cpu' if 'cpu' in spec.devices else 'cuda'!r} or another backend")
+        raise BackendError(
+            f"backend {spec.name!r} runs on {where}, not on {kind}; use device="
+            f"{'cpu' if 'cpu' in spec.devices else 'cuda'!r} or another backend"
+        )
     return _build(bundle, spec, Device(kind, index), resolve(bundle, spec, kind, request), options)
 
 

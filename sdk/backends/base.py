@@ -4,6 +4,7 @@ A backend module declares one ``SPEC = BackendSpec(...)`` and a :class:`Backend`
 implements :meth:`Backend.run`; ``sdk/backends/__init__.py`` registers the spec with one line.
 Loading (the factory) is kept apart from running (``run``), as in Polygraphy's backends.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -133,9 +134,11 @@ def as_plan(precision: Any) -> PrecisionPlan:
     if precision is None:
         return FP32
     if not isinstance(precision, PrecisionPlan):
-        raise OptionError(f"a backend takes a PrecisionPlan, not {precision!r}: use "
-                          f"create_backend(bundle, name, device, {{'precision': {precision!r}}}) "
-                          "or sdk.backends.resolve")
+        raise OptionError(
+            f"a backend takes a PrecisionPlan, not {precision!r}: use "
+            f"create_backend(bundle, name, device, {{'precision': {precision!r}}}) "
+            "or sdk.backends.resolve"
+        )
     return precision
 
 
@@ -155,8 +158,13 @@ def expected_dtype(graph: str, io: str) -> Tuple[str, ...]:
     return ("int32", "int64") if (graph, io) == ("clip_text", "input") else ("float32",)
 
 
-def check_io(graph: str, entry: Mapping[str, Any], path: Any, inputs: Sequence[Tuple[str, int, str]],
-             outputs: Sequence[Tuple[str, int, str]]) -> None:
+def check_io(
+    graph: str,
+    entry: Mapping[str, Any],
+    path: Any,
+    inputs: Sequence[Tuple[str, int, str]],
+    outputs: Sequence[Tuple[str, int, str]],
+) -> None:
     """The graph file's inputs/outputs — ``(name, rank, dtype)`` as the runtime reports them — are the
     ones the manifest declares for ``graph`` (else the file is another graph: :class:`BundleError`)."""
     want_in, want_out = dict(entry.get("inputs") or {}), dict(entry.get("outputs") or {})
@@ -167,8 +175,9 @@ def check_io(graph: str, entry: Mapping[str, Any], path: Any, inputs: Sequence[T
     missing = [n for n in want_out if n not in have_out]
     if missing:
         problems.append(f"outputs {sorted(have_out)} lack {missing}")
-    for (name, rank, dtype), io, want in ([(i, "input", want_in) for i in inputs[:1]] +
-                                         [((n, *have_out[n]), "output", want_out) for n in want_out if n in have_out]):
+    for (name, rank, dtype), io, want in [(i, "input", want_in) for i in inputs[:1]] + [
+        ((n, *have_out[n]), "output", want_out) for n in want_out if n in have_out
+    ]:
         declared = declared_rank(want.get(name))
         if declared is not None and rank >= 0 and rank != declared:
             problems.append(f"{io} {name!r} has rank {rank}, the manifest declares {want[name]}")
@@ -177,5 +186,6 @@ def check_io(graph: str, entry: Mapping[str, Any], path: Any, inputs: Sequence[T
     if problems:
         from ..bundle import REEXPORT
 
-        raise BundleError(f"bundle file {path} is not the {graph} graph the manifest describes "
-                          f"({'; '.join(problems)}); {REEXPORT}")
+        raise BundleError(
+            f"bundle file {path} is not the {graph} graph the manifest describes ({'; '.join(problems)}); {REEXPORT}"
+        )

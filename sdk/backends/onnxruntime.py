@@ -10,6 +10,7 @@ On the CUDA provider with CuPy installed, graph inputs and outputs are CuPy devi
 through I/O binding (``sdk.backends.ort_binding``): the pipeline's data stays on the GPU between
 the graphs. Without CuPy it falls back to host arrays (logged).
 """
+
 from __future__ import annotations
 
 import logging
@@ -37,8 +38,14 @@ def cuda_provider_available() -> bool:
 
 def tensor_io(values: Any) -> List[tuple]:
     """``(name, rank, dtype)`` of ONNX Runtime's ``get_inputs()``/``get_outputs()`` (for ``check_io``)."""
-    return [(v.name, len(v.shape) if v.shape is not None else -1,
-             np.dtype(ORT_DTYPES[v.type]).name if v.type in ORT_DTYPES else str(v.type)) for v in values]
+    return [
+        (
+            v.name,
+            len(v.shape) if v.shape is not None else -1,
+            np.dtype(ORT_DTYPES[v.type]).name if v.type in ORT_DTYPES else str(v.type),
+        )
+        for v in values
+    ]
 
 
 class Graph:
@@ -67,7 +74,7 @@ class Graph:
         x = self.arrays.contiguous(x, self.input_dtype)
         if self.fixed_batch is None or x.shape[0] == self.fixed_batch:
             return self._run(x)
-        parts = [self._run_padded(x[i:i + self.fixed_batch]) for i in range(0, x.shape[0], self.fixed_batch)]
+        parts = [self._run_padded(x[i : i + self.fixed_batch]) for i in range(0, x.shape[0], self.fixed_batch)]
         return [self.arrays.xp.concatenate(p, 0) for p in zip(*parts)]
 
     def _run_padded(self, x: Any) -> List[Any]:
@@ -80,16 +87,24 @@ class Graph:
         try:
             outs = self.bound(x) if self.bound is not None else self.session.run(self.outputs, {self.input_name: x})
         except Exception as e:  # onnxruntime's own exception types (wrong shapes, out of memory, ...)
-            raise BackendError(f"ONNX Runtime failed running {self.path} on input {tuple(x.shape)}: "
-                               f"{' '.join(str(e).split())[:300]}") from e
+            raise BackendError(
+                f"ONNX Runtime failed running {self.path} on input {tuple(x.shape)}: {' '.join(str(e).split())[:300]}"
+            ) from e
         return [o.astype(np.float32, copy=False) if o.dtype == np.float16 else o for o in outs]
 
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
-    def __init__(self, bundle: Bundle, device: str = "cpu", device_index: int = 0,
-                 threads: Optional[int] = None, precision=None, io_binding: Optional[bool] = None):
+    def __init__(
+        self,
+        bundle: Bundle,
+        device: str = "cpu",
+        device_index: int = 0,
+        threads: Optional[int] = None,
+        precision=None,
+        io_binding: Optional[bool] = None,
+    ):
         """``precision``: a :class:`~sdk.precision.PrecisionPlan` (``None``: fp32); ``create_backend`` resolves it."""
         import onnxruntime as ort
 
@@ -97,10 +112,15 @@ class OnnxRuntimeBackend(Backend):
         self.bundle = bundle
         self.device = "cpu" if device == "cpu" else f"cuda:{device_index}"
         if device != "cpu" and not cuda_provider_available():
-            raise BackendError("ONNX Runtime has no CUDA execution provider here: "
-                               "pip install onnxruntime-gpu (and a matching CUDA), or use device='cpu'")
-        self.providers = (["CPUExecutionProvider"] if device == "cpu" else
-                          [("CUDAExecutionProvider", {"device_id": device_index}), "CPUExecutionProvider"])
+            raise BackendError(
+                "ONNX Runtime has no CUDA execution provider here: "
+                "pip install onnxruntime-gpu (and a matching CUDA), or use device='cpu'"
+            )
+        self.providers = (
+            ["CPUExecutionProvider"]
+            if device == "cpu"
+            else [("CUDAExecutionProvider", {"device_id": device_index}), "CPUExecutionProvider"]
+        )
         self.threads = threads
         self.precision = as_plan(precision)
         self._arrays = host() if device == "cpu" else _device_arrays(device_index)
@@ -136,8 +156,13 @@ class OnnxRuntimeBackend(Backend):
                     session = self._ort.InferenceSession(str(path), self._options(tier), providers=self.providers)
                 except Exception as e:  # onnxruntime raises its own, unexported exception types
                     raise graph_load_error(path, e) from e
-                check_io(name, self.bundle.graph(name), path, tensor_io(session.get_inputs()),
-                         tensor_io(session.get_outputs()))
+                check_io(
+                    name,
+                    self.bundle.graph(name),
+                    path,
+                    tensor_io(session.get_inputs()),
+                    tensor_io(session.get_outputs()),
+                )
                 outputs = list(self.bundle.graph(name).get("outputs", {}))
                 graph = Graph(session, outputs, self._arrays)
                 graph.bound = self._bound_runner(session, graph.input_name, graph.outputs)
@@ -180,10 +205,16 @@ def _create(bundle: Bundle, device: Device, plan, options: Dict[str, Any]) -> Ba
 
 
 SPEC = BackendSpec(
-    name="onnxruntime", factory=_create, aliases=("ort", "onnx"), devices=("cpu", "cuda"),
-    tiers=every_graph("fp32", "int8", "fp16"), rank={"cpu": 20, "cuda": 10}, available=_available,
+    name="onnxruntime",
+    factory=_create,
+    aliases=("ort", "onnx"),
+    devices=("cpu", "cuda"),
+    tiers=every_graph("fp32", "int8", "fp16"),
+    rank={"cpu": 20, "cuda": 10},
+    available=_available,
     # auto's candidates, fastest first. "clip_image=int8": only the CLIP image encoder in int8 — on the
     # zero-shot testbed it kept 99.8 % of the labels where int8 on every graph kept 95.7 % (the proposal
     # network is the sensitive one), and CLIP is most of the faithful mode's time.
     auto_precision={"cpu": ("int8", "clip_image=int8", "fp32"), "cuda": ("int8", "fp16", "fp32")},
-    options=("threads", "io_binding"))
+    options=("threads", "io_binding"),
+)

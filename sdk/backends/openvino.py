@@ -13,6 +13,7 @@ the cache root is ``sdk.cache``'s (``cache_dir=False`` or ``ZEGFORMER_CACHE=off`
 Each graph's inputs and outputs are checked against the manifest before it runs, as ONNX Runtime's are.
 Each thread gets its own infer request (a compiled model is shared, requests are not thread-safe).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -38,8 +39,10 @@ def require_openvino():
     try:
         import openvino
     except ImportError as e:
-        raise BackendError(f"the OpenVINO backend needs OpenVINO ({e}): pip install 'zegformer-sdk[openvino]' "
-                           "(or pip install openvino), or use backend='onnxruntime'") from e
+        raise BackendError(
+            f"the OpenVINO backend needs OpenVINO ({e}): pip install 'zegformer-sdk[openvino]' "
+            "(or pip install openvino), or use backend='onnxruntime'"
+        ) from e
     return openvino
 
 
@@ -92,8 +95,9 @@ class OpenVinoBackend(Backend):
     name = "openvino"
     device = "cpu"
 
-    def __init__(self, bundle: Bundle, threads: Optional[int] = None, precision: Any = None,
-                 cache_dir: CacheOption = None):
+    def __init__(
+        self, bundle: Bundle, threads: Optional[int] = None, precision: Any = None, cache_dir: CacheOption = None
+    ):
         """``precision``: a :class:`~sdk.precision.PrecisionPlan` (``None``: fp32); ``create_backend`` resolves it.
         ``cache_dir``: the cache root (``sdk.cache``; ``False``: no compiled-model cache)."""
         ov = require_openvino()
@@ -105,8 +109,10 @@ class OpenVinoBackend(Backend):
         if "bf16" in self.precision.uses and "BF16" not in self.capabilities:
             from ..precision import PrecisionError
 
-            raise PrecisionError(f"precision 'bf16' needs a CPU with bf16 support (AVX512_BF16 or AMX); "
-                                 f"OpenVINO reports {self.capabilities} here. Use precision='int8' or 'fp32'")
+            raise PrecisionError(
+                f"precision 'bf16' needs a CPU with bf16 support (AVX512_BF16 or AMX); "
+                f"OpenVINO reports {self.capabilities} here. Use precision='int8' or 'fp32'"
+            )
         self.cache_root = cache_folder("openvino", cache_dir)
         self._cpu = cpu_key(self.core)
         self._graphs: Dict[str, OvGraph] = {}
@@ -157,8 +163,13 @@ class OpenVinoBackend(Backend):
                 except Exception as e:  # OpenVINO raises its own RuntimeError subclasses
                     raise BackendError(f"OpenVINO cannot compile {path} ({tier}): {e}") from e
                 entry = self.bundle.graph(name)
-                check_io(name, entry, path, port_io(compiled.inputs, entry.get("inputs") or {}),
-                         port_io(compiled.outputs, entry.get("outputs") or {}))
+                check_io(
+                    name,
+                    entry,
+                    path,
+                    port_io(compiled.inputs, entry.get("inputs") or {}),
+                    port_io(compiled.outputs, entry.get("outputs") or {}),
+                )
                 graph = OvGraph(compiled, list(entry.get("outputs", {})))
                 graph.path = path
                 self._graphs[name] = graph
@@ -181,7 +192,14 @@ def _create(bundle: Bundle, device: Device, plan, options: Dict[str, Any]) -> Ba
 
 
 # bf16 is OpenVINO's inference-precision hint, so it applies to any graph; int8 needs the graph's QDQ variant.
-SPEC = BackendSpec(name="openvino", factory=_create, aliases=("ov",), devices=("cpu",),
-                   tiers=every_graph("fp32", "bf16", "int8"), rank={"cpu": 10}, available=_available,
-                   auto_precision={"cpu": ("int8", "clip_image=int8", "bf16", "fp32")},
-                   options=("threads", "cache_dir"))
+SPEC = BackendSpec(
+    name="openvino",
+    factory=_create,
+    aliases=("ov",),
+    devices=("cpu",),
+    tiers=every_graph("fp32", "bf16", "int8"),
+    rank={"cpu": 10},
+    available=_available,
+    auto_precision={"cpu": ("int8", "clip_image=int8", "bf16", "fp32")},
+    options=("threads", "cache_dir"),
+)

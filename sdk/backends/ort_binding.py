@@ -13,14 +13,19 @@ told not to), so the outputs are complete when CuPy reads them.
 The same code binds host memory on the CPU provider (``device_type="cpu"``), which is how the
 tests exercise it on a machine without a GPU.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, List, Sequence
 
 import numpy as np
 
-ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int32)": np.int32,
-              "tensor(int64)": np.int64}
+ORT_DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(int32)": np.int32,
+    "tensor(int64)": np.int64,
+}
 
 
 def buffer_pointer(x: Any) -> int:
@@ -53,8 +58,16 @@ def _dtype(onnx_type: str) -> np.dtype:
 class BoundRunner:
     """Runs one session through I/O binding on ``device_type`` (``"cuda"`` or ``"cpu"``)."""
 
-    def __init__(self, session: Any, input_name: str, outputs: Sequence[str], device_type: str, device_id: int,
-                 to_array: Callable[[Any], Any], before_bind: Callable[[], None] = lambda: None):
+    def __init__(
+        self,
+        session: Any,
+        input_name: str,
+        outputs: Sequence[str],
+        device_type: str,
+        device_id: int,
+        to_array: Callable[[Any], Any],
+        before_bind: Callable[[], None] = lambda: None,
+    ):
         self.session = session
         self.input_name = input_name
         self.outputs = list(outputs)
@@ -67,8 +80,9 @@ class BoundRunner:
         """``x``: C-contiguous, of the graph's input dtype, on this runner's device; kept alive by the caller."""
         self.before_bind()
         binding = self.session.io_binding()
-        binding.bind_input(self.input_name, self.device_type, self.device_id, x.dtype.type, list(x.shape),
-                           buffer_pointer(x))
+        binding.bind_input(
+            self.input_name, self.device_type, self.device_id, x.dtype.type, list(x.shape), buffer_pointer(x)
+        )
         for name in self.outputs:
             binding.bind_output(name, self.device_type, self.device_id)
         binding.synchronize_inputs()
@@ -81,5 +95,12 @@ def cuda_runner(session: Any, input_name: str, outputs: Sequence[str], device_id
     """A runner whose inputs and outputs are CuPy arrays on GPU ``device_id``."""
     import cupy
 
-    return BoundRunner(session, input_name, outputs, "cuda", device_id, ortvalue_to_cupy,
-                       before_bind=lambda: cupy.cuda.get_current_stream().synchronize())
+    return BoundRunner(
+        session,
+        input_name,
+        outputs,
+        "cuda",
+        device_id,
+        ortvalue_to_cupy,
+        before_bind=lambda: cupy.cuda.get_current_stream().synchronize(),
+    )

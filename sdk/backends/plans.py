@@ -2,6 +2,7 @@
 
 Kept beside the registry (not in ``sdk.precision``) so that the precision grammar imports no backend.
 """
+
 from __future__ import annotations
 
 import logging
@@ -47,11 +48,15 @@ def resolve(bundle, backend: Union[str, BackendSpec], device: str, spec: Any) ->
     for graph, tier in plan.graphs:
         offered = backend_spec.tiers_of(graph)
         if tier not in offered:
-            raise PrecisionError(f"precision {tier!r} for {graph} is not available on {backend_spec.name} ({device}), "
-                                 f"which runs {graph} at {offered}; {tier} runs on {_runs_on(tier)}")
+            raise PrecisionError(
+                f"precision {tier!r} for {graph} is not available on {backend_spec.name} ({device}), "
+                f"which runs {graph} at {offered}; {tier} runs on {_runs_on(tier)}"
+            )
     for tier, graphs in missing_by_tier(bundle, plan).items():
-        raise PrecisionError(f"{bundle.root} has no {tier} graphs for {graphs}; re-export with "
-                             f"`python -m export ... --{tier}` (it writes <graph>.{tier}.onnx)")
+        raise PrecisionError(
+            f"{bundle.root} has no {tier} graphs for {graphs}; re-export with "
+            f"`python -m export ... --{tier}` (it writes <graph>.{tier}.onnx)"
+        )
     return plan
 
 

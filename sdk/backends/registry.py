@@ -1,4 +1,5 @@
 """The registry of backend specs: one entry per backend module, filled by ``sdk.backends``."""
+
 from __future__ import annotations
 
 from typing import Dict, Tuple

@@ -23,6 +23,7 @@ context); further calls wait for a free context. With one profile, calls on that
 serialised (different engines still run concurrently). Contexts, streams and buffers belong to
 the backend, not to threads, so nothing leaks when worker threads end; :meth:`close` frees them.
 """
+
 from __future__ import annotations
 
 import logging
@@ -46,8 +47,10 @@ def _import_tensorrt():
     try:
         import tensorrt as trt
     except ImportError as e:
-        raise BackendError(f"the TensorRT backend needs the 'tensorrt' package ({e}); "
-                           "pip install 'zegformer-sdk[tensorrt]', or use backend='onnxruntime'") from e
+        raise BackendError(
+            f"the TensorRT backend needs the 'tensorrt' package ({e}); "
+            "pip install 'zegformer-sdk[tensorrt]', or use backend='onnxruntime'"
+        ) from e
     return trt
 
 
@@ -68,15 +71,18 @@ def normalize_cc(cc: Any) -> str:
     return s
 
 
-def engine_mismatch(entry: Dict[str, Any], bundle: Bundle, graph: str, trt_version: str, cc: str,
-                    precision: Optional[str] = None) -> Optional[str]:
+def engine_mismatch(
+    entry: Dict[str, Any], bundle: Bundle, graph: str, trt_version: str, cc: str, precision: Optional[str] = None
+) -> Optional[str]:
     """Why the engine ``entry`` cannot run here, or ``None`` when it can."""
     built = str(entry.get("tensorrt", "?"))
     if built.split(".")[:3] != trt_version.split(".")[:3]:
         return f"built with TensorRT {built}, this is TensorRT {trt_version}"
     if normalize_cc(entry.get("compute_capability", "?")) != cc:
-        return (f"built for compute capability {entry.get('compute_capability')} "
-                f"({entry.get('gpu', '?')}), this GPU is {cc}")
+        return (
+            f"built for compute capability {entry.get('compute_capability')} "
+            f"({entry.get('gpu', '?')}), this GPU is {cc}"
+        )
     if precision and entry.get("precision", "fp32") != precision:
         return f"built in {entry.get('precision', 'fp32')}, {precision} was asked for"
     onnx_file = entry.get("onnx_file") or bundle.manifest["graphs"].get(graph, {}).get("file")
@@ -100,8 +106,11 @@ def tensorrt_unusable_reason(bundle: Bundle, index: int = 0, plan: Any = None) -
     reasons = {g: engine_mismatch(e, bundle, g, trt.__version__, cc, plan.of(g)) for g, e in bundle.engines.items()}
     bad = {g: r for g, r in reasons.items() if r}
     for g, r in bad.items():
-        warnings.warn(f"TensorRT engine for {g!r} is not usable: {r}; using ONNX instead — {REBUILD}",
-                      EngineMismatchWarning, stacklevel=3)
+        warnings.warn(
+            f"TensorRT engine for {g!r} is not usable: {r}; using ONNX instead — {REBUILD}",
+            EngineMismatchWarning,
+            stacklevel=3,
+        )
     return f"engines not usable here: {sorted(bad)}" if bad else None
 
 
@@ -118,8 +127,14 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
     _arrays: Optional[ArrayOps] = None
 
-    def __init__(self, bundle: Bundle, device_index: int = 0, threads: Optional[int] = None,
-                 precision: Any = None, allocator: Optional[Callable] = None):
+    def __init__(
+        self,
+        bundle: Bundle,
+        device_index: int = 0,
+        threads: Optional[int] = None,
+        precision: Any = None,
+        allocator: Optional[Callable] = None,
+    ):
         """``precision``: a :class:`~sdk.precision.PrecisionPlan` (``None``: fp32); ``create_backend``
         resolves it. Each engine must have been built in its graph's precision."""
         self._trt = _import_tensorrt()
@@ -137,30 +152,44 @@ class TensorRTBackend(Backend):
         with self.dev.activate():
             self._runtime = self._trt.Runtime(self._logger)
             self._load_engines()
-        log.info("TensorRT %s on %s: engines for %s", self._trt.__version__, self.dev.describe(),
-                 sorted(self._engines) or "no graph")
+        log.info(
+            "TensorRT %s on %s: engines for %s",
+            self._trt.__version__,
+            self.dev.describe(),
+            sorted(self._engines) or "no graph",
+        )
 
     # ------------------------------------------------------------------ loading
     def _load_engines(self) -> None:
         for graph, entry in self.bundle.engines.items():
-            reason = engine_mismatch(entry, self.bundle, graph, self._trt.__version__, self.cc,
-                                     self.precision.of(graph))
+            reason = engine_mismatch(
+                entry, self.bundle, graph, self._trt.__version__, self.cc, self.precision.of(graph)
+            )
             if reason:
-                warnings.warn(f"TensorRT engine for {graph!r} is not usable: {reason}; running it with "
-                              f"ONNX Runtime — {REBUILD}", EngineMismatchWarning, stacklevel=4)
+                warnings.warn(
+                    f"TensorRT engine for {graph!r} is not usable: {reason}; running it with ONNX Runtime — {REBUILD}",
+                    EngineMismatchWarning,
+                    stacklevel=4,
+                )
                 continue
             path = self.bundle.file(entry["file"])  # sha256 verified before deserialising
             engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
             if engine is None:
-                warnings.warn(f"TensorRT could not deserialise {path}; running {graph!r} with ONNX Runtime "
-                              f"— {REBUILD}", EngineMismatchWarning, stacklevel=4)
+                warnings.warn(
+                    f"TensorRT could not deserialise {path}; running {graph!r} with ONNX Runtime — {REBUILD}",
+                    EngineMismatchWarning,
+                    stacklevel=4,
+                )
                 continue
             order = list(self.bundle.graph(graph).get("outputs", {}))  # the manifest's output order
             try:
                 self._engines[graph] = Engine(self._trt, graph, engine, order, self.dev)
             except UnusableEngine as e:
-                warnings.warn(f"TensorRT engine for {graph!r} is not usable: {e}; running it with ONNX Runtime",
-                              EngineMismatchWarning, stacklevel=4)
+                warnings.warn(
+                    f"TensorRT engine for {graph!r} is not usable: {e}; running it with ONNX Runtime",
+                    EngineMismatchWarning,
+                    stacklevel=4,
+                )
 
     def _fallback(self):
         """ONNX Runtime (CUDA when available) for graphs without a usable engine, built by its spec's
@@ -170,8 +199,9 @@ class TensorRTBackend(Backend):
                 from .onnxruntime import SPEC, cuda_provider_available
 
                 kind = "cuda" if cuda_provider_available() else "cpu"
-                self._fallback_backend = SPEC.factory(self.bundle, Device(kind, self.dev.index), self.precision,
-                                                      SPEC.pick({"threads": self._threads}))
+                self._fallback_backend = SPEC.factory(
+                    self.bundle, Device(kind, self.dev.index), self.precision, SPEC.pick({"threads": self._threads})
+                )
             return self._fallback_backend
 
     @property
@@ -206,8 +236,10 @@ class TensorRTBackend(Backend):
         ctx = slot.context
         for name, ptr in [(eng.input, in_ptr)] + [(n, out_ptrs[n]) for n in eng.outputs]:
             if not ctx.set_tensor_address(name, int(ptr)):
-                raise BackendError(f"TensorRT refused the device address 0x{int(ptr):x} of tensor {name!r} of "
-                                   f"{eng.graph!r} (unknown name, or not {ALIGNMENT}-byte aligned)")
+                raise BackendError(
+                    f"TensorRT refused the device address 0x{int(ptr):x} of tensor {name!r} of "
+                    f"{eng.graph!r} (unknown name, or not {ALIGNMENT}-byte aligned)"
+                )
         if not ctx.execute_async_v3(slot.stream):
             raise BackendError(f"TensorRT execution of {eng.graph!r} failed (see the TensorRT log)")
 
@@ -222,7 +254,7 @@ class TensorRTBackend(Backend):
         parts = []
         with self.dev.activate(), eng.slot() as slot:
             for i in range(0, x.shape[0], step):
-                chunk = x[i:i + step]
+                chunk = x[i : i + step]
                 shapes = self._out_shapes(eng, slot, chunk.shape)
                 hosts = {n: np.empty(s, eng.dtypes[n]) for n, s in shapes.items()}
                 in_ptr = eng.staging(slot, eng.input, chunk.nbytes)
@@ -258,8 +290,9 @@ class TensorRTBackend(Backend):
                 if not outs:
                     outs = {n: self._empty((src.shape[0],) + s[1:], eng.dtypes[n]) for n, s in shapes.items()}
                 sizes = {n: eng.dtypes[n].itemsize * int(np.prod(s, dtype=np.int64)) for n, s in shapes.items()}
-                targets = {n: cudalayer.foreign_array(a).ptr + i * (sizes[n] // max(1, shapes[n][0]))
-                           for n, a in outs.items()}
+                targets = {
+                    n: cudalayer.foreign_array(a).ptr + i * (sizes[n] // max(1, shapes[n][0])) for n, a in outs.items()
+                }
                 in_ptr = self._aligned_input(eng, slot, src.ptr + i * row, shape[0] * row)
                 ptrs = {n: p if p % ALIGNMENT == 0 else eng.staging(slot, n, sizes[n]) for n, p in targets.items()}
                 self._execute(eng, slot, in_ptr, ptrs)
@@ -281,8 +314,10 @@ class TensorRTBackend(Backend):
         try:
             import cupy
         except Exception as e:
-            raise BackendError(f"the {self.name} engine takes {dtype} contiguous input, got another device array; "
-                               f"casting it on the GPU needs CuPy (pip install 'zegformer-sdk[gpu]')") from e
+            raise BackendError(
+                f"the {self.name} engine takes {dtype} contiguous input, got another device array; "
+                f"casting it on the GPU needs CuPy (pip install 'zegformer-sdk[gpu]')"
+            ) from e
         with cupy.cuda.Device(self.dev.index):
             return cupy.ascontiguousarray(cupy.asarray(x), dtype=dtype)
 
@@ -300,8 +335,13 @@ class TensorRTBackend(Backend):
         if eng is not None and eng.fits(tuple(shape)):
             return self._run_device(eng, x) if on_device else self._run_host(eng, x)
         if eng is not None:
-            log.warning("input %s of %r is outside the engine's profile %s..%s; using ONNX Runtime",
-                        tuple(shape), graph, eng.min_shape, eng.max_shape)
+            log.warning(
+                "input %s of %r is outside the engine's profile %s..%s; using ONNX Runtime",
+                tuple(shape),
+                graph,
+                eng.min_shape,
+                eng.max_shape,
+            )
         if not on_device:
             return self._fallback().graph(graph).run(x)
         log.warning("%r has no usable engine: its device input goes through ONNX Runtime on the host", graph)
@@ -329,7 +369,6 @@ class TensorRTBackend(Backend):
         return out
 
 
-
 def _available(bundle: Bundle, device: Device, plan) -> Optional[str]:
     return tensorrt_unusable_reason(bundle, device.index, plan)
 
@@ -339,6 +378,14 @@ def _create(bundle: Bundle, device: Device, plan, options: Dict[str, Any]) -> Ba
 
 
 # fp16/int8 run the engines built from <graph>.<tier>.onnx; a graph without an engine runs on ONNX Runtime.
-SPEC = BackendSpec(name="tensorrt", factory=_create, aliases=("trt",), devices=("cuda",),
-                   tiers=every_graph("fp32", "fp16", "int8"), rank={"cuda": 20}, available=_available,
-                   auto_precision={"cuda": ("int8", "fp16", "fp32")}, options=("threads",))
+SPEC = BackendSpec(
+    name="tensorrt",
+    factory=_create,
+    aliases=("trt",),
+    devices=("cuda",),
+    tiers=every_graph("fp32", "fp16", "int8"),
+    rank={"cuda": 20},
+    available=_available,
+    auto_precision={"cuda": ("int8", "fp16", "fp32")},
+    options=("threads",),
+)

@@ -5,6 +5,7 @@ when ``sdk`` is imported. The checkpoint is ``manifest["checkpoint"]["path"]`` (
 taken from the bundle directory) unless ``checkpoint=`` is given; a recorded sha256 is verified
 before the file is loaded.
 """
+
 from __future__ import annotations
 
 import logging
@@ -37,11 +38,14 @@ def checkpoint_path(bundle: Bundle, checkpoint: Optional[Union[str, os.PathLike]
     path = Path(entry["path"]).expanduser()
     path = path if path.is_absolute() else bundle.root / path
     if not path.is_file():
-        raise BackendError(f"the bundle's checkpoint {path} is not here; pass checkpoint='MODEL.pth' "
-                           "to use backend='torch'")
+        raise BackendError(
+            f"the bundle's checkpoint {path} is not here; pass checkpoint='MODEL.pth' to use backend='torch'"
+        )
     if entry.get("sha256") and sha256_file(path) != entry["sha256"]:
-        raise BundleError(f"checkpoint {path} does not match the sha256 recorded in the bundle "
-                          f"(it changed after export); pass checkpoint= explicitly or {REEXPORT}")
+        raise BundleError(
+            f"checkpoint {path} does not match the sha256 recorded in the bundle "
+            f"(it changed after export); pass checkpoint= explicitly or {REEXPORT}"
+        )
     return path
 
 
@@ -54,9 +58,14 @@ class TorchBackend(Backend):
 
     name = "torch"
 
-    def __init__(self, bundle: Bundle, device: str = "auto",
-                 checkpoint: Optional[Union[str, os.PathLike]] = None, threads: Optional[int] = None,
-                 precision: Any = None):
+    def __init__(
+        self,
+        bundle: Bundle,
+        device: str = "auto",
+        checkpoint: Optional[Union[str, os.PathLike]] = None,
+        threads: Optional[int] = None,
+        precision: Any = None,
+    ):
         """``precision``: a :class:`~sdk.precision.PrecisionPlan` (fp32 only: the reference)."""
         self.precision = as_plan(precision)
         try:
@@ -65,9 +74,11 @@ class TorchBackend(Backend):
             from export.graphs import ClipImageGraph, ClipTextGraph, ProposalGraph
             from train.checkpoint import load_model
         except ImportError as e:
-            raise BackendError(f"backend='torch' needs torch and the checkout's train/ and export/ ({e}): "
-                               "in a clone of zegformer-sdk, pip install -e '.[train]' and run from the clone "
-                               "(pip installs only sdk)") from e
+            raise BackendError(
+                f"backend='torch' needs torch and the checkout's train/ and export/ ({e}): "
+                "in a clone of zegformer-sdk, pip install -e '.[train]' and run from the clone "
+                "(pip installs only sdk)"
+            ) from e
         self._torch = torch
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -78,8 +89,11 @@ class TorchBackend(Backend):
         log.info("torch backend: loading %s on %s", path, device)
         self.model, _ = load_model(path, device)
         self.bundle = bundle
-        self._graphs = {"proposal": ProposalGraph(self.model), "clip_image": ClipImageGraph(self.model),
-                        "clip_text": ClipTextGraph(self.model)}
+        self._graphs = {
+            "proposal": ProposalGraph(self.model),
+            "clip_image": ClipImageGraph(self.model),
+            "clip_text": ClipTextGraph(self.model),
+        }
         self._arrays = self._device_arrays()
         self._lock = threading.Lock()
 
@@ -135,5 +149,11 @@ def _create(bundle: Bundle, device: Device, plan, options: Dict[str, Any]) -> Ba
 
 
 # The reference: fp32 only, and never picked by backend="auto" (no rank).
-SPEC = BackendSpec(name="torch", factory=_create, aliases=("pytorch",), devices=("cuda", "cpu"),
-                   available=_available, options=("checkpoint", "threads"))
+SPEC = BackendSpec(
+    name="torch",
+    factory=_create,
+    aliases=("pytorch",),
+    devices=("cuda", "cpu"),
+    available=_available,
+    options=("checkpoint", "threads"),
+)

@@ -4,6 +4,7 @@ An engine built with N optimisation profiles runs at most N execution contexts a
 on profile *i* (TensorRT requires a separate profile per concurrently running context); further
 callers wait for a free context. Each context has its own stream and staging buffers.
 """
+
 from __future__ import annotations
 
 import threading
@@ -27,6 +28,7 @@ class UnusableEngine(BackendError):
 @dataclass
 class Slot:
     """One execution context on its own optimisation profile, with its stream and staging buffers."""
+
     context: Any
     profile: int
     stream: int
@@ -39,8 +41,9 @@ def _numpy_dtype(trt, engine, name: str) -> np.dtype:
     try:
         return np.dtype(trt.nptype(dtype))
     except TypeError as e:
-        raise UnusableEngine(f"its tensor {name!r} is {dtype}, which numpy cannot hold ({e}); "
-                             "build it with float32 inputs and outputs") from e
+        raise UnusableEngine(
+            f"its tensor {name!r} is {dtype}, which numpy cannot hold ({e}); build it with float32 inputs and outputs"
+        ) from e
 
 
 class Engine:
@@ -53,8 +56,10 @@ class Engine:
         if len(inputs) != 1:
             raise BackendError(f"expected one input tensor per engine, found {inputs}; {REBUILD}")
         self.input = inputs[0]
-        self.outputs = sorted((n for n in names if n not in inputs),
-                              key=lambda n: output_order.index(n) if n in output_order else len(output_order))
+        self.outputs = sorted(
+            (n for n in names if n not in inputs),
+            key=lambda n: output_order.index(n) if n in output_order else len(output_order),
+        )
         self.dtypes = {n: _numpy_dtype(trt, engine, n) for n in names}
         self.num_profiles = max(1, int(getattr(engine, "num_optimization_profiles", 1)))
         lo, _, hi = engine.get_tensor_profile_shape(self.input, 0)

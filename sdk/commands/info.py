@@ -1,4 +1,5 @@
 """``python -m sdk info BUNDLE``: print a bundle's manifest summary and verify every file's sha256."""
+
 from __future__ import annotations
 
 import argparse
@@ -7,8 +8,7 @@ from pathlib import Path
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``info`` to the CLI's sub-parsers."""
-    p = sub.add_parser("info", help="print a bundle's manifest summary (and verify its files)",
-                       description=__doc__)
+    p = sub.add_parser("info", help="print a bundle's manifest summary (and verify its files)", description=__doc__)
     p.add_argument("bundle", type=Path, help="model bundle directory")
     p.set_defaults(handler=run)
     return p

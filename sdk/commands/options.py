@@ -5,6 +5,7 @@
 * :func:`add_output_arguments` — the per-image output files (segment, label): ``--label-png``, ``--alpha``;
 * :func:`add_run_arguments` — ``--no-progress`` and ``-v/--verbose``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,15 +47,28 @@ def add_segmenter_arguments(parser: argparse.ArgumentParser, threads: bool = Tru
     parser.add_argument("--bundle", required=True, type=Path, help="model bundle directory")
     parser.add_argument("--vocab", help="built-in vocabulary NAME, a FILE of names, or 'a;b;c'")
     parser.add_argument("--mode", choices=MODES, default="cropmask")
-    parser.add_argument("--backend", default="auto", choices=backend_names(),
-                        help="auto picks TensorRT, then ONNX Runtime CUDA, then ONNX Runtime CPU")
-    parser.add_argument("--precision", default="fp32", metavar="TIER",
-                        help="fp32 (faithful, default), bf16 (openvino), int8, fp16 (GPU), auto (fastest tier "
-                             "whose agreement measured at export meets the bar), or per graph "
-                             "'clip_image=int8,proposal=fp32'")
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        choices=backend_names(),
+        help="auto picks TensorRT, then ONNX Runtime CUDA, then ONNX Runtime CPU",
+    )
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        metavar="TIER",
+        help="fp32 (faithful, default), bf16 (openvino), int8, fp16 (GPU), auto (fastest tier "
+        "whose agreement measured at export meets the bar), or per graph "
+        "'clip_image=int8,proposal=fp32'",
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--min-size", type=min_size_arg, default="bundle", metavar="N|none",
-                        help="shortest side after resizing (default: the bundle's); 'none' keeps the size")
+    parser.add_argument(
+        "--min-size",
+        type=min_size_arg,
+        default="bundle",
+        metavar="N|none",
+        help="shortest side after resizing (default: the bundle's); 'none' keeps the size",
+    )
     parser.add_argument("--prune-threshold", type=float, default=0.02, help="for --mode pruned")
     if threads:
         parser.add_argument("--threads", type=int, help="backend intra-op threads")
@@ -62,9 +76,17 @@ def add_segmenter_arguments(parser: argparse.ArgumentParser, threads: bool = Tru
 
 def segmenter_kwargs(args: argparse.Namespace, **overrides: Any) -> Dict[str, Any]:
     """``Segmenter`` keyword arguments from :func:`add_segmenter_arguments`' options, then ``overrides``."""
-    kwargs = {"bundle_dir": str(args.bundle), "backend": args.backend, "device": args.device, "mode": args.mode,
-              "min_size": args.min_size, "prune_threshold": args.prune_threshold, "vocabulary": args.vocab,
-              "precision": args.precision, "threads": getattr(args, "threads", None)}
+    kwargs = {
+        "bundle_dir": str(args.bundle),
+        "backend": args.backend,
+        "device": args.device,
+        "mode": args.mode,
+        "min_size": args.min_size,
+        "prune_threshold": args.prune_threshold,
+        "vocabulary": args.vocab,
+        "precision": args.precision,
+        "threads": getattr(args, "threads", None),
+    }
     kwargs.update(overrides)
     return kwargs
 
@@ -73,9 +95,13 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     """The per-image files' options (see :mod:`sdk.outputs`)."""
     from ..outputs import LABEL_PNG_FORMATS
 
-    parser.add_argument("--label-png", choices=LABEL_PNG_FORMATS, default="gray",
-                        help="gray: class indices as 8/16-bit gray (default); palette: an indexed PNG with the "
-                             "SDK's colours and the class list inside")
+    parser.add_argument(
+        "--label-png",
+        choices=LABEL_PNG_FORMATS,
+        default="gray",
+        help="gray: class indices as 8/16-bit gray (default); palette: an indexed PNG with the "
+        "SDK's colours and the class list inside",
+    )
     parser.add_argument("--alpha", type=alpha_arg, default=0.5, help="overlay opacity in [0, 1] (default 0.5)")
 
 

@@ -1,4 +1,5 @@
 """``python -m sdk relabel``: the command line of :mod:`sdk.relabel` (saved features, a new vocabulary)."""
+
 from __future__ import annotations
 
 import argparse
@@ -11,8 +12,12 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``relabel`` to the CLI's sub-parsers."""
     from .. import relabel
 
-    p = sub.add_parser("relabel", help="label saved image features with a new vocabulary (no image graph runs)",
-                       description=relabel.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "relabel",
+        help="label saved image features with a new vocabulary (no image graph runs)",
+        description=relabel.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("input", type=Path, help="a folder of .features.npz files (label --save-features writes them)")
     p.add_argument("--out", required=True, type=Path, help="output directory (re-run to resume)")
     add_segmenter_arguments(p)
@@ -45,13 +50,28 @@ def run(args: argparse.Namespace) -> int:
     kwargs = segmenter_kwargs(args, bundle_dir=str(args.bundle.resolve()))
     kwargs["mode"] = args.mode or "cropmask"  # classify uses each file's own mode; no graph session opens
     seg = Segmenter(**kwargs)
-    settings = {"relabel": str(args.input.resolve()), "bundle_dir": kwargs["bundle_dir"],
-                "vocabulary": args.vocab, "prune_threshold": args.prune_threshold, "label_png": args.label_png}
-    summary = run_relabel(items, args.out, seg, settings=settings, workers=args.workers, alpha=args.alpha,
-                          label_png=args.label_png, progress=not args.no_progress)
-    print(f"{summary.total} feature files: {summary.labelled} relabelled in {summary.seconds:.1f} s "
-          f"({summary.images_per_second:.2f} images/s), {summary.skipped} already complete, "
-          f"{len(summary.errors)} errors")
+    settings = {
+        "relabel": str(args.input.resolve()),
+        "bundle_dir": kwargs["bundle_dir"],
+        "vocabulary": args.vocab,
+        "prune_threshold": args.prune_threshold,
+        "label_png": args.label_png,
+    }
+    summary = run_relabel(
+        items,
+        args.out,
+        seg,
+        settings=settings,
+        workers=args.workers,
+        alpha=args.alpha,
+        label_png=args.label_png,
+        progress=not args.no_progress,
+    )
+    print(
+        f"{summary.total} feature files: {summary.labelled} relabelled in {summary.seconds:.1f} s "
+        f"({summary.images_per_second:.2f} images/s), {summary.skipped} already complete, "
+        f"{len(summary.errors)} errors"
+    )
     if summary.errors:
         print(f"failed files are listed in {args.out / ERRORS_FILE}")
     print(f"COCO annotations: {args.out / COCO_FILE}")

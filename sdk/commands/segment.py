@@ -12,6 +12,7 @@ Other files are never replaced: an output whose name is taken by an input, by an
 this run or by a file that is not ours gets a ``_1`` suffix (logged), and ``--out`` may not be an
 input folder. A bad image is one error line; a bundle problem stops the run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,21 +29,35 @@ log = logging.getLogger("sdk")
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``segment`` to the CLI's sub-parsers."""
-    p = sub.add_parser("segment", help="segment images, a video or a webcam stream",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "segment",
+        help="segment images, a video or a webcam stream",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("inputs", nargs="*", type=Path, help="image files and/or directories of images")
     p.add_argument("--out", type=Path, help="output directory (required except with --webcam)")
     add_segmenter_arguments(p)
     add_output_arguments(p)
     p.add_argument("--recursive", action="store_true", help="search directories recursively")
     p.add_argument("--video", type=Path, help="segment every frame of a video file")
-    p.add_argument("--webcam", nargs="?", type=int, const=0, metavar="INDEX",
-                   help="segment a camera stream (default camera 0); q or Esc quits")
+    p.add_argument(
+        "--webcam",
+        nargs="?",
+        type=int,
+        const=0,
+        metavar="INDEX",
+        help="segment a camera stream (default camera 0); q or Esc quits",
+    )
     earlier = p.add_mutually_exclusive_group()
-    earlier.add_argument("--overwrite", action="store_true",
-                         help="replace the outputs an earlier run wrote in --out for these inputs")
-    earlier.add_argument("--skip-existing", action="store_true",
-                         help="keep the complete outputs of an earlier run and segment only the other inputs")
+    earlier.add_argument(
+        "--overwrite", action="store_true", help="replace the outputs an earlier run wrote in --out for these inputs"
+    )
+    earlier.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="keep the complete outputs of an earlier run and segment only the other inputs",
+    )
     add_run_arguments(p)
     p.set_defaults(handler=lambda args: run(args, p))
     return p
@@ -84,8 +99,13 @@ def video_target(args: argparse.Namespace, source) -> Optional[Path]:
     from ..outputs import video_output
 
     camera = isinstance(source, int)
-    return video_output(args.out, f"webcam{source}" if camera else Path(source).stem, None if camera else source,
-                        overwrite=args.overwrite, skip_existing=args.skip_existing)
+    return video_output(
+        args.out,
+        f"webcam{source}" if camera else Path(source).stem,
+        None if camera else source,
+        overwrite=args.overwrite,
+        skip_existing=args.skip_existing,
+    )
 
 
 def earlier_run(paths: Sequence[Path], stems: Sequence[str], args: argparse.Namespace):
@@ -94,14 +114,20 @@ def earlier_run(paths: Sequence[Path], stems: Sequence[str], args: argparse.Name
 
     found = [stem for stem in stems if existing_outputs(args.out, stem)]
     if found and not (args.overwrite or args.skip_existing):
-        raise OutputError(f"--out {args.out} holds the outputs of an earlier run for {len(found)} of these inputs "
-                          f"(e.g. {found[0]}.*): pass --overwrite to replace them, --skip-existing to keep them "
-                          "and segment the rest, or choose another --out")
+        raise OutputError(
+            f"--out {args.out} holds the outputs of an earlier run for {len(found)} of these inputs "
+            f"(e.g. {found[0]}.*): pass --overwrite to replace them, --skip-existing to keep them "
+            "and segment the rest, or choose another --out"
+        )
     if args.skip_existing:
         keep = [i for i, stem in enumerate(stems) if not is_complete(args.out, stem)]
         if len(keep) < len(stems):
-            log.warning("skipping %d of %d images whose outputs in %s are complete", len(stems) - len(keep),
-                        len(stems), args.out)
+            log.warning(
+                "skipping %d of %d images whose outputs in %s are complete",
+                len(stems) - len(keep),
+                len(stems),
+                args.out,
+            )
         return [paths[i] for i in keep], [stems[i] for i in keep]
     if found:
         log.warning("replacing the outputs of an earlier run for %d images in %s", len(found), args.out)
@@ -120,8 +146,9 @@ def segment_images(seg, paths: Sequence[Path], stems: Sequence[str], args: argpa
     from ..preprocess import load_image
 
     failures = 0
-    for path, stem in tqdm(list(zip(paths, stems)), desc="segment", unit="img",
-                           disable=args.no_progress or len(paths) < 2):
+    for path, stem in tqdm(
+        list(zip(paths, stems)), desc="segment", unit="img", disable=args.no_progress or len(paths) < 2
+    ):
         try:
             image = load_image(path)
             result = seg(image)
@@ -130,8 +157,11 @@ def segment_images(seg, paths: Sequence[Path], stems: Sequence[str], args: argpa
             failures += 1
             continue
         write_image_outputs(args.out, stem, str(path), image, result, args.alpha, args.label_png)
-    print(f"segmented {len(paths) - failures} of {len(paths)} images into {args.out}"
-          + (f"; {failures} could not be read (see above)" if failures else ""), file=sys.stderr)
+    print(
+        f"segmented {len(paths) - failures} of {len(paths)} images into {args.out}"
+        + (f"; {failures} could not be read (see above)" if failures else ""),
+        file=sys.stderr,
+    )
     return failures
 
 
@@ -164,8 +194,7 @@ def segment_video(seg, source, target: Optional[Path], args: argparse.Namespace,
         if show:
             stack.callback(cv2.destroyAllWindows)
         writer = _VideoSink(stack, target, fps)
-        for frame in tqdm(frames(capture), total=total, desc="frames", unit="frame",
-                          disable=args.no_progress or show):
+        for frame in tqdm(frames(capture), total=total, desc="frames", unit="frame", disable=args.no_progress or show):
             result = seg(frame, bgr=True)
             vis = overlay(frame[..., ::-1], result, args.alpha, fixed_height=True)[..., ::-1].copy()
             writer.write(vis)
@@ -191,9 +220,12 @@ class _VideoSink:
             return
         if self.writer is None:
             tmp = self.stack.enter_context(atomic_path(self.target))
-            self.writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"),  # type: ignore[attr-defined]  # stub gap
-                                          self.fps,
-                                          (frame.shape[1], frame.shape[0]))
+            self.writer = cv2.VideoWriter(
+                str(tmp),
+                cv2.VideoWriter_fourcc(*"mp4v"),  # type: ignore[attr-defined]  # stub gap
+                self.fps,
+                (frame.shape[1], frame.shape[0]),
+            )
             self.stack.callback(self.writer.release)  # runs before the rename (callbacks unwind in reverse)
         self.writer.write(frame)
 
@@ -208,5 +240,7 @@ def _show(frame_bgr, result) -> bool:
         cv2.imshow("zegformer-sdk (q to quit)", frame_bgr)
         return (cv2.waitKey(1) & 0xFF) in (ord("q"), 27)
     except cv2.error as e:
-        raise SegmenterError(f"cannot open a window ({e.msg.strip()}); opencv-python-headless has no GUI: "
-                             "pip install opencv-python, or pass --out to write a video") from e
+        raise SegmenterError(
+            f"cannot open a window ({e.msg.strip()}); opencv-python-headless has no GUI: "
+            "pip install opencv-python, or pass --out to write a video"
+        ) from e

@@ -11,6 +11,7 @@ Both bindings work in the device's primary context, shared with the CUDA runtime
 and torch, so device pointers pass freely between them (:class:`DeviceArray` exposes
 ``__cuda_array_interface__``; :func:`foreign_array` reads anyone else's).
 """
+
 from __future__ import annotations
 
 import logging
@@ -29,8 +30,19 @@ from .base import (
 )
 
 log = logging.getLogger(__name__)
-__all__ = ["open_device", "Binding", "CudaError", "DeviceArray", "DeviceBuffer", "DeviceInfo", "ForeignArray",
-           "foreign_array", "is_device_array", "BINDINGS", "binding_order"]
+__all__ = [
+    "open_device",
+    "Binding",
+    "CudaError",
+    "DeviceArray",
+    "DeviceBuffer",
+    "DeviceInfo",
+    "ForeignArray",
+    "foreign_array",
+    "is_device_array",
+    "BINDINGS",
+    "binding_order",
+]
 BINDINGS = ("cuda-python", "pycuda")
 ENV = "ZEGFORMER_CUDA_BINDING"
 INSTALL = "pip install 'zegformer-sdk[tensorrt]' (cuda-python, pycuda)"
@@ -42,8 +54,9 @@ def binding_order(binding: Optional[str] = None) -> List[str]:
     if not choice or choice == "auto":
         return list(BINDINGS)
     if choice not in BINDINGS:
-        raise CudaError(f"unknown CUDA binding {choice!r} (from {'binding=' if binding else ENV}); "
-                        f"use one of {BINDINGS} or 'auto'")
+        raise CudaError(
+            f"unknown CUDA binding {choice!r} (from {'binding=' if binding else ENV}); use one of {BINDINGS} or 'auto'"
+        )
     return [choice]
 
 
@@ -72,5 +85,8 @@ def open_device(index: int = 0, binding: Optional[str] = None, order: Optional[S
         else:
             log.debug("CUDA through %s: %s", name, dev.describe())
             return dev
-    raise CudaError(f"no usable CUDA device {index} — " + "; ".join(reasons) +
-                    f". Needs an NVIDIA GPU with its driver and a CUDA binding ({INSTALL}).")
+    raise CudaError(
+        f"no usable CUDA device {index} — "
+        + "; ".join(reasons)
+        + f". Needs an NVIDIA GPU with its driver and a CUDA binding ({INSTALL})."
+    )

@@ -6,6 +6,7 @@ pointer allocated through one binding is valid for all of them. Memory belongs t
 allocated it: :class:`DeviceBuffer` frees its own allocation (making the device current on the
 calling thread first, so it can be released from any thread, including a worker that ends).
 """
+
 from __future__ import annotations
 
 import logging
@@ -29,13 +30,18 @@ class CudaError(BackendError):
 class DeviceInfo:
     index: int
     gpu: str
-    compute_capability: str   # "8.9"
-    driver: str               # CUDA version the driver supports, "13.0"
-    binding: str              # "cuda-python" or "pycuda"
+    compute_capability: str  # "8.9"
+    driver: str  # CUDA version the driver supports, "13.0"
+    binding: str  # "cuda-python" or "pycuda"
 
     def as_dict(self) -> Dict[str, str]:
-        return {"gpu": self.gpu, "compute_capability": self.compute_capability, "cuda": self.driver,
-                "binding": self.binding, "device": str(self.index)}
+        return {
+            "gpu": self.gpu,
+            "compute_capability": self.compute_capability,
+            "cuda": self.driver,
+            "binding": self.binding,
+            "device": str(self.index),
+        }
 
 
 class Binding:
@@ -155,8 +161,14 @@ class DeviceArray:
 
     @property
     def __cuda_array_interface__(self) -> Dict[str, Any]:
-        return {"shape": self.shape, "typestr": self.dtype.str, "data": (self.ptr, False),
-                "strides": None, "version": 3, "stream": None}  # complete: producers synchronise first
+        return {
+            "shape": self.shape,
+            "typestr": self.dtype.str,
+            "data": (self.ptr, False),
+            "strides": None,
+            "version": 3,
+            "stream": None,
+        }  # complete: producers synchronise first
 
     def copy_to_host(self, stream: int = 0) -> np.ndarray:
         host = np.empty(self.shape, self.dtype)
@@ -181,7 +193,7 @@ class ForeignArray:
     shape: Tuple[int, ...]
     dtype: np.dtype
     contiguous: bool
-    stream: Optional[int]   # the producer's stream to wait for (CAI v3), None when complete
+    stream: Optional[int]  # the producer's stream to wait for (CAI v3), None when complete
 
 
 def is_device_array(obj: Any) -> bool:
@@ -199,7 +211,8 @@ def foreign_array(obj: Any) -> ForeignArray:
         raise CudaError(f"{type(obj).__name__} has no valid __cuda_array_interface__ ({e})") from e
     strides = cai.get("strides")
     contiguous = strides is None or tuple(strides) == tuple(
-        int(np.prod(shape[i + 1:], dtype=np.int64)) * dtype.itemsize for i in range(len(shape)))
+        int(np.prod(shape[i + 1 :], dtype=np.int64)) * dtype.itemsize for i in range(len(shape))
+    )
     if cai.get("mask") is not None:
         raise CudaError(f"masked device arrays ({type(obj).__name__}) are not supported")
     stream = cai.get("stream")

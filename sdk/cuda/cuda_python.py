@@ -1,5 +1,6 @@
 """cuda-python's runtime API (``cuda.bindings.runtime``; ``cuda.cudart`` before 12.6), as NVIDIA's
 TensorRT samples use it. Every call returns ``(error, values...)``; errors become :class:`CudaError`."""
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -58,8 +59,13 @@ class CudaPython(Binding):
         prop = self._call(self.rt.cudaGetDeviceProperties(self.index), "cudaGetDeviceProperties")
         version = int(self._call(self.rt.cudaDriverGetVersion(), "cudaDriverGetVersion"))
         name = prop.name.decode(errors="replace") if isinstance(prop.name, bytes) else str(prop.name)
-        return DeviceInfo(self.index, name.rstrip("\x00").strip(), f"{prop.major}.{prop.minor}",
-                          f"{version // 1000}.{version % 1000 // 10}", self.name)
+        return DeviceInfo(
+            self.index,
+            name.rstrip("\x00").strip(),
+            f"{prop.major}.{prop.minor}",
+            f"{version // 1000}.{version % 1000 // 10}",
+            self.name,
+        )
 
     def info(self) -> DeviceInfo:
         return self._info
@@ -93,18 +99,24 @@ class CudaPython(Binding):
 
     def htod(self, dst: int, host: np.ndarray, stream: int) -> None:
         kind = self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice
-        self._call(self.rt.cudaMemcpyAsync(int(dst), host.ctypes.data, host.nbytes, kind, int(stream)),
-                   "cudaMemcpyAsync (host to device)")
+        self._call(
+            self.rt.cudaMemcpyAsync(int(dst), host.ctypes.data, host.nbytes, kind, int(stream)),
+            "cudaMemcpyAsync (host to device)",
+        )
 
     def dtoh(self, host: np.ndarray, src: int, stream: int) -> None:
         kind = self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        self._call(self.rt.cudaMemcpyAsync(host.ctypes.data, int(src), host.nbytes, kind, int(stream)),
-                   "cudaMemcpyAsync (device to host)")
+        self._call(
+            self.rt.cudaMemcpyAsync(host.ctypes.data, int(src), host.nbytes, kind, int(stream)),
+            "cudaMemcpyAsync (device to host)",
+        )
 
     def dtod(self, dst: int, src: int, nbytes: int, stream: int) -> None:
         kind = self.rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice
-        self._call(self.rt.cudaMemcpyAsync(int(dst), int(src), int(nbytes), kind, int(stream)),
-                   "cudaMemcpyAsync (device to device)")
+        self._call(
+            self.rt.cudaMemcpyAsync(int(dst), int(src), int(nbytes), kind, int(stream)),
+            "cudaMemcpyAsync (device to device)",
+        )
 
     def wait(self, stream: int, producer: int) -> None:
         if int(producer) == int(stream):

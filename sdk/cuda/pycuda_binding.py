@@ -5,6 +5,7 @@ do not derive from Python's ``RuntimeError``; every call here is wrapped so that
 :class:`CudaError`. The context is retained lazily (probing a device creates nothing) and never left
 on a thread's context stack (pycuda aborts at exit when the stack is not empty).
 """
+
 from __future__ import annotations
 
 import threading
@@ -31,8 +32,8 @@ class PyCuda(Binding):
         self._info = self._read_info()
         self._context: Any = None  # the retained primary context, on first activate()
         self._lock = threading.Lock()
-        self._allocations: Dict[int, Any] = {}   # ptr → pycuda DeviceAllocation (owned here)
-        self._streams: Dict[int, Any] = {}       # handle → pycuda Stream
+        self._allocations: Dict[int, Any] = {}  # ptr → pycuda DeviceAllocation (owned here)
+        self._streams: Dict[int, Any] = {}  # handle → pycuda Stream
 
     def _guard(self, fn: Callable[[], Any], what: str) -> Any:
         try:
@@ -46,8 +47,10 @@ class PyCuda(Binding):
         def read():
             major, minor = self.device.compute_capability()
             v = int(self.drv.get_driver_version())
-            return DeviceInfo(self.index, str(self.device.name()), f"{major}.{minor}",
-                              f"{v // 1000}.{v % 1000 // 10}", self.name)
+            return DeviceInfo(
+                self.index, str(self.device.name()), f"{major}.{minor}", f"{v // 1000}.{v % 1000 // 10}", self.name
+            )
+
         return self._guard(read, "device query")
 
     def info(self) -> DeviceInfo:
@@ -92,8 +95,9 @@ class PyCuda(Binding):
         with self._lock:
             s = self._streams.get(int(handle))
         if s is None:
-            raise CudaError(f"stream 0x{int(handle):x} was not created by this binding (pycuda cannot use "
-                            "foreign stream handles)")
+            raise CudaError(
+                f"stream 0x{int(handle):x} was not created by this binding (pycuda cannot use foreign stream handles)"
+            )
         return s
 
     def destroy_stream(self, stream: int) -> None:
@@ -113,8 +117,10 @@ class PyCuda(Binding):
         self._guard(lambda: self.drv.memcpy_dtoh_async(host, int(src), self._stream(stream)), "memcpy_dtoh_async")
 
     def dtod(self, dst: int, src: int, nbytes: int, stream: int) -> None:
-        self._guard(lambda: self.drv.memcpy_dtod_async(int(dst), int(src), int(nbytes), self._stream(stream)),
-                    "memcpy_dtod_async")
+        self._guard(
+            lambda: self.drv.memcpy_dtod_async(int(dst), int(src), int(nbytes), self._stream(stream)),
+            "memcpy_dtod_async",
+        )
 
     def wait(self, stream: int, producer: int) -> None:
         if int(producer) == int(stream):

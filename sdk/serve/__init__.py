@@ -29,6 +29,7 @@ PyTriton (``pip install 'zegformer-sdk[serve]'``) needs ``numpy<2``: give the se
 environment (see the README). Nothing here imports PyTriton or tritonclient at module level.
 The command line is :mod:`sdk.commands.serve`.
 """
+
 from __future__ import annotations
 
 MODEL_NAME = "zegformer"

@@ -8,6 +8,7 @@
 
 Works with numpy 1 or 2 (``pip install 'tritonclient[http]'``); it does not need PyTriton.
 """
+
 from __future__ import annotations
 
 import io
@@ -57,8 +58,9 @@ def encode_image(image: ImageInput) -> bytes:
         Image.fromarray(rgb).save(buffer, format="PNG")
         return buffer.getvalue()
     else:
-        raise ImageError(f"cannot send a {type(image).__name__} as an image; pass a path, encoded bytes or an "
-                         "H×W×3 uint8 RGB array")
+        raise ImageError(
+            f"cannot send a {type(image).__name__} as an image; pass a path, encoded bytes or an H×W×3 uint8 RGB array"
+        )
     check_image_bytes(data, what)
     return data
 
@@ -80,8 +82,10 @@ def vocabulary_names(vocabulary: Union[str, Sequence[str]]) -> List[str]:
 
     if isinstance(vocabulary, str):
         if ";" not in vocabulary:
-            raise VocabularyError(f"vocabulary={vocabulary!r}: pass a list of class names, or 'a;b;c' "
-                                  f"(the server has no built-in vocabularies by name; [{vocabulary!r}] is one class)")
+            raise VocabularyError(
+                f"vocabulary={vocabulary!r}: pass a list of class names, or 'a;b;c' "
+                f"(the server has no built-in vocabularies by name; [{vocabulary!r}] is one class)"
+            )
         vocabulary = split_names(vocabulary)
     return validate_names(vocabulary)
 
@@ -157,9 +161,14 @@ def parse_response(arrays: Dict[str, np.ndarray]) -> List[RemoteResult]:
     errors = [_text(e) for e in arrays["error"].reshape(-1)]
     if any(errors):
         raise ServeError(next(e for e in errors if e))
-    return [RemoteResult(arrays["label_map"][i], tuple(_text(n) for n in arrays["class_names"][i]),
-                         json.loads(_text(arrays["segments"][i, 0])))
-            for i in range(arrays["label_map"].shape[0])]
+    return [
+        RemoteResult(
+            arrays["label_map"][i],
+            tuple(_text(n) for n in arrays["class_names"][i]),
+            json.loads(_text(arrays["segments"][i, 0])),
+        )
+        for i in range(arrays["label_map"].shape[0])
+    ]
 
 
 def _text(value) -> str:

@@ -5,6 +5,7 @@ Runs in an environment with ``nvidia-pytriton`` (which needs ``numpy<2``). PyTri
 with a pyenv (or other non-system) Python the dynamic loader would find the system's instead, so
 :func:`libpython_on_path` puts the interpreter's ``LIBDIR`` first on ``LD_LIBRARY_PATH``.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,10 @@ from . import (
 )
 
 log = logging.getLogger(__name__)
-SERVE_ENV_HINT = ("PyTriton needs numpy<2, so give the server its own environment: python -m venv .venv-serve && "
-                  ".venv-serve/bin/pip install 'zegformer-sdk[serve]' && .venv-serve/bin/python -m sdk serve ...")
+SERVE_ENV_HINT = (
+    "PyTriton needs numpy<2, so give the server its own environment: python -m venv .venv-serve && "
+    ".venv-serve/bin/pip install 'zegformer-sdk[serve]' && .venv-serve/bin/python -m sdk serve ..."
+)
 
 
 class RequestError(SegmenterError):
@@ -54,9 +57,14 @@ class ServerOptions:
 
     def __post_init__(self) -> None:
         """Refuse bad options before anything starts (:class:`OptionError`, one line)."""
-        for name, lo, hi in (("http_port", 1, 65535), ("grpc_port", 1, 65535), ("metrics_port", 1, 65535),
-                             ("instances", 1, 64), ("max_batch_size", 1, 1024),
-                             ("max_queue_delay_us", 0, 60_000_000)):
+        for name, lo, hi in (
+            ("http_port", 1, 65535),
+            ("grpc_port", 1, 65535),
+            ("metrics_port", 1, 65535),
+            ("instances", 1, 64),
+            ("max_batch_size", 1, 1024),
+            ("max_queue_delay_us", 0, 60_000_000),
+        ):
             value = getattr(self, name)
             if not is_int(value) or not lo <= value <= hi:
                 raise OptionError(f"{name.replace('_', '-')}={value!r} is invalid: give an integer in {lo}..{hi}")
@@ -65,8 +73,9 @@ class ServerOptions:
             raise OptionError(f"the HTTP, gRPC and metrics ports must differ, got {ports}")
         if not isinstance(self.host, str) or not self.host.strip() or any(c.isspace() for c in self.host):
             raise OptionError(f"host={self.host!r} is invalid: give an address such as 127.0.0.1 or 0.0.0.0")
-        if not isinstance(self.model_name, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}",
-                                                                     self.model_name):
+        if not isinstance(self.model_name, str) or not re.fullmatch(
+            r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", self.model_name
+        ):
             raise OptionError(f"model name {self.model_name!r} is invalid: use letters, digits, '_', '.' and '-'")
 
 
@@ -85,8 +94,9 @@ def as_strings(values: np.ndarray) -> List[str]:
             try:
                 v = bytes(v).decode("utf-8")
             except UnicodeDecodeError as e:
-                raise VocabularyError(f"vocabulary name #{i} is not UTF-8 ({e.reason} at byte {e.start}); "
-                                      "send UTF-8 encoded strings") from e
+                raise VocabularyError(
+                    f"vocabulary name #{i} is not UTF-8 ({e.reason} at byte {e.start}); send UTF-8 encoded strings"
+                ) from e
         out.append(v if isinstance(v, str) else str(v))
     return out
 
@@ -110,10 +120,12 @@ def error_answer(n: int, error: BaseException) -> Dict[str, np.ndarray]:
     """``n`` rows saying why the request failed (PyTriton cannot send empty tensors: a 1×1 map of -1
     and one empty name stand for "none")."""
     message = " ".join(str(error).split())[:1000] or type(error).__name__
-    return {OUTPUT_LABEL_MAP: np.full((n, 1, 1), -1, np.int32),
-            OUTPUT_CLASS_NAMES: _bytes_array([[""]] * n, 1),
-            OUTPUT_SEGMENTS: _bytes_array([["[]"]] * n, 1),
-            OUTPUT_ERROR: _bytes_array([[f"{type(error).__name__}: {message}"]] * n, 1)}
+    return {
+        OUTPUT_LABEL_MAP: np.full((n, 1, 1), -1, np.int32),
+        OUTPUT_CLASS_NAMES: _bytes_array([[""]] * n, 1),
+        OUTPUT_SEGMENTS: _bytes_array([["[]"]] * n, 1),
+        OUTPUT_ERROR: _bytes_array([[f"{type(error).__name__}: {message}"]] * n, 1),
+    }
 
 
 class SegmenterModel:
@@ -136,8 +148,10 @@ class SegmenterModel:
         n = max(1, _rows(images), _rows(vocabularies))
         try:
             if images is None:
-                raise RequestError(f"the request has no '{INPUT_IMAGE}' input; send the encoded image as "
-                                   f"BYTES [1, 1] (see sdk.serve.client)")
+                raise RequestError(
+                    f"the request has no '{INPUT_IMAGE}' input; send the encoded image as "
+                    f"BYTES [1, 1] (see sdk.serve.client)"
+                )
             return self.segment_rows(np.asarray(images, dtype=object), vocabularies)
         except SegmenterError as e:
             log.info("request failed: %s", e)
@@ -148,24 +162,30 @@ class SegmenterModel:
 
     def segment_rows(self, images: np.ndarray, vocabularies: Optional[np.ndarray]) -> Dict[str, np.ndarray]:
         if images.ndim != 2 or images.shape[1] != 1 or images.shape[0] == 0:
-            raise RequestError(f"'{INPUT_IMAGE}' must be BYTES [batch, 1] (one encoded image per row), "
-                               f"got shape {images.shape}")
+            raise RequestError(
+                f"'{INPUT_IMAGE}' must be BYTES [batch, 1] (one encoded image per row), got shape {images.shape}"
+            )
         if vocabularies is not None:
             vocabularies = np.asarray(vocabularies, dtype=object)
             if vocabularies.ndim != 2 or vocabularies.shape[0] != images.shape[0]:
-                raise RequestError(f"'{INPUT_VOCABULARY}' must be BYTES [batch, names] with the image's batch "
-                                   f"size {images.shape[0]}, got shape {vocabularies.shape}")
+                raise RequestError(
+                    f"'{INPUT_VOCABULARY}' must be BYTES [batch, names] with the image's batch "
+                    f"size {images.shape[0]}, got shape {vocabularies.shape}"
+                )
         results = []
         for i in range(images.shape[0]):
             vocabulary = as_strings(vocabularies[i]) if vocabularies is not None else None
             results.append(self.segmenter(decode_image(images[i, 0]), vocabulary=vocabulary))
         if len({r.size for r in results}) > 1 or len({len(r.class_names) for r in results}) > 1:
-            raise RequestError("the images of one request must share their size and vocabulary length; "
-                               "send one image per request")
-        return {OUTPUT_LABEL_MAP: np.stack([r.label_map.astype(np.int32) for r in results]),
-                OUTPUT_CLASS_NAMES: _bytes_array([r.class_names for r in results], len(results[0].class_names)),
-                OUTPUT_SEGMENTS: _bytes_array([[json.dumps(segments_to_rle(r))] for r in results], 1),
-                OUTPUT_ERROR: _bytes_array([[""]] * len(results), 1)}
+            raise RequestError(
+                "the images of one request must share their size and vocabulary length; send one image per request"
+            )
+        return {
+            OUTPUT_LABEL_MAP: np.stack([r.label_map.astype(np.int32) for r in results]),
+            OUTPUT_CLASS_NAMES: _bytes_array([r.class_names for r in results], len(results[0].class_names)),
+            OUTPUT_SEGMENTS: _bytes_array([[json.dumps(segments_to_rle(r))] for r in results], 1),
+            OUTPUT_ERROR: _bytes_array([[""]] * len(results), 1),
+        }
 
 
 def libpython_on_path() -> Optional[str]:
@@ -199,32 +219,59 @@ def serve(segmenter: Dict[str, Any], options: ServerOptions) -> int:
     libpython_on_path()
     if not options.verbose:
         quiet_tracebacks("pytriton")
-    inputs = [Tensor(name=INPUT_IMAGE, dtype=bytes, shape=(1,)),
-              Tensor(name=INPUT_VOCABULARY, dtype=bytes, shape=(-1,), optional=True)]
-    outputs = [Tensor(name=OUTPUT_LABEL_MAP, dtype=np.int32, shape=(-1, -1)),
-               Tensor(name=OUTPUT_CLASS_NAMES, dtype=bytes, shape=(-1,)),
-               Tensor(name=OUTPUT_SEGMENTS, dtype=bytes, shape=(1,)),
-               Tensor(name=OUTPUT_ERROR, dtype=bytes, shape=(1,))]
-    config = ModelConfig(max_batch_size=options.max_batch_size,
-                         batcher=DynamicBatcher(max_queue_delay_microseconds=options.max_queue_delay_us))
-    triton_config = TritonConfig(http_address=options.host, http_port=options.http_port,
-                                 grpc_address=options.host, grpc_port=options.grpc_port,
-                                 metrics_address=options.host, metrics_port=options.metrics_port,
-                                 log_verbose=1 if options.verbose else 0, exit_on_error=True)
+    inputs = [
+        Tensor(name=INPUT_IMAGE, dtype=bytes, shape=(1,)),
+        Tensor(name=INPUT_VOCABULARY, dtype=bytes, shape=(-1,), optional=True),
+    ]
+    outputs = [
+        Tensor(name=OUTPUT_LABEL_MAP, dtype=np.int32, shape=(-1, -1)),
+        Tensor(name=OUTPUT_CLASS_NAMES, dtype=bytes, shape=(-1,)),
+        Tensor(name=OUTPUT_SEGMENTS, dtype=bytes, shape=(1,)),
+        Tensor(name=OUTPUT_ERROR, dtype=bytes, shape=(1,)),
+    ]
+    config = ModelConfig(
+        max_batch_size=options.max_batch_size,
+        batcher=DynamicBatcher(max_queue_delay_microseconds=options.max_queue_delay_us),
+    )
+    triton_config = TritonConfig(
+        http_address=options.host,
+        http_port=options.http_port,
+        grpc_address=options.host,
+        grpc_port=options.grpc_port,
+        metrics_address=options.host,
+        metrics_port=options.metrics_port,
+        log_verbose=1 if options.verbose else 0,
+        exit_on_error=True,
+    )
     for signum in (signal.SIGTERM, signal.SIGINT):  # serve() stops cleanly on KeyboardInterrupt; a shell's
-        signal.signal(signum, _interrupt)           # background job would otherwise ignore SIGINT
+        signal.signal(signum, _interrupt)  # background job would otherwise ignore SIGINT
     try:
         with Triton(config=triton_config) as triton:
-            triton.bind(model_name=options.model_name, infer_func=models, inputs=inputs, outputs=outputs,
-                        config=config, strict=True)
-            log.warning("serving %s (%d instance(s), %s) on http://%s:%d, grpc %s:%d", options.model_name,
-                        len(models), models[0].segmenter, options.host, options.http_port, options.host,
-                        options.grpc_port)
+            triton.bind(
+                model_name=options.model_name,
+                infer_func=models,
+                inputs=inputs,
+                outputs=outputs,
+                config=config,
+                strict=True,
+            )
+            log.warning(
+                "serving %s (%d instance(s), %s) on http://%s:%d, grpc %s:%d",
+                options.model_name,
+                len(models),
+                models[0].segmenter,
+                options.host,
+                options.http_port,
+                options.host,
+                options.grpc_port,
+            )
             triton.serve()
     except (PyTritonError, OSError) as e:  # Triton did not start (a port in use, an address not here, ...)
         detail = " ".join(str(e).split())[:300] or type(e).__name__
-        raise SegmenterError(f"Triton failed: {detail}; check that ports {options.http_port}, {options.grpc_port} "
-                             f"and {options.metrics_port} are free on {options.host} (see the log above)") from e
+        raise SegmenterError(
+            f"Triton failed: {detail}; check that ports {options.http_port}, {options.grpc_port} "
+            f"and {options.metrics_port} are free on {options.host} (see the log above)"
+        ) from e
     return 0
 
 

@@ -1,4 +1,5 @@
 """Arrays of a bundle and of the embedding cache: ``.npy``/``.npz`` loading (no pickles) and shape checks."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,8 +15,9 @@ def load_npy(path: Path) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
     except Exception as e:  # numpy raises ValueError/OSError/EOFError/... for broken files
-        raise BundleError(f"bundle file {path} is not a readable .npy array ({type(e).__name__}: {e}); "
-                          f"{REEXPORT}") from e
+        raise BundleError(
+            f"bundle file {path} is not a readable .npy array ({type(e).__name__}: {e}); {REEXPORT}"
+        ) from e
 
 
 def load_npz(path: Path, required: Iterable[str]) -> Dict[str, np.ndarray]:
@@ -24,8 +26,9 @@ def load_npz(path: Path, required: Iterable[str]) -> Dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
     except Exception as e:  # BadZipFile, ValueError (pickled objects), OSError, EOFError, ...
-        raise BundleError(f"bundle file {path} is not a readable .npz archive ({type(e).__name__}: {e}); "
-                          f"{REEXPORT}") from e
+        raise BundleError(
+            f"bundle file {path} is not a readable .npz archive ({type(e).__name__}: {e}); {REEXPORT}"
+        ) from e
     missing = sorted(set(required) - set(data))
     if missing:
         raise BundleError(f"bundle file {path} lacks the arrays {missing}; {REEXPORT}")
@@ -41,8 +44,10 @@ def check_embedding_rows(path: Path, data: Dict[str, np.ndarray], dim: Optional[
         arr = data[key]
         want = (len(names), dim if dim else (arr.shape[-1] if arr.ndim == 2 else -1))
         if arr.shape != want or arr.dtype.kind != "f" or not np.isfinite(arr).all():
-            raise BundleError(f"bundle file {path}: {key} has shape {arr.shape} ({arr.dtype}); expected finite "
-                              f"floats of shape {want}; {REEXPORT}")
+            raise BundleError(
+                f"bundle file {path}: {key} has shape {arr.shape} ({arr.dtype}); expected finite "
+                f"floats of shape {want}; {REEXPORT}"
+            )
 
 
 def cached_embeddings_ok(hit: Any, rows: int, dim: Optional[int]) -> bool:
@@ -67,5 +72,7 @@ def as_features(label: str, value: Any, shape: tuple, error: type) -> np.ndarray
 
 def check_background(path: Path, bg: np.ndarray, dim: Optional[int]) -> None:
     if bg.dtype.kind != "f" or bg.size == 0 or (dim and bg.size != dim) or not np.isfinite(bg).all():
-        raise BundleError(f"bundle file {path} holds a {bg.dtype} array of shape {bg.shape}; expected "
-                          f"{dim or 'D'} finite floats (the background embedding); {REEXPORT}")
+        raise BundleError(
+            f"bundle file {path} holds a {bg.dtype} array of shape {bg.shape}; expected "
+            f"{dim or 'D'} finite floats (the background embedding); {REEXPORT}"
+        )

@@ -1,4 +1,5 @@
 """ONNX Runtime sessions: whose fault a failure to load a graph is (the I/O check is ``backends.base.check_io``)."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Options of :class:`~sdk.Segmenter`: typed, in range, rejected at construction with :class:`OptionError`."""
+
 from __future__ import annotations
 
 import math
@@ -19,8 +20,9 @@ def _int_option(name: str, value: Any, low: int, high: int, allow_none: bool = T
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         value = int(value)
     if not is_int(value) or not low <= int(value) <= high:
-        raise OptionError(f"{name}={value!r} is invalid: give an integer in {low}..{high}"
-                          + (" or None" if allow_none else ""))
+        raise OptionError(
+            f"{name}={value!r} is invalid: give an integer in {low}..{high}" + (" or None" if allow_none else "")
+        )
     return int(value)
 
 
@@ -31,10 +33,21 @@ def check_sizes(min_size: Any, max_size: Any) -> None:
     _int_option("max_size", max_size, 1, MAX_SIDE)
 
 
-def check_options(*, min_size: Any = None, max_size: Any = None, threads: Any = None, clip_batch: Any = None,
-                  prune_threshold: Any = 0.02, text_batch: Any = 64, backend: Any = "auto",
-                  device: Any = "auto", mode: Any = "cropmask", bgr: Any = False, cache_dir: Any = None,
-                  checkpoint: Any = None) -> None:
+def check_options(
+    *,
+    min_size: Any = None,
+    max_size: Any = None,
+    threads: Any = None,
+    clip_batch: Any = None,
+    prune_threshold: Any = 0.02,
+    text_batch: Any = 64,
+    backend: Any = "auto",
+    device: Any = "auto",
+    mode: Any = "cropmask",
+    bgr: Any = False,
+    cache_dir: Any = None,
+    checkpoint: Any = None,
+) -> None:
     """Reject bad :class:`~sdk.Segmenter` options at construction with :class:`OptionError`."""
     check_sizes(min_size, max_size)
     _int_option("threads", threads, 0, 1024)

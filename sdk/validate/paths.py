@@ -1,4 +1,5 @@
 """Paths inside a bundle: the bundle root, lexical confinement, and symlinks that leave the bundle."""
+
 from __future__ import annotations
 
 import os
@@ -30,8 +31,10 @@ def lexically_confined(rel: str) -> bool:
 def confined_path(root: Path, rel: str, manifest_path: Union[str, os.PathLike]) -> Path:
     """``root / rel`` after checking it stays inside ``root`` once symlinks are resolved."""
     if not isinstance(rel, str) or not lexically_confined(rel):
-        raise BundleError(f"{manifest_path} names the file {rel!r}, which is not a relative path inside "
-                          f"the bundle; refusing to read it; {REEXPORT}")
+        raise BundleError(
+            f"{manifest_path} names the file {rel!r}, which is not a relative path inside "
+            f"the bundle; refusing to read it; {REEXPORT}"
+        )
     path = root / rel
     try:
         real = path.resolve(strict=False)
@@ -39,8 +42,9 @@ def confined_path(root: Path, rel: str, manifest_path: Union[str, os.PathLike]) 
     except (OSError, RuntimeError) as e:  # RuntimeError: a symlink loop (Python < 3.13)
         raise BundleError(f"bundle file {path} cannot be resolved ({e}: a symlink loop?); {REEXPORT}") from e
     if real != real_root and real_root not in real.parents:
-        raise BundleError(f"bundle file {path} is a symlink to {real}, outside the bundle; refusing to "
-                          f"read it; {REEXPORT}")
+        raise BundleError(
+            f"bundle file {path} is a symlink to {real}, outside the bundle; refusing to read it; {REEXPORT}"
+        )
     return path
 
 

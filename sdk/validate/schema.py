@@ -1,4 +1,5 @@
 """The manifest's schema: types, required keys, ranges and confined paths of ``manifest.json``."""
+
 from __future__ import annotations
 
 import os
@@ -38,8 +39,9 @@ FIELDS: Dict[str, Dict[str, tuple]] = {
         "crop_size": (False, int_in(1, 4096), "an integer in 1..4096"),
         "config": (False, optional(is_dict), "an object"),
     },
-    "preprocess": {k: (True, list_of(is_number, 3), "a list of 3 finite numbers")
-                   for k in ("pixel_mean", "clip_pixel_mean")},
+    "preprocess": {
+        k: (True, list_of(is_number, 3), "a list of 3 finite numbers") for k in ("pixel_mean", "clip_pixel_mean")
+    },
     "inference": {
         "min_size": (False, optional(int_in(1, MAX_SIDE)), f"an integer in 1..{MAX_SIDE} or null"),
         "max_size": (False, int_in(1, MAX_SIDE), f"an integer in 1..{MAX_SIDE}"),
@@ -57,8 +59,12 @@ FIELDS: Dict[str, Dict[str, tuple]] = {
     "graphs": {},
     "files": {},
 }
-FIELDS["preprocess"].update({k: (True, list_of(is_pos_number, 3), "a list of 3 positive finite numbers")
-                             for k in ("pixel_std", "clip_pixel_std")})
+FIELDS["preprocess"].update(
+    {
+        k: (True, list_of(is_pos_number, 3), "a list of 3 positive finite numbers")
+        for k in ("pixel_std", "clip_pixel_std")
+    }
+)
 
 
 def check_manifest_schema(manifest: Any, path: Union[str, os.PathLike]) -> Dict[str, Any]:
@@ -66,6 +72,7 @@ def check_manifest_schema(manifest: Any, path: Union[str, os.PathLike]) -> Dict[
 
     Raises :class:`BundleError` naming the key and the file on the first problem.
     """
+
     def fail(key: str, what: str) -> None:
         raise BundleError(f"{path}: {key} must be {what}; {REEXPORT}")
 

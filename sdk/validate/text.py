@@ -1,4 +1,5 @@
 """User text files (class lists) and class names: UTF-8, sane sizes, encodable names."""
+
 from __future__ import annotations
 
 import os
@@ -21,7 +22,7 @@ def read_text_file(path: Union[str, os.PathLike], error: type, what: str = "file
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
+        line = data[: e.start].count(b"\n") + 1
         raise error(f"{what} {path} is not UTF-8 text (byte {e.start}, line {line}); save it as UTF-8") from e
     if "\x00" in text:
         raise error(f"{what} {path} contains NUL characters; it is not a text file")
@@ -35,5 +36,7 @@ def check_name_text(name: str, index: int, error: type) -> None:
     try:
         name.encode("utf-8")
     except UnicodeEncodeError as e:
-        raise error(f"class name #{index} {name!r} is not valid Unicode text (a lone surrogate at "
-                    f"character {e.start}); pass real characters") from e
+        raise error(
+            f"class name #{index} {name!r} is not valid Unicode text (a lone surrogate at "
+            f"character {e.start}); pass real characters"
+        ) from e

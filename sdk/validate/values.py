@@ -1,4 +1,5 @@
 """Predicates on decoded JSON values (the manifest schema and the option checks are built from them)."""
+
 from __future__ import annotations
 
 import math
@@ -29,8 +30,7 @@ def is_str(v: Any) -> bool:
 
 
 def list_of(check: Check, length: Optional[int] = None) -> Check:
-    return lambda v: (isinstance(v, list) and (length is None or len(v) == length)
-                      and all(check(x) for x in v))
+    return lambda v: isinstance(v, list) and (length is None or len(v) == length) and all(check(x) for x in v)
 
 
 def dict_of(check: Check) -> Check:

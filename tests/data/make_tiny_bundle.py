@@ -6,6 +6,7 @@ becomes ONNX external data with pseudo-random values of the same mean and std (t
 keeps its own, exact values, so the bundle's vocabulary embeddings stay true to ``clip_text.onnx``);
 the recipe goes to ``tests/data/tiny_bundle_weights.json`` and the regenerable files are removed.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,7 @@ def externalise(path: Path, seed0: int, token_shape) -> list:
             entry = {"shape": list(t.dims), "mean": 0.0, "std": 0.02, "seed": 1}  # token_table()
             assert (tensor(entry) == value).all(), "the token table is not token_table()"
         else:
-            entry = {"shape": list(t.dims), "mean": float(value.mean()), "std": float(value.std()),
-                     "seed": seed0 + i}
+            entry = {"shape": list(t.dims), "mean": float(value.mean()), "std": float(value.std()), "seed": seed0 + i}
         entry["offset"] = offset
         data = tensor(entry).tobytes()
         t.ClearField("float_data")

@@ -5,6 +5,7 @@ with :data:`IGNORE` (−1) for pixels that do not count. How stored values map t
 dataset's ``lut`` (a lookup table, e.g. raw COCO-Stuff ids → trainIds) or, without one, the identity
 with ``ignore_value`` as ignore. Any other stored value is a :class:`LabelRangeError`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -33,9 +34,15 @@ class Sample:
 class SegmentationDataset:
     """Pairs of (image, label image) with the class list they are labelled with."""
 
-    def __init__(self, name: str, samples: Sequence[Sample], class_names: Sequence[str],
-                 seen: Sequence[bool], ignore_values: Sequence[int] = (255,),
-                 lut: Optional[np.ndarray] = None):
+    def __init__(
+        self,
+        name: str,
+        samples: Sequence[Sample],
+        class_names: Sequence[str],
+        seen: Sequence[bool],
+        ignore_values: Sequence[int] = (255,),
+        lut: Optional[np.ndarray] = None,
+    ):
         if len(class_names) != len(seen):
             raise ValueError("class_names and seen differ in length")
         self.name = name
@@ -53,8 +60,10 @@ class SegmentationDataset:
         return len(self.samples)
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}({self.name!r}, {len(self)} images, {self.num_classes} classes, "
-                f"{sum(self.seen)} seen)")
+        return (
+            f"{type(self).__name__}({self.name!r}, {len(self)} images, {self.num_classes} classes, "
+            f"{sum(self.seen)} seen)"
+        )
 
     def load(self, index: int) -> Tuple[np.ndarray, np.ndarray]:
         """``(image H×W×3 uint8 RGB, label H×W int32 with IGNORE)`` of sample ``index``."""
@@ -82,7 +91,8 @@ class SegmentationDataset:
                 f"{path}: label values {values} are neither class indices of dataset {self.name!r} "
                 f"({self.num_classes} classes, 0..{self.num_classes - 1}) nor an ignore value "
                 f"{sorted(self.ignore_values)}; remap the label image to class indices in classes.txt "
-                "order (or add the missing classes)")
+                "order (or add the missing classes)"
+            )
         out[ignore] = IGNORE
         return out
 
@@ -98,8 +108,9 @@ class SegmentationDataset:
         return [n for n, s in zip(self.class_names, self.seen) if s]
 
 
-def pair_files(image_dir: Path, label_dir: Path, image_exts: Sequence[str], label_exts: Sequence[str],
-               what: str) -> List[Sample]:
+def pair_files(
+    image_dir: Path, label_dir: Path, image_exts: Sequence[str], label_exts: Sequence[str], what: str
+) -> List[Sample]:
     """Match images to label images by file stem; every image needs its label."""
     if not image_dir.is_dir():
         raise MissingFileError(f"{what}: image folder not found: {image_dir}")
@@ -111,6 +122,8 @@ def pair_files(image_dir: Path, label_dir: Path, image_exts: Sequence[str], labe
         raise MissingFileError(f"{what}: no images ({', '.join(image_exts)}) in {image_dir}")
     missing = [p.name for p in images if p.stem not in labels]
     if missing:
-        raise MissingFileError(f"{what}: {len(missing)} image(s) have no label image in {label_dir} "
-                               f"(same stem, {'/'.join(label_exts)}), e.g. {missing[:5]}")
+        raise MissingFileError(
+            f"{what}: {len(missing)} image(s) have no label image in {label_dir} "
+            f"(same stem, {'/'.join(label_exts)}), e.g. {missing[:5]}"
+        )
     return [Sample(p, labels[p.stem]) for p in images]

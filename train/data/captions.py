@@ -15,6 +15,7 @@ texture combinations never appear (scenes draw seen classes only).
 A caption is *true* of every crop whose attributes it names (``"something wavy"`` fits all wavy
 crops): :func:`positives` gives that matrix for a multi-positive contrastive loss.
 """
+
 from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -26,8 +27,16 @@ from ..classes import prompt_templates
 from .compositional import ClassStream, World, render_scene
 
 Attributes = Tuple[Optional[str], Optional[str], Optional[str]]  # colour, texture, shape (None = unnamed)
-EXTRA_TEMPLATES = ("{}", "a {} region", "a {} pattern", "a {} texture", "something {}", "a patch of {}",
-                   "the {} area", "a {} shape")
+EXTRA_TEMPLATES = (
+    "{}",
+    "a {} region",
+    "a {} pattern",
+    "a {} texture",
+    "something {}",
+    "a patch of {}",
+    "the {} area",
+    "a {} shape",
+)
 
 
 def templates() -> List[str]:
@@ -51,8 +60,9 @@ def describe(colour: Optional[str], texture: Optional[str], shape: Optional[str]
 CAPTION_MIX = (0.3, 0.3, 0.3, 0.1)  # P(colour+texture), P(colour alone), P(texture alone), P(all + shape)
 
 
-def sample_caption(region: Dict[str, object], rng: np.random.Generator, pool: Sequence[str],
-                   mix: Sequence[float] = CAPTION_MIX) -> Tuple[str, Attributes]:
+def sample_caption(
+    region: Dict[str, object], rng: np.random.Generator, pool: Sequence[str], mix: Sequence[float] = CAPTION_MIX
+) -> Tuple[str, Attributes]:
     """A caption of one region and the attributes it names (which ones: drawn with ``mix``)."""
     colour, texture = str(region["colour"]), str(region["texture"])
     shape = None if region["shape"] == "background" else str(region["shape"])
@@ -100,8 +110,7 @@ def masked_crop(image: np.ndarray, mask: np.ndarray, size: int, fill: Sequence[f
 
     ys, xs = np.nonzero(mask)
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    box = np.where(mask[y0:y1, x0:x1, None], image[y0:y1, x0:x1].astype(np.float32),
-                   np.asarray(fill, np.float32))
+    box = np.where(mask[y0:y1, x0:x1, None], image[y0:y1, x0:x1].astype(np.float32), np.asarray(fill, np.float32))
     interp = cv2.INTER_AREA if max(y1 - y0, x1 - x0) > size else cv2.INTER_LINEAR
     return cv2.resize(box, (size, size), interpolation=interp)
 
@@ -109,10 +118,19 @@ def masked_crop(image: np.ndarray, mask: np.ndarray, size: int, fill: Sequence[f
 class CropSampler:
     """Endless batches of (crops ``[B,3,S,S]``, captions, image attributes, caption attributes)."""
 
-    def __init__(self, world: World, crop_size: int, mean: Sequence[float], std: Sequence[float],
-                 seed: Union[int, Sequence[int]] = 0, image_size: int = 144, max_shapes: int = 3,
-                 whole_image: float = 0.15, classes: Optional[Sequence[int]] = None,
-                 caption_mix: Sequence[float] = CAPTION_MIX):
+    def __init__(
+        self,
+        world: World,
+        crop_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        seed: Union[int, Sequence[int]] = 0,
+        image_size: int = 144,
+        max_shapes: int = 3,
+        whole_image: float = 0.15,
+        classes: Optional[Sequence[int]] = None,
+        caption_mix: Sequence[float] = CAPTION_MIX,
+    ):
         self.world, self.crop_size, self.mean, self.std = world, crop_size, mean, std
         key = [int(x) for x in np.atleast_1d(seed)]  # an int, or (seed, worker) for a data process
         self.rng = np.random.default_rng([*key, 11])
@@ -131,8 +149,9 @@ class CropSampler:
             mask = scene.label == region["class"]
             if mask.sum() < 64:  # fully occluded shapes have nothing to show
                 continue
-            crops.append(masked_crop(scene.image, _jitter_mask(mask, rng) if jitter else mask, self.crop_size,
-                                     self.mean))
+            crops.append(
+                masked_crop(scene.image, _jitter_mask(mask, rng) if jitter else mask, self.crop_size, self.mean)
+            )
             keep.append(region)
         x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2)
         return (x - torch.tensor(self.mean).view(1, 3, 1, 1)) / torch.tensor(self.std).view(1, 3, 1, 1), keep

@@ -14,6 +14,7 @@ Rules this module enforces (and ``tests/test_zeroshot_world.py`` checks):
   every class in the ground truth);
 * output is a pure function of the arguments (same seed → same bytes).
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,15 @@ import cv2
 import numpy as np
 
 COLOURS: Dict[str, Tuple[int, int, int]] = {
-    "red": (215, 35, 35), "orange": (245, 135, 20), "yellow": (240, 225, 40), "lime": (150, 235, 40),
-    "teal": (20, 140, 140), "blue": (40, 70, 225), "purple": (135, 45, 185), "pink": (245, 130, 185)}
+    "red": (215, 35, 35),
+    "orange": (245, 135, 20),
+    "yellow": (240, 225, 40),
+    "lime": (150, 235, 40),
+    "teal": (20, 140, 140),
+    "blue": (40, 70, 225),
+    "purple": (135, 45, 185),
+    "pink": (245, 130, 185),
+}
 TEXTURES = ("plain", "striped", "dotted", "checkered", "wavy")
 SHAPES = ("circle", "square", "triangle", "star")
 IGNORE = 255
@@ -67,13 +75,21 @@ class World:
         return [p not in unseen for p in self.pairs]
 
     def to_dict(self) -> Dict[str, object]:
-        return {"colours": list(self.colours), "textures": list(self.textures),
-                "unseen_pairs": [list(p) for p in self.unseen_pairs], "period": list(self.period)}
+        return {
+            "colours": list(self.colours),
+            "textures": list(self.textures),
+            "unseen_pairs": [list(p) for p in self.unseen_pairs],
+            "period": list(self.period),
+        }
 
     @classmethod
     def from_dict(cls, d: Dict[str, object]) -> World:
-        return cls(tuple(d["colours"]), tuple(d["textures"]), tuple(tuple(p) for p in d["unseen_pairs"]),
-                   tuple(d.get("period", (10.0, 14.0))))
+        return cls(
+            tuple(d["colours"]),
+            tuple(d["textures"]),
+            tuple(tuple(p) for p in d["unseen_pairs"]),
+            tuple(d.get("period", (10.0, 14.0))),
+        )
 
 
 def phrase(colour: str, texture: str) -> str:
@@ -81,8 +97,9 @@ def phrase(colour: str, texture: str) -> str:
 
 
 # ---------------------------------------------------------------------------- rendering
-def texture_image(colour: str, texture: str, h: int, w: int, rng: np.random.Generator,
-                  period: Tuple[float, float] = (10.0, 14.0)) -> np.ndarray:
+def texture_image(
+    colour: str, texture: str, h: int, w: int, rng: np.random.Generator, period: Tuple[float, float] = (10.0, 14.0)
+) -> np.ndarray:
     """``h×w×3`` float32 image of one colour and texture (random phase, period, ±10° tilt, jitter).
 
     Textures are two-tone (the colour and a 45 % darker version of it) with a period drawn from
@@ -132,8 +149,8 @@ def shape_mask(kind: str, h: int, w: int, rng: np.random.Generator) -> np.ndarra
 
 @dataclass
 class Scene:
-    image: np.ndarray                 # H×W×3 uint8
-    label: np.ndarray                 # H×W int32 class indices (into World.pairs)
+    image: np.ndarray  # H×W×3 uint8
+    label: np.ndarray  # H×W int32 class indices (into World.pairs)
     regions: List[Dict[str, object]]  # per region: class, colour, texture, shape ("background" for the first)
 
 
@@ -185,8 +202,17 @@ def scene_classes(world: World, split: str) -> List[int]:
     return [i for i, s in enumerate(world.seen) if s or split != "train"]
 
 
-def generate_folder(out: Path, world: World, num_train: int, num_val: int, size: int = 144, seed: int = 0,
-                    max_shapes: int = 3, progress: bool = False, val_seed: Optional[int] = None) -> Path:
+def generate_folder(
+    out: Path,
+    world: World,
+    num_train: int,
+    num_val: int,
+    size: int = 144,
+    seed: int = 0,
+    max_shapes: int = 3,
+    progress: bool = False,
+    val_seed: Optional[int] = None,
+) -> Path:
     """Write the folder dataset (``classes.txt``, ``unseen.txt``, ``{train,val}/{images,labels}``,
     ``meta.json``); the train split holds seen classes only. ``val_seed`` (default ``seed``) draws the
     held-out images: a fixed one keeps the same test set while ``seed`` changes the training images."""
@@ -214,8 +240,16 @@ def generate_folder(out: Path, world: World, num_train: int, num_val: int, size:
             scene = render_scene(world, stream.take(1 + int(rng.integers(1, max_shapes + 1))), rng, size)
             Image.fromarray(scene.image).save(out / split / "images" / f"{i:05d}.png")
             write_label(out / split / "labels" / f"{i:05d}.png", scene.label, len(names))
-    meta = {"generator": "train.data.compositional", "world": world.to_dict(), "train": num_train,
-            "val": num_val, "size": size, "seed": seed, "val_seed": val_seed, "max_shapes": max_shapes}
+    meta = {
+        "generator": "train.data.compositional",
+        "world": world.to_dict(),
+        "train": num_train,
+        "val": num_val,
+        "size": size,
+        "seed": seed,
+        "val_seed": val_seed,
+        "max_shapes": max_shapes,
+    }
     (out / "meta.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
     return out
 

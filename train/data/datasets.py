@@ -10,6 +10,7 @@ Folder format (what ``train.data.synthetic`` writes and what users' own data sho
 
 (``ROOT/images`` + ``ROOT/labels`` without split folders also works.)
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,10 @@ def _first_dir(root: Path, candidates: Sequence[str], what: str) -> Path:
     for c in candidates:
         if (root / c).is_dir():
             return root / c
-    raise MissingFileError(f"{what}: none of {[str(root / c) for c in candidates]} exists; "
-                           "set data.root to the dataset folder (see train/data/datasets.py)")
+    raise MissingFileError(
+        f"{what}: none of {[str(root / c) for c in candidates]} exists; "
+        "set data.root to the dataset folder (see train/data/datasets.py)"
+    )
 
 
 def _lut(pairs: Sequence[Tuple[int, int]], size: int) -> np.ndarray:
@@ -52,11 +55,20 @@ def coco_stuff(root: Path, split: str) -> SegmentationDataset:
     cs = dataset_classes("coco-stuff")
     sub = f"{split}2017"
     images = _first_dir(root, [sub, f"images/{sub}"], "COCO-Stuff images")
-    labels = _first_dir(root, [f"stuffthingmaps_trainval2017/{sub}", f"stuffthingmaps/{sub}",
-                               f"annotations/{sub}"], "COCO-Stuff stuffthingmaps")
+    labels = _first_dir(
+        root,
+        [f"stuffthingmaps_trainval2017/{sub}", f"stuffthingmaps/{sub}", f"annotations/{sub}"],
+        "COCO-Stuff stuffthingmaps",
+    )
     lut = _lut([(c["id"], c["trainId"]) for c in table], 256)
-    return SegmentationDataset("coco-stuff", pair_files(images, labels, IMAGE_EXTENSIONS, (".png",), "COCO-Stuff"),
-                               cs.names, cs.seen, ignore_values=(255,), lut=lut)
+    return SegmentationDataset(
+        "coco-stuff",
+        pair_files(images, labels, IMAGE_EXTENSIONS, (".png",), "COCO-Stuff"),
+        cs.names,
+        cs.seen,
+        ignore_values=(255,),
+        lut=lut,
+    )
 
 
 def voc(root: Path, split: str) -> SegmentationDataset:
@@ -70,8 +82,9 @@ def voc(root: Path, split: str) -> SegmentationDataset:
     cs = dataset_classes("voc")
     lut = _lut([(c["id"], c["trainId"]) for c in table], 256)
     if (root / "images" / split).is_dir():
-        samples = pair_files(root / "images" / split, root / "annotations" / split, IMAGE_EXTENSIONS,
-                             (".png",), "PASCAL VOC")
+        samples = pair_files(
+            root / "images" / split, root / "annotations" / split, IMAGE_EXTENSIONS, (".png",), "PASCAL VOC"
+        )
     else:
         devkit = root / "VOC2012" if (root / "VOC2012").is_dir() else root
         labels = _first_dir(devkit, ["SegmentationClassAug", "SegmentationClass"], "PASCAL VOC labels")
@@ -95,9 +108,13 @@ def ade847(root: Path, split: str) -> SegmentationDataset:
     sub = {"train": "training", "val": "validation"}.get(split, split)
     images = _first_dir(root, [f"images_detectron2/{sub}", f"images/{sub}"], "ADE20K-847 images")
     labels = _first_dir(root, [f"annotations_detectron2/{sub}", f"annotations/{sub}"], "ADE20K-847 labels")
-    return SegmentationDataset("ade-847", pair_files(images, labels, IMAGE_EXTENSIONS, LABEL_EXTENSIONS,
-                                                     "ADE20K-847"),
-                               cs.names, cs.seen, ignore_values=(65535,))
+    return SegmentationDataset(
+        "ade-847",
+        pair_files(images, labels, IMAGE_EXTENSIONS, LABEL_EXTENSIONS, "ADE20K-847"),
+        cs.names,
+        cs.seen,
+        ignore_values=(65535,),
+    )
 
 
 def read_class_list(path: Path) -> List[str]:
@@ -148,8 +165,9 @@ def build_dataset(name: str, root: Optional[str] = None, split: str = "train") -
         return {"coco-stuff": coco_stuff, "voc": voc, "ade-847": ade847}[name](Path(root), split)
     if Path(name).is_dir():
         return folder(Path(name), split)
-    raise DatasetError(f"unknown dataset {name!r}: use coco-stuff, voc, ade-847, folder (with a root) "
-                       "or the path of a folder dataset")
+    raise DatasetError(
+        f"unknown dataset {name!r}: use coco-stuff, voc, ade-847, folder (with a root) or the path of a folder dataset"
+    )
 
 
 __all__ = ["BUILTIN", "IGNORE", "build_dataset", "coco_stuff", "voc", "ade847", "folder", "folder_classes"]

@@ -1,4 +1,5 @@
 """Typed dataset errors: each message names the file and says how to fix it."""
+
 from __future__ import annotations
 
 

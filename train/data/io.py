@@ -1,4 +1,5 @@
 """Reading images and label images (8-bit, 16-bit and palette PNG, TIFF) with clear errors."""
+
 from __future__ import annotations
 
 import os
@@ -29,12 +30,15 @@ def read_label(path: PathLike) -> np.ndarray:
     """The stored label values ``H×W`` (uint8 or uint16; palette PNGs give their indices)."""
     path = Path(path)
     if not path.is_file():
-        raise MissingFileError(f"label image not found: {path} (every image needs a label image "
-                               "with the same file stem)")
+        raise MissingFileError(
+            f"label image not found: {path} (every image needs a label image with the same file stem)"
+        )
     with Image.open(path) as im:
         if im.mode in ("RGB", "RGBA"):
-            raise SizeMismatchError(f"{path} is a colour image ({im.mode}); label images must be "
-                                    "single-channel PNGs of class indices (8- or 16-bit)")
+            raise SizeMismatchError(
+                f"{path} is a colour image ({im.mode}); label images must be "
+                "single-channel PNGs of class indices (8- or 16-bit)"
+            )
         arr = np.asarray(im)
     if arr.ndim != 2:
         raise SizeMismatchError(f"{path}: label image must be 2-D, got shape {arr.shape}")
@@ -48,7 +52,8 @@ def check_same_size(image: np.ndarray, label: np.ndarray, image_path: PathLike, 
         raise SizeMismatchError(
             f"label {label_path} is {label.shape[1]}×{label.shape[0]} but its image {image_path} is "
             f"{image.shape[1]}×{image.shape[0]} (width×height): the label must be pixel-aligned with "
-            "the image (re-export it at the image's size, nearest-neighbour)")
+            "the image (re-export it at the image's size, nearest-neighbour)"
+        )
 
 
 def ignore_value_for(num_classes: int) -> int:

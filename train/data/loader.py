@@ -10,6 +10,7 @@ ranks/micro-batches sees the same global batch as one process would.
 (This replaces ``DistributedSampler``: it shards the same way — disjoint, equal shares per rank —
 but its order depends on the step, not on an epoch counter kept in the loop.)
 """
+
 from __future__ import annotations
 
 import signal
@@ -30,8 +31,9 @@ class StepPlan:
         if dataset_len <= 0:
             raise ValueError("the training dataset is empty")
         if global_batch % (world * accumulate):
-            raise ValueError(f"solver.batch_size={global_batch} must be divisible by ranks × accumulate "
-                             f"= {world} × {accumulate}")
+            raise ValueError(
+                f"solver.batch_size={global_batch} must be divisible by ranks × accumulate = {world} × {accumulate}"
+            )
         self.n, self.batch, self.world, self.accumulate, self.seed = dataset_len, global_batch, world, accumulate, seed
         self._perms: Dict[int, np.ndarray] = {}
 
@@ -55,16 +57,23 @@ class StepPlan:
 
     def rank_items(self, step: int, rank: int) -> List[List[Tuple[int, int]]]:
         """This rank's items of ``step``, split into ``accumulate`` micro-batches."""
-        mine = self.global_items(step)[rank::self.world]
+        mine = self.global_items(step)[rank :: self.world]
         m = self.micro_batch
-        return [mine[i * m:(i + 1) * m] for i in range(self.accumulate)]
+        return [mine[i * m : (i + 1) * m] for i in range(self.accumulate)]
 
 
 class StepDataset(Dataset):
     """Item ``s`` = this rank's micro-batches of step ``s``, augmented and turned into targets."""
 
-    def __init__(self, dataset: SegmentationDataset, plan: StepPlan, rank: int, aug: AugmentConfig,
-                 class_map: Sequence[int], max_iter: int):
+    def __init__(
+        self,
+        dataset: SegmentationDataset,
+        plan: StepPlan,
+        rank: int,
+        aug: AugmentConfig,
+        class_map: Sequence[int],
+        max_iter: int,
+    ):
         self.dataset, self.plan, self.rank, self.aug = dataset, plan, rank, aug
         self.class_map = np.asarray(class_map)
         self.max_iter = max_iter
@@ -77,15 +86,22 @@ class StepDataset(Dataset):
         rng = np.random.default_rng([self.plan.seed, step, position])
         image, label = augment(image, label, self.aug, rng)
         labels, masks = class_masks(label, self.class_map)
-        return {"image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
-                "labels": torch.from_numpy(labels), "masks": torch.from_numpy(masks)}
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            "labels": torch.from_numpy(labels),
+            "masks": torch.from_numpy(masks),
+        }
 
     def __getitem__(self, step: int) -> List[Dict[str, object]]:
         micro = []
         for items in self.plan.rank_items(step, self.rank):
             samples = [self.item(step, pos, idx) for pos, idx in items]
-            micro.append({"images": torch.stack([s["image"] for s in samples]),
-                          "targets": [{"labels": s["labels"], "masks": s["masks"]} for s in samples]})
+            micro.append(
+                {
+                    "images": torch.stack([s["image"] for s in samples]),
+                    "targets": [{"labels": s["labels"], "masks": s["masks"]} for s in samples],
+                }
+            )
         return micro
 
 
@@ -103,6 +119,13 @@ def _worker_init(_: int) -> None:
 
 def step_loader(ds: StepDataset, start_step: int, num_workers: int = 0) -> DataLoader:
     """Yields ``ds[start_step], ds[start_step + 1], …`` in order (workers prefetch ahead)."""
-    return DataLoader(ds, batch_size=None, sampler=range(start_step, len(ds)), num_workers=num_workers,
-                      collate_fn=_identity, persistent_workers=False, worker_init_fn=_worker_init,
-                      prefetch_factor=2 if num_workers > 0 else None)
+    return DataLoader(
+        ds,
+        batch_size=None,
+        sampler=range(start_step, len(ds)),
+        num_workers=num_workers,
+        collate_fn=_identity,
+        persistent_workers=False,
+        worker_init_fn=_worker_init,
+        prefetch_factor=2 if num_workers > 0 else None,
+    )

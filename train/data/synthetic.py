@@ -12,6 +12,7 @@ Writes the folder format (``train/data/datasets.py``): ``classes.txt``, ``unseen
 Every image has a background class filling it and a few shapes of other classes on top. The
 output is a pure function of the arguments (``--seed``): same arguments, same bytes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,11 +32,23 @@ from .io import write_label
 log = logging.getLogger(__name__)
 
 COLOURS: Tuple[Tuple[str, Tuple[int, int, int]], ...] = (
-    ("red", (220, 40, 40)), ("green", (40, 170, 60)), ("blue", (40, 70, 220)), ("yellow", (235, 220, 50)),
-    ("cyan", (50, 210, 220)), ("magenta", (210, 50, 200)), ("orange", (245, 140, 30)),
-    ("purple", (120, 50, 170)), ("white", (240, 240, 240)), ("gray", (128, 128, 128)),
-    ("brown", (120, 75, 35)), ("pink", (250, 160, 190)), ("navy", (20, 25, 100)), ("lime", (170, 240, 60)),
-    ("teal", (20, 120, 120)), ("black", (20, 20, 20)))
+    ("red", (220, 40, 40)),
+    ("green", (40, 170, 60)),
+    ("blue", (40, 70, 220)),
+    ("yellow", (235, 220, 50)),
+    ("cyan", (50, 210, 220)),
+    ("magenta", (210, 50, 200)),
+    ("orange", (245, 140, 30)),
+    ("purple", (120, 50, 170)),
+    ("white", (240, 240, 240)),
+    ("gray", (128, 128, 128)),
+    ("brown", (120, 75, 35)),
+    ("pink", (250, 160, 190)),
+    ("navy", (20, 25, 100)),
+    ("lime", (170, 240, 60)),
+    ("teal", (20, 120, 120)),
+    ("black", (20, 20, 20)),
+)
 TEXTURES = ("plain", "striped", "dotted", "checkered", "wavy", "speckled")
 
 
@@ -106,8 +119,9 @@ def _shape_mask(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     return mask.astype(bool)
 
 
-def render(styles: Sequence[ClassStyle], rng: np.random.Generator, size: int,
-           max_shapes: int = 4) -> Tuple[np.ndarray, np.ndarray]:
+def render(
+    styles: Sequence[ClassStyle], rng: np.random.Generator, size: int, max_shapes: int = 4
+) -> Tuple[np.ndarray, np.ndarray]:
     """One ``(image H×W×3 uint8, label H×W int32)`` pair."""
     h = int(size * rng.uniform(0.8, 1.25))
     w = int(size * rng.uniform(0.8, 1.25))
@@ -123,8 +137,17 @@ def render(styles: Sequence[ClassStyle], rng: np.random.Generator, size: int,
     return np.clip(image, 0, 255).astype(np.uint8), label
 
 
-def generate(out: Path, num_classes: int = 12, num_unseen: int = 3, num_train: int = 200, num_val: int = 50,
-             size: int = 160, seed: int = 0, max_shapes: int = 4, progress: bool = False) -> Path:
+def generate(
+    out: Path,
+    num_classes: int = 12,
+    num_unseen: int = 3,
+    num_train: int = 200,
+    num_val: int = 50,
+    size: int = 160,
+    seed: int = 0,
+    max_shapes: int = 4,
+    progress: bool = False,
+) -> Path:
     """Write a synthetic dataset to ``out``; returns ``out``."""
     if num_classes < 1 or not 0 <= num_unseen < num_classes:
         raise ValueError("need at least one class and 0 <= unseen < classes (some classes must be seen)")
@@ -132,7 +155,7 @@ def generate(out: Path, num_classes: int = 12, num_unseen: int = 3, num_train: i
     out.mkdir(parents=True, exist_ok=True)
     names = [s.name for s in styles]
     (out / "classes.txt").write_text("\n".join(names) + "\n", encoding="utf-8")
-    (out / "unseen.txt").write_text("".join(n + "\n" for n in names[num_classes - num_unseen:]), encoding="utf-8")
+    (out / "unseen.txt").write_text("".join(n + "\n" for n in names[num_classes - num_unseen :]), encoding="utf-8")
     for split_id, (split, count) in enumerate((("train", num_train), ("val", num_val))):
         (out / split / "images").mkdir(parents=True, exist_ok=True)
         (out / split / "labels").mkdir(parents=True, exist_ok=True)
@@ -145,15 +168,24 @@ def generate(out: Path, num_classes: int = 12, num_unseen: int = 3, num_train: i
             image, label = render(styles, np.random.default_rng([seed, split_id, i]), size, max_shapes)
             Image.fromarray(image).save(out / split / "images" / f"{i:05d}.png")
             write_label(out / split / "labels" / f"{i:05d}.png", label, num_classes)
-    meta = {"generator": "train.data.synthetic", "classes": num_classes, "unseen": num_unseen,
-            "train": num_train, "val": num_val, "size": size, "seed": seed, "max_shapes": max_shapes}
+    meta = {
+        "generator": "train.data.synthetic",
+        "classes": num_classes,
+        "unseen": num_unseen,
+        "train": num_train,
+        "val": num_val,
+        "size": size,
+        "seed": seed,
+        "max_shapes": max_shapes,
+    }
     (out / "meta.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
     return out
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m train.data.synthetic", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m train.data.synthetic", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--out", required=True, type=Path, help="output folder (created)")
     ap.add_argument("--classes", type=int, default=12, help="number of classes (default 12)")
     ap.add_argument("--unseen", type=int, default=3, help="how many (the last ones) are unseen (default 3)")
@@ -162,16 +194,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--size", type=int, default=160, help="nominal image side in pixels (default 160)")
     ap.add_argument("--max-shapes", type=int, default=4, help="most shapes per image (default 4)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--world", choices=["classic", "compositional"], default="classic",
-                    help="classic: numbered colour/texture classes (default); compositional: the zero-shot world")
+    ap.add_argument(
+        "--world",
+        choices=["classic", "compositional"],
+        default="classic",
+        help="classic: numbered colour/texture classes (default); compositional: the zero-shot world",
+    )
     a = ap.parse_args(argv)
     if a.world == "compositional":
         from .compositional import World, generate_folder
 
         world = World()
         generate_folder(a.out, world, a.train, a.val, a.size, a.seed, min(a.max_shapes, 3), progress=True)
-        print(f"wrote {a.train} train + {a.val} val images of the compositional world "
-              f"({len(world.class_names)} classes, {len(world.unseen_pairs)} unseen) to {a.out}")
+        print(
+            f"wrote {a.train} train + {a.val} val images of the compositional world "
+            f"({len(world.class_names)} classes, {len(world.unseen_pairs)} unseen) to {a.out}"
+        )
         return 0
     generate(a.out, a.classes, a.unseen, a.train, a.val, a.size, a.seed, a.max_shapes, progress=True)
     print(f"wrote {a.train} train + {a.val} val images, {a.classes} classes ({a.unseen} unseen) to {a.out}")

@@ -6,6 +6,7 @@ capped) → random crop (``RandomCrop_CategoryAreaConstraint``) → SSD colour j
 with 128, label with ignore). Every random draw comes from the ``np.random.Generator`` passed in,
 so a sample's augmentation is a pure function of its seed.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -56,8 +57,9 @@ def resize_label(label: np.ndarray, shape: Tuple[int, int]) -> np.ndarray:
     return label[ys[:, None], xs[None, :]]
 
 
-def random_crop_box(label: np.ndarray, crop: int, max_area: float, rng: np.random.Generator
-                    ) -> Tuple[int, int, int, int]:
+def random_crop_box(
+    label: np.ndarray, crop: int, max_area: float, rng: np.random.Generator
+) -> Tuple[int, int, int, int]:
     """``(y0, x0, ch, cw)``; with ``max_area < 1`` retry up to 10 times until no category covers
     ``max_area`` or more of the crop's non-ignored pixels (and at least two categories are present)."""
     h, w = label.shape
@@ -69,7 +71,7 @@ def random_crop_box(label: np.ndarray, crop: int, max_area: float, rng: np.rando
     y0, x0 = draw()
     if max_area < 1.0:
         for _ in range(10):
-            values, counts = np.unique(label[y0:y0 + ch, x0:x0 + cw], return_counts=True)
+            values, counts = np.unique(label[y0 : y0 + ch, x0 : x0 + cw], return_counts=True)
             counts = counts[values != IGNORE]
             if len(counts) > 1 and counts.max() < counts.sum() * max_area:
                 break
@@ -81,8 +83,14 @@ def _convert(img: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> np.ndarr
     return np.clip(img.astype(np.float32) * alpha + beta, 0, 255).astype(np.uint8)
 
 
-def color_aug_ssd(image: np.ndarray, rng: np.random.Generator, brightness: float = 32, contrast=(0.5, 1.5),
-                  saturation=(0.5, 1.5), hue: int = 18) -> np.ndarray:
+def color_aug_ssd(
+    image: np.ndarray,
+    rng: np.random.Generator,
+    brightness: float = 32,
+    contrast=(0.5, 1.5),
+    saturation=(0.5, 1.5),
+    hue: int = 18,
+) -> np.ndarray:
     """SSD photometric distortion on an RGB uint8 image (each step with probability 0.5).
 
     Brightness; then either contrast → saturation → hue or saturation → hue → contrast;
@@ -126,15 +134,16 @@ def pad_to(image: np.ndarray, label: np.ndarray, size: int) -> Tuple[np.ndarray,
     return image, label
 
 
-def augment(image: np.ndarray, label: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator
-            ) -> Tuple[np.ndarray, np.ndarray]:
+def augment(
+    image: np.ndarray, label: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator
+) -> Tuple[np.ndarray, np.ndarray]:
     """The whole training pipeline on one ``(RGB uint8 image, int32 label)``; output is
     ``crop_size × crop_size``."""
     short = int(cfg.min_sizes[int(rng.integers(len(cfg.min_sizes)))])
     shape = shortest_edge_shape(*label.shape, short, cfg.max_size)
     image, label = resize_image(image, shape), resize_label(label, shape)
     y0, x0, ch, cw = random_crop_box(label, cfg.crop_size, cfg.single_category_max_area, rng)
-    image, label = image[y0:y0 + ch, x0:x0 + cw], label[y0:y0 + ch, x0:x0 + cw]
+    image, label = image[y0 : y0 + ch, x0 : x0 + cw], label[y0 : y0 + ch, x0 : x0 + cw]
     if cfg.color_aug:
         image = color_aug_ssd(image, rng)
     if cfg.flip and rng.integers(2):

@@ -3,6 +3,7 @@
 The stride sits in the 3×3 conv (``STRIDE_IN_1X1 = False``), no dilation, one group.
 Outputs ``res2..res5`` at strides 4, 8, 16, 32.
 """
+
 from __future__ import annotations
 
 from typing import Dict, Sequence
@@ -15,8 +16,16 @@ from .layers import ConvNorm, FrozenBatchNorm2d
 
 
 def _conv(cin: int, cout: int, k: int, stride: int = 1, relu: bool = False) -> ConvNorm:
-    return ConvNorm(cin, cout, kernel_size=k, stride=stride, padding=k // 2, bias=False,
-                    norm=FrozenBatchNorm2d(cout), activation=F.relu if relu else None)
+    return ConvNorm(
+        cin,
+        cout,
+        kernel_size=k,
+        stride=stride,
+        padding=k // 2,
+        bias=False,
+        norm=FrozenBatchNorm2d(cout),
+        activation=F.relu if relu else None,
+    )
 
 
 class BottleneckBlock(nn.Module):
@@ -55,7 +64,7 @@ class ResNet(nn.Module):
         self.out_channels = {}
         for i, n_blocks in enumerate(depth_blocks):
             name = f"res{i + 2}"
-            bottleneck, cout = width * 2 ** i, width * 4 * 2 ** i
+            bottleneck, cout = width * 2**i, width * 4 * 2**i
             blocks = []
             for j in range(n_blocks):
                 stride = 2 if (j == 0 and i > 0) else 1

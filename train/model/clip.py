@@ -1,4 +1,5 @@
 """CLIP through open_clip (OpenAI parameter naming, QuickGELU), with export-friendly encoders."""
+
 from __future__ import annotations
 
 from typing import Any, Dict
@@ -11,11 +12,20 @@ def build_clip(cfg: Dict[str, Any]) -> nn.Module:
     """An ``open_clip.model.CLIP`` in float32 from a config dict (see ``train.config.ClipConfig``)."""
     from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 
-    vision = CLIPVisionCfg(layers=cfg["vision_layers"], width=cfg["vision_width"],
-                           head_width=cfg["vision_width"] // cfg["vision_heads"],
-                           patch_size=cfg["patch_size"], image_size=cfg["image_size"])
-    text = CLIPTextCfg(context_length=cfg["context_length"], vocab_size=cfg["vocab_size"],
-                       width=cfg["text_width"], heads=cfg["text_heads"], layers=cfg["text_layers"])
+    vision = CLIPVisionCfg(
+        layers=cfg["vision_layers"],
+        width=cfg["vision_width"],
+        head_width=cfg["vision_width"] // cfg["vision_heads"],
+        patch_size=cfg["patch_size"],
+        image_size=cfg["image_size"],
+    )
+    text = CLIPTextCfg(
+        context_length=cfg["context_length"],
+        vocab_size=cfg["vocab_size"],
+        width=cfg["text_width"],
+        heads=cfg["text_heads"],
+        layers=cfg["text_layers"],
+    )
     model = CLIP(embed_dim=cfg["embed_dim"], vision_cfg=vision, text_cfg=text, quick_gelu=True)
     return model.float().eval()
 

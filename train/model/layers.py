@@ -1,4 +1,5 @@
 """Small building blocks shared by the backbone and the pixel decoder (detectron2 semantics)."""
+
 from __future__ import annotations
 
 from typing import Callable, Optional
@@ -32,8 +33,13 @@ class ConvNorm(nn.Conv2d):
     ``conv.norm.weight``) match official checkpoints one to one.
     """
 
-    def __init__(self, *args, norm: Optional[nn.Module] = None,
-                 activation: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        norm: Optional[nn.Module] = None,
+        activation: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.norm = norm
         self.activation = activation

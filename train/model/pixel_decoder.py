@@ -1,4 +1,5 @@
 """MaskFormer's ``BasePixelDecoder``: a light FPN with GroupNorm producing stride-4 mask features."""
+
 from __future__ import annotations
 
 from typing import Dict, Sequence
@@ -17,8 +18,7 @@ class PixelDecoder(nn.Module):
     (output convs; ``layer_4`` is res5's), ``mask_features``. Convs with a norm have no bias.
     """
 
-    def __init__(self, in_channels: Sequence[int], conv_dim: int = 256, mask_dim: int = 256,
-                 gn_groups: int = 32):
+    def __init__(self, in_channels: Sequence[int], conv_dim: int = 256, mask_dim: int = 256, gn_groups: int = 32):
         super().__init__()
         self.num_levels = len(in_channels)
         for idx, cin in enumerate(in_channels):
@@ -32,8 +32,15 @@ class PixelDecoder(nn.Module):
 
     @staticmethod
     def _conv(cin: int, cout: int, k: int, groups: int, relu: bool) -> ConvNorm:
-        return ConvNorm(cin, cout, kernel_size=k, padding=k // 2, bias=False,
-                        norm=nn.GroupNorm(groups, cout), activation=F.relu if relu else None)
+        return ConvNorm(
+            cin,
+            cout,
+            kernel_size=k,
+            padding=k // 2,
+            bias=False,
+            norm=nn.GroupNorm(groups, cout),
+            activation=F.relu if relu else None,
+        )
 
     def forward(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
         names = sorted(features)  # res2, res3, res4, res5

@@ -7,6 +7,7 @@ baseline (full-resolution masked images per query + torchvision ``roi_align``). 
 ``pad_to_multiple`` are the torch twins of ``sdk.scores.ensemble`` and
 ``sdk.preprocess.pad_to_multiple`` (tested against them).
 """
+
 from __future__ import annotations
 
 from typing import Sequence, Tuple
@@ -61,8 +62,9 @@ def mask_boxes(binary: torch.Tensor) -> torch.Tensor:
     return torch.cat((x0, y0, x1, y1), 1)
 
 
-def masked_crops(clip_image: torch.Tensor, mask_logits_up: torch.Tensor, crop_size: int = 224
-                 ) -> Tuple[torch.Tensor, torch.Tensor]:
+def masked_crops(
+    clip_image: torch.Tensor, mask_logits_up: torch.Tensor, crop_size: int = 224
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """The official "cropmask": masked, CLIP-normalised crops ``[B,Q,3,S,S]`` and boxes ``[B,Q,4]``.
 
     ``clip_image`` is the CLIP-normalised *padded* image ``[B,3,H,W]`` (padding = 0 = mean colour),
@@ -81,8 +83,9 @@ def masked_crops(clip_image: torch.Tensor, mask_logits_up: torch.Tensor, crop_si
     return crops.reshape(b, q, c, crop_size, crop_size), boxes.reshape(b, q, 4)
 
 
-def ensemble(pred_logits: torch.Tensor, clip_logits: torch.Tensor, seen: torch.Tensor,
-             lam: float = ENSEMBLE_LAMBDA) -> torch.Tensor:
+def ensemble(
+    pred_logits: torch.Tensor, clip_logits: torch.Tensor, seen: torch.Tensor, lam: float = ENSEMBLE_LAMBDA
+) -> torch.Tensor:
     """Fuse segment-classifier and CLIP scores per query, as the official ensembling does.
 
     ``pred_logits`` ``[Q,K+1]`` (last column = background), ``clip_logits`` ``[Q,K]``,
@@ -99,13 +102,18 @@ def ensemble(pred_logits: torch.Tensor, clip_logits: torch.Tensor, seen: torch.T
         clip_probs[:, seen_idx] = clip_probs[:, seen_idx].mean(dim=1, keepdim=True)
         probs[:, seen_idx] = torch.pow(probs[:, seen_idx], lam) * torch.pow(clip_probs[:, seen_idx], 1 - lam)
     if unseen_idx.numel():
-        probs[:, unseen_idx] = (torch.pow(probs[:, unseen_idx], 1 - lam)
-                                * torch.pow(clip_probs[:, unseen_idx], lam))
+        probs[:, unseen_idx] = torch.pow(probs[:, unseen_idx], 1 - lam) * torch.pow(clip_probs[:, unseen_idx], lam)
     return probs
 
 
-def semantic_scores(mask_cls: torch.Tensor, mask_logits_up: torch.Tensor, image_size: Sequence[int],
-                    out_size: Sequence[int], seen: torch.Tensor | None, calibrate: float) -> torch.Tensor:
+def semantic_scores(
+    mask_cls: torch.Tensor,
+    mask_logits_up: torch.Tensor,
+    image_size: Sequence[int],
+    out_size: Sequence[int],
+    seen: torch.Tensor | None,
+    calibrate: float,
+) -> torch.Tensor:
     """Per-pixel class scores ``[K,oh,ow]``: Σ_q mask_cls·sigmoid(mask), crop, resize, calibrate.
 
     No softmax or normalisation over queries (values may exceed 1). Calibration subtracts

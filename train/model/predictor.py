@@ -3,6 +3,7 @@
 Segment classification against text embeddings lives here too (temperature 0.01 and the
 learned, *unnormalised* background embedding), so training and inference share it.
 """
+
 from __future__ import annotations
 
 import math
@@ -16,9 +17,19 @@ from .transformer import PositionEmbeddingSine, Transformer
 
 
 class ZeroShotPredictor(nn.Module):
-    def __init__(self, in_channels: int, hidden_dim: int = 256, num_queries: int = 100, nheads: int = 8,
-                 dim_feedforward: int = 2048, dec_layers: int = 6, dropout: float = 0.1,
-                 mask_dim: int = 256, embed_dim: int = 512, temperature: float = 0.01):
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_dim: int = 256,
+        num_queries: int = 100,
+        nheads: int = 8,
+        dim_feedforward: int = 2048,
+        dec_layers: int = 6,
+        dropout: float = 0.1,
+        mask_dim: int = 256,
+        embed_dim: int = 512,
+        temperature: float = 0.01,
+    ):
         super().__init__()
         self.pe_layer = PositionEmbeddingSine(hidden_dim // 2)
         self.transformer = Transformer(hidden_dim, nheads, dec_layers, dim_feedforward, dropout)
@@ -29,11 +40,13 @@ class ZeroShotPredictor(nn.Module):
         self.bg_feature = nn.Parameter(torch.empty(1, embed_dim))
         nn.init.kaiming_uniform_(self.bg_feature, a=math.sqrt(5))
         # Frozen log(1/temperature), a parameter in the official model (kept for checkpoint parity).
-        self.logit_scale = nn.Parameter(torch.tensor([math.log(1 / temperature)], dtype=torch.float32),
-                                        requires_grad=False)
+        self.logit_scale = nn.Parameter(
+            torch.tensor([math.log(1 / temperature)], dtype=torch.float32), requires_grad=False
+        )
 
-    def forward(self, res5: torch.Tensor, mask_features: torch.Tensor, all_layers: bool = False
-                ) -> Dict[str, torch.Tensor]:
+    def forward(
+        self, res5: torch.Tensor, mask_features: torch.Tensor, all_layers: bool = False
+    ) -> Dict[str, torch.Tensor]:
         """Returns ``pred_masks`` ``[(L,)B,Q,h,w]`` and ``segment_embeddings`` ``[(L,)B,Q,D]``.
 
         With ``all_layers`` every decoder layer's outputs are returned (deep supervision);
@@ -44,8 +57,11 @@ class ZeroShotPredictor(nn.Module):
             hs = hs[-1]
         emb = self.projection_layer(hs)
         emb = emb / emb.norm(dim=-1, keepdim=True)
-        return {"pred_masks": self.masks_from_embeddings(self.mask_embed(hs), mask_features),
-                "segment_embeddings": emb, "decoder_output": hs}
+        return {
+            "pred_masks": self.masks_from_embeddings(self.mask_embed(hs), mask_features),
+            "segment_embeddings": emb,
+            "decoder_output": hs,
+        }
 
     @staticmethod
     def masks_from_embeddings(mask_embed: torch.Tensor, mask_features: torch.Tensor) -> torch.Tensor:

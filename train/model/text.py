@@ -4,6 +4,7 @@ The prompts come from ``sdk.prompts.expand_prompts`` (the one definition of the 
 pooling here is the torch twin of ``sdk.prompts.pool_class_embeddings`` (kept on the model's
 device; tested against it): L2-normalise each prompt embedding, average per class, normalise.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -35,8 +36,9 @@ def pool_class_embeddings(raw: torch.Tensor, owner: Sequence[int], num_classes: 
 
 
 @torch.no_grad()
-def class_text_embeddings(clip: nn.Module, names: Sequence[str], templates: Sequence[str],
-                          batch_size: int = 256, progress: bool = False) -> torch.Tensor:
+def class_text_embeddings(
+    clip: nn.Module, names: Sequence[str], templates: Sequence[str], batch_size: int = 256, progress: bool = False
+) -> torch.Tensor:
     """Text embeddings ``[K,D]`` (float32) of ``names`` under the prompt ensemble ``templates``."""
     prompts, owner = expand_prompts(names, templates)
     tokens = tokenize(prompts, clip.positional_embedding.shape[0])
@@ -46,5 +48,5 @@ def class_text_embeddings(clip: nn.Module, names: Sequence[str], templates: Sequ
         from tqdm import tqdm
 
         chunks = tqdm(chunks, desc="text embeddings", unit="batch")
-    raw = torch.cat([encode_text(clip, tokens[i:i + batch_size].to(device)).float() for i in chunks])
+    raw = torch.cat([encode_text(clip, tokens[i : i + batch_size].to(device)).float() for i in chunks])
     return pool_class_embeddings(raw, owner, len(names))

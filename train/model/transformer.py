@@ -1,4 +1,5 @@
 """The DETR-style transformer of MaskFormer: sine positions, no encoder, post-norm decoder."""
+
 from __future__ import annotations
 
 import math
@@ -56,12 +57,12 @@ class DecoderLayer(nn.Module):
         self.dropout2 = nn.Dropout(dropout)
         self.dropout3 = nn.Dropout(dropout)
 
-    def forward(self, tgt: torch.Tensor, memory: torch.Tensor, pos: torch.Tensor,
-                query_pos: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, tgt: torch.Tensor, memory: torch.Tensor, pos: torch.Tensor, query_pos: torch.Tensor
+    ) -> torch.Tensor:
         q = k = tgt + query_pos
         tgt = self.norm1(tgt + self.dropout1(self.self_attn(q, k, value=tgt, need_weights=False)[0]))
-        attn = self.multihead_attn(query=tgt + query_pos, key=memory + pos, value=memory,
-                                   need_weights=False)[0]
+        attn = self.multihead_attn(query=tgt + query_pos, key=memory + pos, value=memory, need_weights=False)[0]
         tgt = self.norm2(tgt + self.dropout2(attn))
         ffn = self.linear2(self.dropout(F.relu(self.linear1(tgt))))
         return self.norm3(tgt + self.dropout3(ffn))
@@ -70,8 +71,7 @@ class DecoderLayer(nn.Module):
 class TransformerDecoder(nn.Module):
     def __init__(self, num_layers: int, d_model: int, nhead: int, dim_feedforward: int, dropout: float):
         super().__init__()
-        self.layers = nn.ModuleList(DecoderLayer(d_model, nhead, dim_feedforward, dropout)
-                                    for _ in range(num_layers))
+        self.layers = nn.ModuleList(DecoderLayer(d_model, nhead, dim_feedforward, dropout) for _ in range(num_layers))
         self.norm = nn.LayerNorm(d_model)
 
     def forward(self, tgt, memory, pos, query_pos, num_layers: Optional[int] = None) -> torch.Tensor:
@@ -86,8 +86,14 @@ class TransformerDecoder(nn.Module):
 class Transformer(nn.Module):
     """Zero encoder layers (memory = projected features), a post-norm decoder."""
 
-    def __init__(self, d_model: int = 256, nhead: int = 8, num_decoder_layers: int = 6,
-                 dim_feedforward: int = 2048, dropout: float = 0.1):
+    def __init__(
+        self,
+        d_model: int = 256,
+        nhead: int = 8,
+        num_decoder_layers: int = 6,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.1,
+    ):
         super().__init__()
         self.d_model = d_model
         self.decoder = TransformerDecoder(num_decoder_layers, d_model, nhead, dim_feedforward, dropout)

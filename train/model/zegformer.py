@@ -3,6 +3,7 @@
 One definition serves training (``forward_train``), export (``ProposalGraph`` & co. in
 ``export/``) and reference inference (``train.inference``).
 """
+
 from __future__ import annotations
 
 from typing import Dict, Sequence
@@ -26,8 +27,17 @@ class ZegFormer(nn.Module):
         channels = [self.backbone.out_channels[n] for n in self.backbone.stage_names]
         self.pixel_decoder = PixelDecoder(channels, cfg.conv_dim, cfg.mask_dim, cfg.gn_groups)
         self.predictor = ZeroShotPredictor(
-            channels[-1], cfg.hidden_dim, cfg.num_queries, cfg.nheads, cfg.dim_feedforward,
-            cfg.dec_layers, cfg.dropout, cfg.mask_dim, cfg.embed_dim, cfg.temperature)
+            channels[-1],
+            cfg.hidden_dim,
+            cfg.num_queries,
+            cfg.nheads,
+            cfg.dim_feedforward,
+            cfg.dec_layers,
+            cfg.dropout,
+            cfg.mask_dim,
+            cfg.embed_dim,
+            cfg.temperature,
+        )
         self.clip = build_clip(vars(cfg.clip))
         for name in ("pixel_mean", "pixel_std", "clip_pixel_mean", "clip_pixel_std"):
             self.register_buffer(name, torch.tensor(getattr(cfg, name)).view(1, -1, 1, 1), False)
@@ -67,8 +77,7 @@ class ZegFormer(nn.Module):
         Returns ``pred_logits`` ``[L,B,Q,K+1]`` and ``pred_masks`` ``[L,B,Q,H/4,W/4]``.
         """
         out = self.proposals(self.normalize(images), all_layers=True)
-        return {"pred_logits": self.classify(out["segment_embeddings"], text_features),
-                "pred_masks": out["pred_masks"]}
+        return {"pred_logits": self.classify(out["segment_embeddings"], text_features), "pred_masks": out["pred_masks"]}
 
 
 def build_model(cfg: ModelConfig) -> ZegFormer:
