@@ -51,6 +51,11 @@ SKIP = [  # (regex on the command, reason)
 # (regex on the command, importable modules, install hint): an optional extra the command needs
 REQUIRES = [
     (r"-m sdk label", ("ray", "pyarrow"), "pip install 'ray[data]>=2.40' 'pyarrow>=12' (the [ray] extra)"),
+    (
+        r"-m sdk relabel feats/",
+        ("ray", "pyarrow"),  # reads what the README's `sdk label --save-features` wrote
+        "pip install 'ray[data]>=2.40' 'pyarrow>=12' (the [ray] extra: `sdk label` saves the features it reads)",
+    ),
     (r"--backend openvino", ("openvino",), "pip install 'openvino>=2024.0' (the [openvino] extra)"),
     (r"--label-png coco|supervision", ("pycocotools",), "pip install 'pycocotools>=2.0.7' (the [coco] extra)"),
 ]
