@@ -150,6 +150,14 @@ def check_folder(folder: Path) -> List[str]:
     return problems
 
 
+def pip_install_target(wheels: List[str], target: Path, *extra: str, timeout: float = 300):
+    """``pip install --no-index --no-deps --target`` of carried wheels (``extra``: e.g. platform tags)."""
+    cmd = [sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "-q", "--disable-pip-version-check"]
+    return subprocess.run(
+        [*cmd, *extra, "--target", str(target), *wheels], capture_output=True, text=True, timeout=timeout
+    )
+
+
 def install(folder: Path, site: Path) -> Dict[str, Any]:
     """Install the carried wheels whose module is missing into ``site`` (pip, else unzip: a wheel is a zip)."""
     manifest = json.loads((Path(folder) / "carry.json").read_text())
@@ -158,23 +166,7 @@ def install(folder: Path, site: Path) -> Dict[str, Any]:
     how = "nothing missing"
     if need:
         paths = [str(Path(folder) / "wheels" / n) for n in need]
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "install",
-                "--no-index",
-                "--no-deps",
-                "-q",
-                "--disable-pip-version-check",
-                "--target",
-                str(site),
-                *paths,
-            ],
-            capture_output=True,
-            text=True,
-        )
+        proc = pip_install_target(paths, site)
         how = "pip install --target"
         if proc.returncode != 0:  # no pip in this Python: unpack (purelib/platlib are the wheel's root)
             for p in paths:

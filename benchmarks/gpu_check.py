@@ -42,6 +42,7 @@ from benchmarks.gpu_carry import (  # noqa: E402,F401
     check_folder,
     folder_bytes,
     install,
+    pip_install_target,
     pip_platform_args,
     prepare,
 )
@@ -150,25 +151,7 @@ def rehearse(folder: Path) -> int:
     problems = check_folder(folder) + budget_problems()
     with tempfile.TemporaryDirectory() as tmp:
         wheels = sorted(str(p) for p in (Path(folder) / "wheels").glob("*.whl"))
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "install",
-                "--no-index",
-                "--no-deps",
-                "-q",
-                "--disable-pip-version-check",
-                *pip_platform_args(),
-                "--target",
-                tmp,
-                *wheels,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        proc = pip_install_target(wheels, Path(tmp), *pip_platform_args())
         if proc.returncode != 0:
             problems.append("pip install --target failed: " + " ".join(proc.stderr.split())[-300:])
     print(
