@@ -30,6 +30,7 @@ Refused: two bare tiers, a graph named twice with different tiers, ``auto`` with
 unknown graphs or tiers, empty items, values that are not strings, and a tier that the chosen
 backend does not run on that graph (its ``BackendSpec.tiers``) or that the bundle has no file for.
 
+Resolution against a backend lives beside the registry (``sdk.backends.resolve``, ``choose_auto``):
 ``auto`` takes the fastest of the backend's candidates (``BackendSpec.auto_precision``: tiers, and
 ``clip_image=int8`` — int8 CLIP, fp32 proposal network) whose label-map agreement with fp32, measured
 at export (``python -m export ... --int8 --fp16``, stored in ``manifest["precision"]["agreement"]``),
