@@ -1,6 +1,6 @@
 """Zero-shot accuracy of every SDK mode and backend on a model that means something.
 
-    python benchmarks/zeroshot.py [--work DIR] [--clip-steps 400] [--iters 3000] [--docs]
+    python benchmarks/zeroshot.py [--work DIR] [--clip-steps N] [--iters N] [--docs]
     python benchmarks/zeroshot.py --precisions fp32,bf16,int8,fp16 --backends onnxruntime,openvino,torch
     python benchmarks/zeroshot.py --seeds 0,1,2          # the seed spread and the quick start's expected band
 
@@ -37,6 +37,7 @@ from typing import Any, Dict, List, Optional, Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import RESULTS, machine, write_results  # noqa: E402
+from train.quickstart import DEFAULTS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,10 +50,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         default=Path("runs/zeroshot-benchmark"),
         help="working folder, reused when re-run (default runs/zeroshot-benchmark)",
     )
-    p.add_argument("--train", type=int, default=400)
-    p.add_argument("--val", type=int, default=200)
-    p.add_argument("--clip-steps", type=int, default=400)
-    p.add_argument("--iters", type=int, default=3000)
+    p.add_argument("--train", type=int, default=DEFAULTS["train"], help="training images (the quick start's default)")
+    p.add_argument("--val", type=int, default=DEFAULTS["val"], help="held-out images (the quick start's default)")
+    p.add_argument("--clip-steps", type=int, default=DEFAULTS["clip_steps"], help="CLIP steps (the quick start's)")
+    p.add_argument("--iters", type=int, default=DEFAULTS["iters"], help="ZegFormer steps (the quick start's)")
     p.add_argument(
         "--backends",
         default="torch,onnxruntime",

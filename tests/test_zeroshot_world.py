@@ -82,6 +82,26 @@ def test_captions_never_name_an_unseen_combination():
     assert "a bad photo of the {}." in templates() and "something {}" in templates()
 
 
+def test_grey_crops_show_and_name_only_their_texture():
+    w, mean, std = World(), (122.8, 116.7, 104.1), (68.5, 66.6, 70.3)
+    sampler = CropSampler(w, 32, mean, std, seed=5, grey=0.5)
+    crops, captions, img_att, cap_att = sampler.batch(256)
+    pixels = crops * torch.tensor(std).view(1, 3, 1, 1) + torch.tensor(mean).view(1, 3, 1, 1)
+    grey = np.array([c == "grey" for c, _, _ in img_att])
+    assert 0.35 < grey.mean() < 0.65
+    spread = (pixels.max(1).values - pixels.min(1).values).flatten(1).max(1).values  # max |R-G|, |G-B|, ...
+    fill = max(mean) - min(mean)  # a grey pixel blended with the fill at the mask's edge spreads at most this
+    assert (spread[grey] <= fill + 0.05).all() and (spread[~grey] > 60).all()
+    for i in np.flatnonzero(grey):
+        assert cap_att[i][0] is None and cap_att[i][1] == img_att[i][1]  # texture alone
+        assert not set(captions[i].replace(".", " ").split()) & set(w.colours)
+    pos = positives(img_att, cap_att).numpy()
+    names_colour = np.array([c is not None for c, _, _ in cap_att])
+    assert not pos[np.ix_(grey, names_colour)].any()  # a grey crop fits no caption that names a colour
+    colour_crops = [img_att[i][0] for i in np.flatnonzero(~grey)]
+    assert set(colour_crops) <= set(w.colours) and len(set(colour_crops)) == len(w.colours)
+
+
 def test_positives_follow_the_named_attributes():
     img = [("red", "wavy", None), ("red", "plain", "star"), ("blue", "wavy", "circle")]
     cap = [("red", None, None), (None, "wavy", None), ("red", "plain", "star"), ("blue", "wavy", None)]

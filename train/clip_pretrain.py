@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ClipTrainConfig:
-    steps: int = 400
+    steps: int = 800
     batch_size: int = 128
     lr: float = 2e-3
     warmup: int = 60
@@ -61,6 +61,7 @@ class ClipTrainConfig:
     workers: int = 1  # data processes rendering scenes, crops and captions
     eval_per_class: int = 40
     caption_mix: Tuple[float, float, float, float] = CAPTION_MIX  # see train.data.captions.sample_caption
+    grey: float = 0.3  # share of training crops shown in grey, captioned by their texture alone
 
 
 def encode_text_short(clip: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
@@ -107,7 +108,13 @@ class CropBatches(torch.utils.data.IterableDataset):
         # one process keeps the plain seed
         seed = (self.cfg.seed, info.id) if info is not None and info.num_workers > 1 else self.cfg.seed
         sampler = CropSampler(
-            self.world, m.crop_size, m.clip_pixel_mean, m.clip_pixel_std, seed=seed, caption_mix=self.cfg.caption_mix
+            self.world,
+            m.crop_size,
+            m.clip_pixel_mean,
+            m.clip_pixel_std,
+            seed=seed,
+            caption_mix=self.cfg.caption_mix,
+            grey=self.cfg.grey,
         )
         tokens = TokenCache(m.clip.context_length)
         torch.set_num_threads(1)

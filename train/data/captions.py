@@ -67,8 +67,10 @@ def sample_caption(
     colour, texture = str(region["colour"]), str(region["texture"])
     shape = None if region["shape"] == "background" else str(region["shape"])
     r = rng.random() * sum(mix)
-    if r < mix[0]:
-        att: Attributes = (colour, texture, None)
+    if region.get("grey"):  # a grey crop shows its texture only
+        att: Attributes = (None, texture, None)
+    elif r < mix[0]:
+        att = (colour, texture, None)
     elif r < mix[0] + mix[1]:
         att = (colour, None, None)
     elif r < mix[0] + mix[1] + mix[2]:
@@ -102,6 +104,12 @@ def _jitter_mask(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out if out.any() else mask
 
 
+def greyscale(image: np.ndarray) -> np.ndarray:
+    """The image's luma in all three channels (ITU-R BT.601 weights)."""
+    luma = image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    return np.repeat(luma[..., None], 3, axis=2)
+
+
 def masked_crop(image: np.ndarray, mask: np.ndarray, size: int, fill: Sequence[float]) -> np.ndarray:
     """``size×size×3`` float32 crop of the mask's box with the outside set to ``fill`` (CLIP's mean
     colour, i.e. 0 after normalisation) — a cheap equivalent of the official cropmask (area
@@ -130,6 +138,7 @@ class CropSampler:
         whole_image: float = 0.15,
         classes: Optional[Sequence[int]] = None,
         caption_mix: Sequence[float] = CAPTION_MIX,
+        grey: float = 0.0,
     ):
         self.world, self.crop_size, self.mean, self.std = world, crop_size, mean, std
         key = [int(x) for x in np.atleast_1d(seed)]  # an int, or (seed, worker) for a data process
@@ -137,7 +146,7 @@ class CropSampler:
         ids = [i for i, s in enumerate(world.seen) if s] if classes is None else list(classes)
         self.stream = ClassStream(ids, np.random.default_rng([*key, 12]))
         self.image_size, self.max_shapes, self.whole_image = image_size, max_shapes, whole_image
-        self.pool, self.caption_mix = templates(), tuple(caption_mix)
+        self.pool, self.caption_mix, self.grey = templates(), tuple(caption_mix), float(grey)
 
     def regions(self, jitter: bool = True):
         """One scene's masked, CLIP-normalised crops ``[R,3,S,S]`` and region records."""
@@ -149,9 +158,10 @@ class CropSampler:
             mask = scene.label == region["class"]
             if mask.sum() < 64:  # fully occluded shapes have nothing to show
                 continue
-            crops.append(
-                masked_crop(scene.image, _jitter_mask(mask, rng) if jitter else mask, self.crop_size, self.mean)
-            )
+            image = scene.image
+            if self.grey and rng.random() < self.grey:
+                image, region = greyscale(image), {**region, "grey": True}
+            crops.append(masked_crop(image, _jitter_mask(mask, rng) if jitter else mask, self.crop_size, self.mean))
             keep.append(region)
         x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2)
         return (x - torch.tensor(self.mean).view(1, 3, 1, 1)) / torch.tensor(self.std).view(1, 3, 1, 1), keep
@@ -165,5 +175,8 @@ class CropSampler:
         crops_t = torch.cat(crops)[:size]
         regions = regions[:size]
         captions, cap_att = zip(*(sample_caption(r, self.rng, self.pool, self.caption_mix) for r in regions))
-        img_att = [(r["colour"], r["texture"], None if r["shape"] == "background" else r["shape"]) for r in regions]
+        img_att = [
+            ("grey" if r.get("grey") else r["colour"], r["texture"], None if r["shape"] == "background" else r["shape"])
+            for r in regions
+        ]
         return crops_t, list(captions), img_att, list(cap_att)
