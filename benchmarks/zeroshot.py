@@ -185,6 +185,43 @@ def run_seed(work: Path, seed: int, a: argparse.Namespace, backends: List[str]) 
     }
 
 
+def seed_tiers(work: Path, seed: int, a: argparse.Namespace, backends: List[str], precisions: List[str]) -> List[dict]:
+    """Every backend × precision × mode on seed ``seed``'s bundle, kept in ``work/seed-N/tiers.json``
+    (reused while the backends, precisions and calibration match)."""
+    from sdk.atomicio import write_json_atomic
+
+    out = work / f"seed-{seed}"
+    key = {"backends": backends, "precisions": precisions, "calibration": a.calibration_images}
+    path = out / "tiers.json"
+    if path.is_file():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if saved.get("key") == key:
+            return saved["records"]
+    records = evaluate_tiers(out / "bundle", out / "data", backends, precisions, a.calibration_images)
+    write_json_atomic(path, {"key": key, "records": records})
+    return records
+
+
+def tiers_markdown(rows: List[Dict[str, Any]], seeds: List[int], a: argparse.Namespace) -> str:
+    from train.zeroshot_band import tier_markdown
+
+    m = machine()
+    return "\n".join(
+        [
+            "# Zero-shot world: precision tiers and modes, mean over seeds",
+            "",
+            f"`python benchmarks/zeroshot.py --seeds {','.join(map(str, seeds))} --precisions {a.precisions} "
+            f"--backends {a.backends}` — each seed's quick-start bundle ({a.val} held-out images), int8 calibrated "
+            f"on {a.calibration_images} of its training images; means over the {len(seeds)} seeds. Labels as "
+            f"faithful: pixels labelled as that seed's {a.backends.split(',')[0]} fp32 cropmask. "
+            f"Machine: {m.get('cpu', m['processor'])}, {m['cpu_count']} cores, torch {m.get('torch', '?')}, "
+            f"CPU kernels {a.kernels}.",
+            "",
+            tier_markdown(rows),
+        ]
+    )
+
+
 def seeds_markdown(runs: List[Dict[str, Any]], spread: Dict[str, Any], a: argparse.Namespace, backend: str) -> str:
     from train.zeroshot_band import spread_markdown
 
@@ -224,6 +261,13 @@ def main_seeds(a: argparse.Namespace) -> int:
     spread = seed_spread({r["seed"]: r["records"] for r in runs}, backends[0])
     section = seeds_markdown(runs, spread, a, backends[0])
     write_results("zeroshot_seeds", runs, section + "\n", out_dir=a.out_dir)
+    precisions = [p for p in a.precisions.split(",") if p]
+    if precisions != ["fp32"]:
+        from train.zeroshot_band import tier_means
+
+        rows = tier_means({s: seed_tiers(a.work, s, a, backends, precisions) for s in seeds})
+        tiers = write_results("zeroshot_tiers", rows, tiers_markdown(rows, seeds, a), out_dir=a.out_dir)
+        print(tiers.with_suffix(".md").read_text())
     main_md = a.out_dir / "zeroshot.md"
     if main_md.is_file():
         main_md.write_text(with_section(main_md.read_text(encoding="utf-8"), section), encoding="utf-8")

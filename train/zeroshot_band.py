@@ -143,5 +143,44 @@ def spread_markdown(spread: Mapping[str, Mapping[str, Mapping[str, object]]], se
     return "\n".join(lines) + "\n"
 
 
+TIER_KEYS = ("seen_mIoU", "unseen_mIoU", "hIoU", "agreement", "agreement_fp32")
+
+
+def tier_means(runs: Mapping[int, Sequence[Mapping[str, object]]]) -> List[Dict[str, object]]:
+    """Per backend × precision × mode (in the first seed's order): the mean over seeds of GZSS and
+    agreement, with hIoU's min and max — the accuracy cost of a tier, less the luck of one run."""
+    seeds = sorted(runs)
+    keyed = [{(r["backend"], r.get("precision", "fp32"), r["mode"]): r for r in runs[s]} for s in seeds]
+    out = []
+    for key in keyed[0]:
+        rows = [k[key] for k in keyed if key in k]
+        if len(rows) != len(seeds):
+            raise ValueError(f"{'/'.join(key)}: {len(rows)} records for {len(seeds)} seeds")
+        row: Dict[str, object] = {"backend": key[0], "precision": key[1], "mode": key[2], "seeds": len(seeds)}
+        for m in TIER_KEYS:
+            values = [r.get(m) for r in rows]
+            row[m] = None if None in values else float(np.mean(values))
+        row["hIoU_min"], row["hIoU_max"] = min(float(r["hIoU"]) for r in rows), max(float(r["hIoU"]) for r in rows)
+        out.append(row)
+    return out
+
+
+def tier_markdown(rows: Sequence[Mapping[str, object]]) -> str:
+    """The tiers table over seeds (%): means, hIoU's range, agreement with faithful and with the mode's fp32."""
+    lines = [
+        "| backend | precision | mode | seen mIoU | unseen mIoU | hIoU [min–max] | labels as faithful | "
+        "as the same mode in fp32 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['backend']} | {r['precision']} | {r['mode']} | {_pct(r['seen_mIoU'])} | {_pct(r['unseen_mIoU'])} | "
+            f"{_pct(r['hIoU'])} [{_pct(r['hIoU_min'])}–{_pct(r['hIoU_max'])}] | "
+            f"{'' if r['agreement'] is None else _pct(r['agreement']) + ' %'} | "
+            f"{'' if r['agreement_fp32'] is None else _pct(r['agreement_fp32']) + ' %'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def _pct(x: Optional[float]) -> str:
     return "n/a" if x is None else f"{100 * float(x):.1f}"
