@@ -6,8 +6,9 @@ The architecture is the config's ``model.clip`` (an open_clip ``CLIP``: ViT imag
 transformer with the real CLIP BPE tokenizer and context length 77 — the same graphs, tokenizer
 and export/SDK paths as ViT-B/16, only smaller). Training is contrastive on masked region crops
 and whole images with template captions (``train.data.captions``); a caption counts as a positive
-for every crop it is true of (``"something wavy"`` fits all wavy crops). Unseen classes never
-appear. The text tower is run on the first ``max(EOT)+1`` token positions only: with the causal
+for every crop it is true of (``"something wavy"`` fits all wavy crops); 30 % of crops are shown in
+grey and captioned by their texture alone, so texture features do not depend on colour. Unseen
+classes never appear. The text tower is run on the first ``max(EOT)+1`` token positions only: with the causal
 mask and end-of-text pooling this is exactly the 77-token result, several times cheaper.
 
 After training, the CLIP logit scale is set by temperature scaling on seen-class crops only
@@ -338,6 +339,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--threads", type=int, default=d.threads, help=f"torch threads (default {d.threads})")
     ap.add_argument("--workers", type=int, default=d.workers, help=f"data processes (default {d.workers})")
     ap.add_argument("--seed", type=int, default=d.seed)
+    ap.add_argument(
+        "--grey",
+        type=float,
+        default=d.grey,
+        help=f"share of crops shown in grey and captioned by their texture alone, which keeps texture features "
+        f"free of colour (default {d.grey})",
+    )
     ap.add_argument("overrides", nargs="*", help="KEY=VALUE overrides of the config (e.g. model.clip.vision_layers=2)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -349,6 +357,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         threads=a.threads,
         workers=a.workers,
         seed=a.seed,
+        grey=a.grey,
     )
     info = pretrain(a.config, a.data, a.out, cfg, a.overrides)
     z = info["zero_shot"]

@@ -12,6 +12,13 @@ full phrases the embeddings memorised seen pairs and held-out crops of unseen pa
 among all classes 22 % of the time after 300 steps, 32 % with the balanced mix. Unseen colour ×
 texture combinations never appear (scenes draw seen classes only).
 
+A share of crops (``grey``) is shown in grey and captioned by its texture alone. Without them the
+image tower tied each texture to the colours it was seen with: a texture named by attribute-only
+prompts was right for 15–25 % of held-out crops of unseen pairs (90 % for seen pairs), e.g. lime
+checkered read as lime wavy in every seed. With 30 % grey crops and 800 steps, held-out crops of
+unseen classes are named among all 30 classes 67 / 94 / 73 % of the time over seeds 0–2 (43 / 56 / 34 %
+before).
+
 A caption is *true* of every crop whose attributes it names (``"something wavy"`` fits all wavy
 crops): :func:`positives` gives that matrix for a multi-positive contrastive loss.
 """
