@@ -185,12 +185,11 @@ def run_seed(work: Path, seed: int, a: argparse.Namespace, backends: List[str]) 
     }
 
 
-def seed_tiers(work: Path, seed: int, a: argparse.Namespace, backends: List[str], precisions: List[str]) -> List[dict]:
-    """Every backend × precision × mode on seed ``seed``'s bundle, kept in ``work/seed-N/tiers.json``
-    (reused while the backends, precisions and calibration match)."""
+def cached_tiers(out: Path, a: argparse.Namespace, backends: List[str], precisions: List[str]) -> List[dict]:
+    """Every backend × precision × mode on ``out/bundle``, kept in ``out/tiers.json`` (reused while the
+    backends, precisions and calibration match)."""
     from sdk.atomicio import write_json_atomic
 
-    out = work / f"seed-{seed}"
     key = {"backends": backends, "precisions": precisions, "calibration": a.calibration_images}
     path = out / "tiers.json"
     if path.is_file():
@@ -265,7 +264,7 @@ def main_seeds(a: argparse.Namespace) -> int:
     if precisions != ["fp32"]:
         from train.zeroshot_band import tier_means
 
-        rows = tier_means({s: seed_tiers(a.work, s, a, backends, precisions) for s in seeds})
+        rows = tier_means({s: cached_tiers(a.work / f"seed-{s}", a, backends, precisions) for s in seeds})
         tiers = write_results("zeroshot_tiers", rows, tiers_markdown(rows, seeds, a), out_dir=a.out_dir)
         print(tiers.with_suffix(".md").read_text())
     main_md = a.out_dir / "zeroshot.md"
@@ -311,7 +310,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     precisions = [p for p in a.precisions.split(",") if p]
     records = qs.step_evaluate(a.work, bundle, data, backends, 0)
     if precisions != ["fp32"]:
-        records = evaluate_tiers(bundle, data, backends, precisions, a.calibration_images)
+        records = cached_tiers(a.work, a, backends, precisions)
     picture = qs.step_picture(a.work, bundle, data, records)
     from train.data.compositional import read_world
 
