@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import platform
 import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -32,6 +34,26 @@ from ..errors import BackendError
 from .base import Backend, BackendSpec, Device, as_plan, check_io, every_graph
 
 log = logging.getLogger(__name__)
+ISA_CAP = "ONEDNN_MAX_CPU_ISA"
+
+
+@contextmanager
+def without_isa_cap() -> Iterator[None]:
+    """Compile with oneDNN's ISA cap removed from the environment (restored afterwards).
+
+    OpenVINO's CPU plugin reads ``ONEDNN_MAX_CPU_ISA`` when it loads and compiles, and a proposal network
+    compiled under ``AVX2`` on an AVX-512 CPU segfaults when run (OpenVINO 2026.4, measured). The quick start
+    sets the cap for torch's training kernels; OpenVINO must not see it."""
+    value = os.environ.pop(ISA_CAP, None)
+    if value is not None:
+        log.info("OpenVINO compiles without %s=%s (its CPU plugin crashes under the cap)", ISA_CAP, value)
+    try:
+        yield
+    finally:
+        if value is not None:
+            os.environ[ISA_CAP] = value
+
+
 HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the QDQ graph; the rest of it stays f32
 
 
@@ -103,7 +125,9 @@ class OpenVinoBackend(Backend):
         ov = require_openvino()
 
         self.bundle = bundle
-        self.core = ov.Core()
+        with without_isa_cap():  # the CPU plugin reads the cap when it loads (get_property below loads it)
+            self.core = ov.Core()
+            self._cpu = cpu_key(self.core)
         self.threads = threads
         self.precision = as_plan(precision)
         if "bf16" in self.precision.uses and "BF16" not in self.capabilities:
@@ -114,7 +138,6 @@ class OpenVinoBackend(Backend):
                 f"OpenVINO reports {self.capabilities} here. Use precision='int8' or 'fp32'"
             )
         self.cache_root = cache_folder("openvino", cache_dir)
-        self._cpu = cpu_key(self.core)
         self._graphs: Dict[str, OvGraph] = {}
         self._lock = threading.Lock()
 
@@ -159,7 +182,8 @@ class OpenVinoBackend(Backend):
                         log.warning("OpenVINO cache %s not writable (%s); compiling without a cache", cache, e)
                         cache = None
                 try:
-                    compiled = self.core.compile_model(str(path), "CPU", self._config(tier, cache))
+                    with without_isa_cap():
+                        compiled = self.core.compile_model(str(path), "CPU", self._config(tier, cache))
                 except Exception as e:  # OpenVINO raises its own RuntimeError subclasses
                     raise BackendError(f"OpenVINO cannot compile {path} ({tier}): {e}") from e
                 entry = self.bundle.graph(name)
