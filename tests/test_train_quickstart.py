@@ -83,7 +83,8 @@ def test_quickstart_resumes_after_interruptions(tmp_path, monkeypatch, capsys):
     records = json.loads((out / "gzss.json").read_text())["records"]
     assert [r["mode"] for r in records] == ["cropmask", "pruned", "maskpool", "proposal"]
     assert all(0 <= r["nan_safe"]["mIoU"] <= 1 for r in records)  # 3 images: not every class occurs
-    assert 0 < records[1]["clip_query_fraction"] <= 1 and records[0]["clip_query_fraction"] == 1
+    # a 5-step model may leave pruned nothing to ask CLIP; cropmask asks it about every query
+    assert 0 <= records[1]["clip_query_fraction"] <= 1 and records[0]["clip_query_fraction"] == 1
     assert (out / "zeroshot_example.png").is_file() and (out / "bundle" / "manifest.json").is_file()
     log = [json.loads(line) for line in (out / "run" / "train_log.jsonl").read_text().splitlines()]
     assert log[-1]["step"] == 5
