@@ -2,9 +2,10 @@
 
 Latency is measured on R101 + ViT-B/16 with synthetic weights (speed does not depend on weight
 values), but their label maps are near noise, so agreement measured there says little about the
-fast modes and reduced precisions. ``benchmarks/zeroshot.py --precisions ...`` measures them on the
-trained zero-shot model instead (``benchmarks/results/zeroshot.json``); this module looks those
-records up so that every latency row shows the accuracy of the same configuration.
+fast modes and reduced precisions. ``benchmarks/zeroshot.py --seeds 0,1,2 --precisions ...`` measures
+them on the trained zero-shot models of three seeds instead, averaged (``benchmarks/results/
+zeroshot_tiers.json``); this module looks those records up so that every latency row shows the
+accuracy of the same configuration.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from benchmarks.common import RESULTS
 
-DEFAULT = RESULTS / "zeroshot.json"
+DEFAULT = RESULTS / "zeroshot_tiers.json"
 Key = Tuple[str, str, str]  # backend, precision, mode
 HEADER = "zero-shot model: agreement with faithful | unseen mIoU / hIoU"
 
@@ -45,11 +46,12 @@ def cells(acc: Dict[Key, Dict[str, Any]], backend: str, precision: str, mode: st
 def note(acc: Dict[Key, Dict[str, Any]], path: Path = DEFAULT) -> str:
     if not acc:
         return (
-            f"Zero-shot accuracy columns are empty: run `python benchmarks/zeroshot.py --precisions ...` "
+            f"Zero-shot accuracy columns are empty: run `python benchmarks/zeroshot.py --seeds 0,1,2 --precisions ...` "
             f"first ({path} is absent)."
         )
     return (
         "Zero-shot columns: the same backend / precision / mode on the trained zero-shot testbed "
-        "(`benchmarks/results/zeroshot.md`: 60 held-out images, 30 classes of which 6 unseen): label-map "
-        "agreement with its faithful fp32 cropmask map, and the official unseen mIoU / hIoU (%)."
+        "(`benchmarks/results/zeroshot_tiers.md`: mean over 3 seeds' models, 200 held-out images, 30 classes of "
+        "which 6 unseen): label-map agreement with the faithful fp32 cropmask map, and the official unseen "
+        "mIoU / hIoU (%)."
     )

@@ -13,7 +13,7 @@ in the same run. Agreement is the label map of each configuration against the ba
 same image. Full-size runs use synthetic weights (the reference fixture's recipe): latency does
 not depend on weight values, but the pruned mode's savings and the agreement do. So every row also
 shows the accuracy of the same backend / precision / mode on the trained zero-shot testbed model
-(``benchmarks/accuracy.py``, from ``benchmarks/zeroshot.py --precisions ...``).
+(``benchmarks/accuracy.py``, from ``benchmarks/zeroshot.py --seeds 0,1,2 --precisions ...``).
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         type=Path,
         default=accuracy.DEFAULT,
         help="zero-shot results whose accuracy is shown beside each speed (default "
-        "benchmarks/results/zeroshot.json, from benchmarks/zeroshot.py --precisions ...)",
+        "benchmarks/results/zeroshot_tiers.json, from benchmarks/zeroshot.py --seeds 0,1,2 --precisions ...)",
     )
     args = p.parse_args(argv)
     if args.quick:
