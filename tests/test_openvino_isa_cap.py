@@ -11,21 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.test_train_quickstart import SMALL  # the tiny CLIP of the quick-start test
+
 pytest.importorskip("openvino", reason="OpenVINO is optional: pip install 'zegformer-sdk[openvino]'")
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = [
-    "model.clip.embed_dim=32",
-    "model.clip.image_size=32",
-    "model.clip.patch_size=8",
-    "model.clip.vision_width=64",
-    "model.clip.vision_layers=1",
-    "model.clip.vision_heads=1",
-    "model.clip.text_width=64",
-    "model.clip.text_heads=1",
-    "model.clip.text_layers=1",
-    "train.progress=false",
-]
 
 
 @pytest.mark.skipif(not torch.cpu._is_avx2_supported(), reason="the pin is for x86 CPUs with AVX2")
