@@ -160,7 +160,8 @@ def tier_means(runs: Mapping[int, Sequence[Mapping[str, object]]]) -> List[Dict[
         for m in TIER_KEYS:
             values = [r.get(m) for r in rows]
             row[m] = None if None in values else float(np.mean(values))
-        row["hIoU_min"], row["hIoU_max"] = min(float(r["hIoU"]) for r in rows), max(float(r["hIoU"]) for r in rows)
+        h = _stats([r["hIoU"] for r in rows])
+        row["hIoU_min"], row["hIoU_max"] = h["min"], h["max"]
         out.append(row)
     return out
 
