@@ -78,8 +78,9 @@ def fixture_bundle(fixture_checkpoint, tmp_path_factory) -> Path:
 def _restore_sigchld():
     """Put back this process's SIGCHLD handler after each test.
 
-    torch's DataLoader with worker processes installs one that inspects its workers; left behind after
-    the loader is gone, a later subprocess's exit ran it on freed state and crashed the test process.
+    torch's DataLoader with worker processes installs one that inspects its workers; a later test's
+    subprocess must not run it. (The crashes once blamed on it came from OpenVINO leaving the thread's
+    alternate signal stack on freed memory, which any handled signal hit: ``sdk/backends/ovguard.py``.)
     """
     import signal
 

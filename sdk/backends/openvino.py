@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import platform
 import threading
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -32,27 +30,9 @@ from ..cache import CacheOption
 from ..cache import cache_dir as cache_folder
 from ..errors import BackendError
 from .base import Backend, BackendSpec, Device, as_plan, check_io, every_graph
+from .ovguard import openvino_guard
 
 log = logging.getLogger(__name__)
-ISA_CAP = "ONEDNN_MAX_CPU_ISA"
-
-
-@contextmanager
-def without_isa_cap() -> Iterator[None]:
-    """Compile with oneDNN's ISA cap removed from the environment (restored afterwards).
-
-    OpenVINO's CPU plugin reads ``ONEDNN_MAX_CPU_ISA`` when it loads and compiles, and a proposal network
-    compiled under ``AVX2`` on an AVX-512 CPU segfaults when run (OpenVINO 2026.4, measured). The quick start
-    sets the cap for torch's training kernels; OpenVINO must not see it."""
-    value = os.environ.pop(ISA_CAP, None)
-    if value is not None:
-        log.info("OpenVINO compiles without %s=%s (its CPU plugin crashes under the cap)", ISA_CAP, value)
-    try:
-        yield
-    finally:
-        if value is not None:
-            os.environ[ISA_CAP] = value
-
 
 HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the QDQ graph; the rest of it stays f32
 
@@ -125,7 +105,7 @@ class OpenVinoBackend(Backend):
         ov = require_openvino()
 
         self.bundle = bundle
-        with without_isa_cap():  # the CPU plugin reads the cap when it loads (get_property below loads it)
+        with openvino_guard():  # the CPU plugin loads here (get_property below loads it)
             self.core = ov.Core()
             self._cpu = cpu_key(self.core)
         self.threads = threads
@@ -182,7 +162,7 @@ class OpenVinoBackend(Backend):
                         log.warning("OpenVINO cache %s not writable (%s); compiling without a cache", cache, e)
                         cache = None
                 try:
-                    with without_isa_cap():
+                    with openvino_guard():
                         compiled = self.core.compile_model(str(path), "CPU", self._config(tier, cache))
                 except Exception as e:  # OpenVINO raises its own RuntimeError subclasses
                     raise BackendError(f"OpenVINO cannot compile {path} ({tier}): {e}") from e
