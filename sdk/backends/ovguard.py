@@ -5,8 +5,9 @@ Two faults in OpenVINO 2026.4, both measured here:
 * **the oneDNN ISA cap**: the plugin reads ``ONEDNN_MAX_CPU_ISA`` when it loads and compiles, and a
   proposal network compiled under ``AVX2`` on an AVX-512 CPU segfaults when run. The quick start sets
   the cap for torch's training kernels; OpenVINO must not see it.
-* **the alternate signal stack**: compiling installs the plugin's own ``sigaltstack`` on the calling
-  thread and a ``Core``'s destruction puts back the one it found. Two ``Core`` objects released in
+* **the alternate signal stack**: loading the plugin (a ``Core``'s first ``get_property`` or
+  ``compile_model``) installs its own ``sigaltstack`` on the calling thread, and the ``Core``'s
+  destruction puts back the one it found. Two ``Core`` objects released in
   creation order leave the thread pointing at freed memory, so the next signal that thread handles
   (``SIGCHLD`` from any child process, e.g. a DataLoader worker exiting) kills the process with
   SIGSEGV or writes its frame into whatever now lives there. Putting the caller's stack back right
