@@ -71,7 +71,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if a.eval_only:
             trainer.evaluate()
             return 0
-        return trainer.run()
+        rc = trainer.run()
+        if rc == 0:
+            dist.barrier()  # no rank closes its connections while another is still finishing
+        return rc
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
