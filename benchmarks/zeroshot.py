@@ -178,6 +178,7 @@ def run_seed(work: Path, seed: int, a: argparse.Namespace, backends: List[str]) 
     return {
         "seed": seed,
         "clip_zero_shot": clip["zero_shot"],
+        "clip_catch_alls": clip["text_balance"]["flagged"],
         "clip_seconds": clip["seconds"],
         "zegformer_seconds": train_seconds(out / "run"),
         "records": records,
@@ -228,6 +229,7 @@ def seeds_markdown(runs: List[Dict[str, Any]], spread: Dict[str, Any], a: argpar
     seeds = [r["seed"] for r in runs]
     clip = " / ".join(f"{100 * r['clip_zero_shot']['unseen_acc_all']:.1f}" for r in runs)
     times = " / ".join(f"{r['clip_seconds'] or 0:.0f} + {r['zegformer_seconds'] or 0:.0f}" for r in runs)
+    catch = "; ".join(f"seed {r['seed']}: {', '.join(r['clip_catch_alls']) or 'none'}" for r in runs)
     return "\n".join(
         [
             SECTION[0],
@@ -242,6 +244,9 @@ def seeds_markdown(runs: List[Dict[str, Any]], spread: Dict[str, Any], a: argpar
             spread_markdown(spread, seeds),
             f"CLIP held-out crops of unseen classes named correctly among all 30, per seed: {clip} %. "
             f"Training wall time per seed (CLIP + ZegFormer, s): {times}.",
+            "",
+            f"Unseen classes each seed's CLIP text tower embedded almost without one of their words, the "
+            f"catch-alls that pull a seed's result down (`train/text_geometry.py`): {catch}.",
             "",
             "One run is one draw: a difference between two runs smaller than the spread is not a measured "
             "difference (why: `zeroshot_reproducibility.md`). `python -m train.quickstart` prints its result next "

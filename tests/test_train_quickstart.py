@@ -61,7 +61,12 @@ def test_quickstart_resumes_after_interruptions(tmp_path, monkeypatch, capsys):
         run(out)
     assert (out / "data" / "meta.json").is_file() and not (out / ".data.tmp").exists()
     assert (out / "clip" / "clip.pt").is_file() and (out / "clip" / "clip.json").is_file()
-    assert 5 <= json.loads((out / "clip" / "clip.json").read_text())["logit_scale"]["calibrated_on_seen"] <= 100
+    clip_info = json.loads((out / "clip" / "clip.json").read_text())
+    assert 5 <= clip_info["logit_scale"]["calibrated_on_seen"] <= 100
+    balance = clip_info["text_balance"]  # every class's attribute cosines; flagged ones are unseen
+    assert len(balance["classes"]) == 30 and all(-1 <= v <= 1 for c in balance["classes"].values() for v in c.values())
+    unseen = (out / "data" / "unseen.txt").read_text().split("\n")
+    assert set(balance["flagged"]) <= set(unseen)
     assert (out / "run" / "last.pth").is_file() and not (out / "run" / "model_final.pth").exists()
     assert not (out / "bundle").exists()
     monkeypatch.setattr(Trainer, "train_step", real_step)
@@ -73,6 +78,7 @@ def test_quickstart_resumes_after_interruptions(tmp_path, monkeypatch, capsys):
     text = capsys.readouterr().out
     assert "using " + str(out / "data") in text and "resuming" in text
     assert "unseen mIoU" in text and "cropmask" in text and "proposal" in text
+    assert text.count("WARNING: CLIP's text tower embeds the unseen class") == len(balance["flagged"])
     # next to the expected band measured over seeds; tiny settings are not what it was measured with
     assert "Expected (cropmask, seeds" in text and "only indicative" in text and "unseen_mIoU  this run" in text
     repo = Path(__file__).resolve().parents[1]  # the hint works from any folder

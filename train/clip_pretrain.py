@@ -45,6 +45,7 @@ from .data.captions import CAPTION_MIX, CropSampler, positives
 from .data.compositional import World, read_world
 from .model.clip import build_clip, encode_image
 from .model.text import class_text_embeddings, tokenize
+from .text_geometry import attribute_balance
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +165,25 @@ def zero_shot_accuracy(
         "chance_unseen_only": 1 / max(1, len(unseen_ids)),
         "per_class_acc": {names[k]: acc(labels == k, pred) for k in range(len(names))},
     }
+
+
+@torch.no_grad()
+def text_balance(clip: torch.nn.Module, world: World, mcfg: ModelConfig) -> Dict[str, object]:
+    """:func:`train.text_geometry.attribute_balance` of the class names' prompt-ensemble embeddings."""
+    text = class_text_embeddings(clip.eval(), world.class_names, prompt_templates(mcfg.clip_prompt))
+    return attribute_balance(text.numpy(), world.pairs, world.seen)
+
+
+def saved_text_balance(clip_dir: Path, config: Path, overrides: Sequence[str] = ()) -> Dict[str, object]:
+    """:func:`text_balance` of a written CLIP folder: its ``clip.json`` record, or measured now for a
+    folder written before that record existed."""
+    info = json.loads((Path(clip_dir) / "clip.json").read_text(encoding="utf-8"))
+    if "text_balance" in info:
+        return info["text_balance"]
+    mcfg = model_config(load_config(config, overrides))
+    clip = build_clip(info.get("clip_config") or vars(mcfg.clip))
+    clip.load_state_dict(torch.load(Path(clip_dir) / "clip.pt", map_location="cpu", weights_only=True))
+    return text_balance(clip, World.from_dict(info["world"]), mcfg)
 
 
 @torch.no_grad()
@@ -297,9 +317,10 @@ def pretrain(
     mcfg = model_config(load_config(config, overrides))
     world = (read_world(data) if data else None) or World()
     run = train_clip(world, mcfg, cfg, progress)
-    learned_scale = float(run["model"].logit_scale.exp())
+    learned_scale = float(run["model"].logit_scale.detach().exp())
     scale = calibrate_logit_scale(run["model"], world, mcfg)
     metrics = zero_shot_accuracy(run["model"], world, mcfg, cfg.eval_per_class)
+    balance = text_balance(run["model"], world, mcfg)
     info = {
         "format": "zegformer-sdk/world-clip",
         "clip_config": asdict(mcfg.clip),
@@ -311,6 +332,7 @@ def pretrain(
         "threads": torch.get_num_threads(),
         "log": run["log"],
         "zero_shot": metrics,
+        "text_balance": balance,
         "logit_scale": {"learned": round(learned_scale, 3), "calibrated_on_seen": round(scale, 3)},
     }
     save_clip(out, run["model"], info)

@@ -92,12 +92,14 @@ def step_world(out: Path, num_train: int, num_val: int, seed: int) -> Path:
 
 
 def step_clip(out: Path, data: Path, steps: int, overrides: Sequence[str], seed: int = 0) -> Dict[str, object]:
-    from .clip_pretrain import ClipTrainConfig, pretrain
+    from .clip_pretrain import ClipTrainConfig, pretrain, saved_text_balance
 
     clip_dir = out / "clip"
     if (clip_dir / "clip.json").is_file():
         say(f"2/6 CLIP: using {clip_dir / 'clip.pt'}")
-        return json.loads((clip_dir / "clip.json").read_text(encoding="utf-8"))
+        info = json.loads((clip_dir / "clip.json").read_text(encoding="utf-8"))
+        info["text_balance"] = saved_text_balance(clip_dir, CONFIG, overrides)
+        return info
     say(f"2/6 CLIP: training a small CLIP from scratch for {steps} steps → {clip_dir}")
     return pretrain(CONFIG, data, clip_dir, ClipTrainConfig(steps=steps, seed=seed), overrides)
 
@@ -248,6 +250,7 @@ def _panel(image: np.ndarray, result, title: str, zoom: int = 2) -> np.ndarray:
 
 
 def summary(clip_info: Dict[str, object], records: List[dict]) -> str:
+    from .text_geometry import warnings
     from .zeroshot_eval import markdown_table
 
     z = clip_info["zero_shot"]
@@ -256,6 +259,7 @@ def summary(clip_info: Dict[str, object], records: List[dict]) -> str:
         f"named correctly {100 * z['unseen_acc_unseen_only']:.1f} % among the {z['unseen_classes']} unseen "
         f"classes (chance {100 * z['chance_unseen_only']:.1f} %), {100 * z['unseen_acc_all']:.1f} % among all "
         f"{z['classes']} (chance {100 * z['chance_all']:.1f} %); seen classes {100 * z['seen_acc_all']:.1f} %.",
+        *(f"WARNING: {w}" for w in warnings(clip_info["text_balance"])),
         "",
         "Generalized zero-shot segmentation of the held-out images (official metrics, %):",
         "",
