@@ -110,6 +110,7 @@ def test_benchmark_seeds_writes_the_spread_table_the_section_and_the_band(tmp_pa
         return {
             "seed": seed,
             "clip_zero_shot": {"unseen_acc_all": 0.36},
+            "clip_catch_alls": ["teal striped"] if seed == 2 else [],
             "clip_seconds": 1.0,
             "zegformer_seconds": 2.0,
             "records": RUNS[seed][:2],
@@ -138,6 +139,7 @@ def test_benchmark_seeds_writes_the_spread_table_the_section_and_the_band(tmp_pa
     assert md.startswith("# Zero-shot\n\ntable\n") and md.count("## Seed spread") == 1
     assert "| cropmask | unseen_mIoU | 35.6 | 27.7 | 43.4 | 15.7 |" in md
     assert (out / "zeroshot_seeds.md").read_text().strip() in md
+    assert "seed 0: none; seed 1: none; seed 2: teal striped." in md  # the catch-alls, per seed
     assert zeroshot.main(args) == 0 and (out / "zeroshot.md").read_text().count("## Seed spread") == 1
     band = read_band(band_file)
     assert band["seeds"] == [0, 1, 2] and band["settings"]["val"] == 200
