@@ -174,14 +174,15 @@ def text_balance(clip: torch.nn.Module, world: World, mcfg: ModelConfig) -> Dict
     return attribute_balance(text.numpy(), world.pairs, world.seen)
 
 
-def saved_text_balance(clip_dir: Path, config: Path, overrides: Sequence[str] = ()) -> Dict[str, object]:
-    """:func:`text_balance` of a written CLIP folder: its ``clip.json`` record, or measured now for a
-    folder written before that record existed."""
-    info = json.loads((Path(clip_dir) / "clip.json").read_text(encoding="utf-8"))
+def saved_text_balance(
+    clip_dir: Path, info: Dict[str, object], config: Path, overrides: Sequence[str] = ()
+) -> Dict[str, object]:
+    """:func:`text_balance` of a written CLIP folder whose ``clip.json`` is ``info``: its record, or
+    measured now for a folder written before that record existed."""
     if "text_balance" in info:
         return info["text_balance"]
     mcfg = model_config(load_config(config, overrides))
-    clip = build_clip(info.get("clip_config") or vars(mcfg.clip))
+    clip = build_clip(info["clip_config"])
     clip.load_state_dict(torch.load(Path(clip_dir) / "clip.pt", map_location="cpu", weights_only=True))
     return text_balance(clip, World.from_dict(info["world"]), mcfg)
 

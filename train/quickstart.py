@@ -98,7 +98,7 @@ def step_clip(out: Path, data: Path, steps: int, overrides: Sequence[str], seed:
     if (clip_dir / "clip.json").is_file():
         say(f"2/6 CLIP: using {clip_dir / 'clip.pt'}")
         info = json.loads((clip_dir / "clip.json").read_text(encoding="utf-8"))
-        info["text_balance"] = saved_text_balance(clip_dir, CONFIG, overrides)
+        info["text_balance"] = saved_text_balance(clip_dir, info, CONFIG, overrides)
         return info
     say(f"2/6 CLIP: training a small CLIP from scratch for {steps} steps → {clip_dir}")
     return pretrain(CONFIG, data, clip_dir, ClipTrainConfig(steps=steps, seed=seed), overrides)

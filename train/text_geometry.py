@@ -14,8 +14,8 @@ testbed CLIPs we kept (34 unseen patterned classes, each CLIP with one to three 
 classes flagged by :data:`MARGIN` scored cropmask IoU 3–32 % with every ZegFormer; the others 39–94 %
 with the shipped recipe. A flag just past the margin (0.17, in an 8-colour world) was a milder
 catch-all: a third of two classes' pixels, IoU 52 (``benchmarks/results/zeroshot_reproducibility.md``,
-fourth pass). An unseen
-*plain* class is the bare colour, a catch-all by construction, which is why the world keeps them seen.
+fourth pass). An unseen *plain* class is the bare colour, a catch-all by construction, which is why
+the world keeps them seen.
 This reads the unseen class *names* after training, as evaluation does; nothing here trains.
 """
 
@@ -24,6 +24,8 @@ from __future__ import annotations
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
+
+from .data.compositional import phrase
 
 MARGIN = 0.15  # flagged: weakest attribute this far below the weakest seen phrase's
 NEUTRAL = "plain"  # "red plain" is the bare colour: it has no texture word to lose
@@ -43,21 +45,20 @@ def attribute_balance(
     e = np.asarray(embeddings, np.float64)
     e = e / np.linalg.norm(e, axis=1, keepdims=True)
     sim = e @ e.T
-    names = [f"{c} {t}" for c, t in pairs]
+    names = [phrase(c, t) for c, t in pairs]
     classes: Dict[str, Dict[str, float]] = {}
     for k, name in enumerate(names):
         same = {attr: _siblings(pairs, k, slot) for slot, attr in enumerate(("colour", "texture"))}
         classes[name] = {attr: float(sim[k, idx].mean()) for attr, idx in same.items() if idx}
     weakest = {n: min(v.values()) for n, v in classes.items() if v}
     seen_ref = [weakest[n] for n, s, p in zip(names, seen, pairs) if s and n in weakest and p[1] != NEUTRAL]
-    floor = min(seen_ref) if seen_ref else float("nan")
+    floor = min(seen_ref) if seen_ref else None  # no seen patterned class: nothing to compare with
+    limit = -np.inf if floor is None else floor - MARGIN
     flagged = sorted(
-        (n for n, s in zip(names, seen) if not s and n in weakest and weakest[n] < floor - MARGIN),
-        key=weakest.__getitem__,
+        (n for n, s in zip(names, seen) if not s and weakest.get(n, np.inf) < limit), key=weakest.__getitem__
     )
     lost = {n: min(classes[n], key=classes[n].__getitem__) for n in flagged}  # the weaker attribute
-    seen_floor = floor if seen_ref else None  # no seen patterned class: nothing to compare with
-    return {"classes": classes, "seen_floor": seen_floor, "margin": MARGIN, "flagged": flagged, "lost": lost}
+    return {"classes": classes, "seen_floor": floor, "margin": MARGIN, "flagged": flagged, "lost": lost}
 
 
 def warnings(balance: Dict[str, object]) -> List[str]:
