@@ -242,7 +242,7 @@ def seeds_markdown(runs: List[Dict[str, Any]], spread: Dict[str, Any], a: argpar
             f"CPU kernels {a.kernels}.",
             "",
             spread_markdown(spread, seeds),
-            f"CLIP held-out crops of unseen classes named correctly among all 30, per seed: {clip} %. "
+            f"CLIP held-out crops of unseen classes named correctly among all classes, per seed: {clip} %. "
             f"Training wall time per seed (CLIP + ZegFormer, s): {times}.",
             "",
             f"Unseen classes each seed's CLIP text tower embedded almost without one of their words, the "

@@ -21,7 +21,7 @@ from train.zeroshot_band import (
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-SETTINGS = dict(DEFAULTS)  # the quick start's settings (train 2000, val 200, clip_steps 800, iters 3000)
+SETTINGS = dict(DEFAULTS)  # the quick start's settings (train 2000, val 200, clip_steps 800, iters 4000)
 
 
 def _records(seen, unseen, h, backend="onnxruntime"):
@@ -69,7 +69,7 @@ def test_verdict_says_plainly_when_a_run_is_outside_the_band(tmp_path):
     assert "This run is OUTSIDE the measured band on unseen_mIoU" in outside
     assert "other settings" not in outside
     other = "\n".join(verdict(_records(0.40, 0.40, 0.40), band, {**SETTINGS, "iters": 5}))
-    assert "iters 5 here vs 3000" in other and "only indicative" in other
+    assert f"iters 5 here vs {DEFAULTS['iters']}" in other and "only indicative" in other
     assert "No expected band" in verdict(_records(0.4, 0.4, 0.4), None, SETTINGS)[0]
 
 

@@ -40,11 +40,36 @@ def test_unseen_classes_are_new_combinations_of_seen_attributes():
     w = World()
     seen = [p for p, s in zip(w.pairs, w.seen) if s]
     unseen = [p for p, s in zip(w.pairs, w.seen) if not s]
-    assert len(unseen) == len(w.colours) and len(w.class_names) == len(set(w.class_names)) == 30
+    assert len(unseen) == len(w.colours) == 8 and len(w.class_names) == len(set(w.class_names)) == 40
     for colour, texture in unseen:
         assert sum(c == colour for c, _ in seen) >= 3 and sum(t == texture for _, t in seen) >= 3
     assert w.seen[-len(unseen) :] == [False] * len(unseen) and all(w.seen[: -len(unseen)])
     assert World.from_dict(w.to_dict()) == w
+
+
+def test_light_tone_puts_the_pattern_in_every_channel():
+    """Blending the pattern's light tone toward white makes a red or blue texture a luminance pattern
+    (visible in all three channels), not one that lives in the colour's own channel."""
+    from train.data.compositional import COLOURS, texture_image
+
+    def tones(colour, light):
+        img = texture_image(colour, "striped", 64, 64, np.random.default_rng(0), (13.0, 18.0), light)
+        dark = img.sum(-1) < np.median(img.sum(-1))
+        return img[~dark].mean(0), img[dark].mean(0)
+
+    for colour in ("red", "blue"):
+        base = np.array(COLOURS[colour], np.float64)
+        bright, dark = tones(colour, 0.0)
+        assert (bright - dark).min() < 25 < (bright - dark).max()  # light 0: the weak channels barely change
+        bright, dark = tones(colour, 0.3)
+        assert (bright - dark).min() > 60, (colour, bright, dark)
+        assert np.abs(bright - (base + 0.3 * (255 - base))).max() < 12 and np.abs(dark - 0.55 * base).max() < 12
+        plain = texture_image(colour, "plain", 32, 32, np.random.default_rng(0), (13.0, 18.0), 0.3)
+        assert np.abs(plain.mean((0, 1)) - base).max() < 0.1 * base.max()  # plain keeps the colour itself
+    w = World(light=0.3)
+    assert World.from_dict(w.to_dict()) == w
+    old = {k: v for k, v in World().to_dict().items() if k != "light"}  # a world written before the field
+    assert World.from_dict(old).light == 0.0
 
 
 def test_folder_world_train_split_has_no_unseen_class_and_is_deterministic(tmp_path):
@@ -59,8 +84,10 @@ def test_folder_world_train_split_has_no_unseen_class_and_is_deterministic(tmp_p
     unseen_ids = {i for i, s in enumerate(w.seen) if not s}
     in_train = set().union(*(np.unique(train.load(i)[1]).tolist() for i in range(len(train))))
     in_val = set().union(*(np.unique(val.load(i)[1]).tolist() for i in range(len(val))))
-    assert not in_train & unseen_ids and in_train <= set(range(30))
-    assert len(in_val) >= 28  # 10 images x 2-4 regions from a shuffled cycle over all 30 classes
+    assert not in_train & unseen_ids and in_train <= set(range(40))
+    # 10 images x 3-5 regions (background and 2-4 shapes) from a shuffled cycle over all 40 classes:
+    # at least 30 distinct draws, of which a shape may lie hidden under a later one
+    assert len(in_val) >= 28
 
 
 def test_captions_never_name_an_unseen_combination():

@@ -44,11 +44,18 @@ IGNORE = 255
 class World:
     """Attribute vocabularies and which colour × texture pairs are held out (unseen)."""
 
-    colours: Tuple[str, ...] = ("red", "orange", "yellow", "lime", "teal", "blue")
+    # all 8 colours: each word then appears in more seen phrases, and CLIP's text tower composes the
+    # unseen ones from both words more often (measured: zeroshot_reproducibility.md, fourth pass)
+    colours: Tuple[str, ...] = tuple(COLOURS)
     textures: Tuple[str, ...] = TEXTURES
     unseen_pairs: Tuple[Tuple[str, str], ...] = field(default=())
     # texture period range in pixels (readable in 64-px crops of whole images)
     period: Tuple[float, float] = (13.0, 18.0)
+    # the pattern's light tone: the colour blended this far toward white. With 0 (the colour itself) a
+    # red or blue pattern shows only in its colour's own channel and the small models learned one
+    # texture detector per colour; with 0.3 every texture is a luminance pattern in all three channels
+    # (measured: zeroshot_reproducibility.md, fifth pass)
+    light: float = 0.3
 
     def __post_init__(self) -> None:
         if not self.unseen_pairs:  # the diagonal: each colour once, the patterned textures cycling
@@ -84,6 +91,7 @@ class World:
             "textures": list(self.textures),
             "unseen_pairs": [list(p) for p in self.unseen_pairs],
             "period": list(self.period),
+            "light": self.light,
         }
 
     @classmethod
@@ -93,6 +101,7 @@ class World:
             tuple(d["textures"]),
             tuple(tuple(p) for p in d["unseen_pairs"]),
             tuple(d.get("period", (10.0, 14.0))),
+            float(d.get("light", 0.0)),  # worlds written before the field rendered with 0
         )
 
 
@@ -102,11 +111,18 @@ def phrase(colour: str, texture: str) -> str:
 
 # ---------------------------------------------------------------------------- rendering
 def texture_image(
-    colour: str, texture: str, h: int, w: int, rng: np.random.Generator, period: Tuple[float, float] = (10.0, 14.0)
+    colour: str,
+    texture: str,
+    h: int,
+    w: int,
+    rng: np.random.Generator,
+    period: Tuple[float, float] = (10.0, 14.0),
+    light: float = 0.0,
 ) -> np.ndarray:
     """``h×w×3`` float32 image of one colour and texture (random phase, period, ±10° tilt, jitter).
 
-    Textures are two-tone (the colour and a 45 % darker version of it) with a period drawn from
+    Textures are two-tone (the colour, blended ``light`` of the way toward white, and a 45 % darker
+    version of the colour) with a period drawn from
     ``period`` (the world's default 13–18 px), so that both attributes stay readable in 64-px crops of
     the whole image (a 144-px background shrinks 2.25×). Measured (benchmarks/zeroshot.py): at 10–14 px
     dots and checks blur in CLIP's crops (cropmask unseen mIoU 24 %, seen 50 %); at 16–22 px CLIP reads
@@ -131,7 +147,9 @@ def texture_image(
         raise ValueError(f"unknown texture {texture!r}")
     base = np.array(COLOURS[colour], np.float32) * rng.uniform(0.92, 1.08)
     noise = rng.standard_normal((h, w, 3), dtype=np.float32) * np.float32(5)
-    return base[None, None, :] * (1.0 - np.float32(0.45) * dark[..., None]) + noise
+    tone = base if texture == "plain" else base + np.float32(light) * (np.float32(255) - base)
+    d = dark[..., None]
+    return tone * (1.0 - d) + base * np.float32(0.55) * d + noise
 
 
 def shape_mask(kind: str, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
@@ -164,7 +182,7 @@ def render_scene(world: World, classes: Sequence[int], rng: np.random.Generator,
     h = int(size * rng.uniform(0.85, 1.15))
     w = int(size * rng.uniform(0.85, 1.15))
     c0, t0 = pairs[classes[0]]
-    image = texture_image(c0, t0, h, w, rng, world.period)
+    image = texture_image(c0, t0, h, w, rng, world.period, world.light)
     label = np.full((h, w), classes[0], np.int32)
     regions = [{"class": int(classes[0]), "colour": c0, "texture": t0, "shape": "background"}]
     for k in classes[1:]:
@@ -174,7 +192,7 @@ def render_scene(world: World, classes: Sequence[int], rng: np.random.Generator,
         ys, xs = np.nonzero(mask)
         y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
         box = mask[y0:y1, x0:x1]  # texture only the shape's box (its phase is random anyway)
-        image[y0:y1, x0:x1][box] = texture_image(c, t, y1 - y0, x1 - x0, rng, world.period)[box]
+        image[y0:y1, x0:x1][box] = texture_image(c, t, y1 - y0, x1 - x0, rng, world.period, world.light)[box]
         label[mask] = k
         regions.append({"class": int(k), "colour": c, "texture": t, "shape": kind})
     return Scene(np.clip(image, 0, 255).astype(np.uint8), label, regions)
