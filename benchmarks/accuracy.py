@@ -51,7 +51,7 @@ def note(acc: Dict[Key, Dict[str, Any]], path: Path = DEFAULT) -> str:
         )
     return (
         "Zero-shot columns: the same backend / precision / mode on the trained zero-shot testbed "
-        "(`benchmarks/results/zeroshot_tiers.md`: mean over 3 seeds' models, 200 held-out images, 30 classes of "
-        "which 6 unseen): label-map agreement with the faithful fp32 cropmask map, and the official unseen "
+        "(`benchmarks/results/zeroshot_tiers.md`: mean over 3 seeds' models, 200 held-out images, 40 classes of "
+        "which 8 unseen): label-map agreement with the faithful fp32 cropmask map, and the official unseen "
         "mIoU / hIoU (%)."
     )
