@@ -17,7 +17,7 @@ from train.clip_pretrain import (
 from train.config_io import load_config, model_config
 from train.data import build_dataset
 from train.data.captions import CropSampler, positives, templates
-from train.data.compositional import World, generate_folder, read_world
+from train.data.compositional import COLOURS, World, generate_folder, read_world, texture_image
 from train.model.clip import build_clip, encode_text
 from train.model.text import tokenize
 
@@ -50,7 +50,6 @@ def test_unseen_classes_are_new_combinations_of_seen_attributes():
 def test_light_tone_puts_the_pattern_in_every_channel():
     """Blending the pattern's light tone toward white makes a red or blue texture a luminance pattern
     (visible in all three channels), not one that lives in the colour's own channel."""
-    from train.data.compositional import COLOURS, texture_image
 
     def tones(colour, light):
         img = texture_image(colour, "striped", 64, 64, np.random.default_rng(0), (13.0, 18.0), light)

@@ -122,11 +122,11 @@ def texture_image(
     """``h×w×3`` float32 image of one colour and texture (random phase, period, ±10° tilt, jitter).
 
     Textures are two-tone (the colour, blended ``light`` of the way toward white, and a 45 % darker
-    version of the colour) with a period drawn from
-    ``period`` (the world's default 13–18 px), so that both attributes stay readable in 64-px crops of
-    the whole image (a 144-px background shrinks 2.25×). Measured (benchmarks/zeroshot.py): at 10–14 px
-    dots and checks blur in CLIP's crops (cropmask unseen mIoU 24 %, seen 50 %); at 16–22 px CLIP reads
-    them (unseen 42 %) but the tiny ZegFormer segments them worse (seen 27 %); 13–18 px: 43 % / 43 %."""
+    version of the colour) with a period drawn from ``period`` (the world's default 13–18 px), so that
+    both attributes stay readable in 64-px crops of the whole image (a 144-px background shrinks
+    2.25×). Measured (benchmarks/zeroshot.py): at 10–14 px dots and checks blur in CLIP's crops
+    (cropmask unseen mIoU 24 %, seen 50 %); at 16–22 px CLIP reads them (unseen 42 %) but the tiny
+    ZegFormer segments them worse (seen 27 %); 13–18 px: 43 % / 43 %."""
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     p = np.float32(rng.uniform(*period))
     theta = np.deg2rad(rng.uniform(-10, 10))  # one orientation per texture: "striped" is vertical stripes
