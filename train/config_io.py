@@ -56,6 +56,9 @@ DEFAULTS: Config = {
         "cpu_bf16": False,  # bfloat16 autocast on the CPU
         "deterministic": False,  # torch.use_deterministic_algorithms + single-threaded-safe settings
         "threads": 0,  # torch intra-op threads (0 = torch's default)
+        # frozen: the backbone's BatchNorm keeps its loaded statistics (official, ImageNet backbone);
+        # train: learns them (a backbone trained from scratch, where frozen means no normalisation)
+        "backbone_norm": "frozen",
         "log_period": 20,
         "checkpoint_period": 1000,
         "eval_period": 5000,  # 0 = only at the end

@@ -49,6 +49,7 @@ SPECIAL: Dict[str, Check] = {
         lambda v: _seq(_float)(v) and len(v) > 0 and all(x > 0 for x in v),
         "a non-empty list of positive numbers",
     ),
+    "train.backbone_norm": (lambda v: v in ("frozen", "train"), "frozen or train"),
     "eval.protocols": (_seq(lambda x: x in ("seen", "gzss")), "a list of: seen, gzss"),
 }
 NON_NEGATIVE = {

@@ -28,6 +28,7 @@ from .evaluate import evaluate_model
 from .losses import SetCriterion, normalizers
 from .matcher import HungarianMatcher
 from .model import build_model
+from .model.layers import thaw_batchnorm
 from .runtime import TrainForward, pick_device, set_determinism, weights_digest
 from .solver import build_optimizer, build_scheduler, clip_gradients
 
@@ -104,6 +105,8 @@ class Trainer:
                 load_backbone(self.model, Path(init["backbone"]))
             if init["clip"]:
                 load_clip(self.model, str(init["clip"]))
+        if self.cfg["train"]["backbone_norm"] == "train":
+            log.info("backbone BatchNorm trained: %d layers", thaw_batchnorm(self.model.backbone))
         for p in self.model.clip.parameters():  # CLIP is frozen, as officially
             p.requires_grad_(False)
         self.model.to(self.device)

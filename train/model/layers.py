@@ -26,6 +26,38 @@ class FrozenBatchNorm2d(nn.Module):
         return x * scale.reshape(1, -1, 1, 1).to(x.dtype) + bias.reshape(1, -1, 1, 1).to(x.dtype)
 
 
+class TrainableBatchNorm2d(nn.BatchNorm2d):
+    """A :class:`FrozenBatchNorm2d` made trainable: batch statistics and a learned affine while
+    training, the running statistics in eval mode (then it computes what the frozen layer would).
+
+    For a backbone trained from scratch, where frozen identity statistics leave the ResNet with no
+    normalisation at all. Its state dict has the frozen layer's four keys (no ``num_batches_tracked``,
+    which only matters with ``momentum=None``), so checkpoints load into the official architecture."""
+
+    def __init__(self, frozen: FrozenBatchNorm2d):
+        super().__init__(frozen.weight.numel(), eps=frozen.eps)
+        self.num_batches_tracked = None
+        with torch.no_grad():
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                getattr(self, name).copy_(getattr(frozen, name))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        # skip BatchNorm's loader, which adds ``num_batches_tracked`` to state dicts of other layers
+        state_dict.pop(prefix + "num_batches_tracked", None)
+        nn.Module._load_from_state_dict(self, state_dict, prefix, *args, **kwargs)
+
+
+def thaw_batchnorm(module: nn.Module) -> int:
+    """Replace every :class:`FrozenBatchNorm2d` under ``module`` by a trainable copy; returns how many."""
+    count = 0
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, FrozenBatchNorm2d):
+                setattr(parent, name, TrainableBatchNorm2d(child))
+                count += 1
+    return count
+
+
 class ConvNorm(nn.Conv2d):
     """Conv2d followed by an optional norm and activation; the norm is the ``.norm`` child.
 
