@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.test_train import FAST  # the small, single-threaded training settings
 from train.checkpoint import load_model, read_checkpoint
 from train.config_io import ConfigError, load_config
 from train.data.synthetic import generate
@@ -62,13 +63,9 @@ def test_training_with_trained_backbone_norm_writes_an_official_checkpoint(tmp_p
         "train.backbone_norm=train",
         "solver.max_iter=3",
         "solver.batch_size=2",
-        "data.crop_size=64",
-        "data.scales=[1.0]",
-        "train.threads=1",
-        "train.progress=false",
-        "train.tensorboard=false",
         "train.eval_period=0",
         "eval.protocols=[]",
+        *FAST,
     ]
     assert main(args) == 0
     model, _ = load_model(out / "model_final.pth")  # the frozen architecture, strict load
