@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from train.metrics import all_metrics, confusion_matrix, nan_safe_metrics, official_metrics
+from train.metrics import all_metrics, confusion_matrix, nan_safe_metrics, official_metrics, takeovers
 
 
 def test_confusion_matrix_by_hand_with_ignore():
@@ -97,3 +97,23 @@ def test_all_metrics_json_ready():
 def test_bad_predictions_rejected():
     with pytest.raises(ValueError):
         confusion_matrix(np.array([3]), np.array([0]), 3)
+
+
+def test_takeovers_by_hand():
+    # [pred, gt]; "d" takes 90 % of a and 40 % of b; c loses 25 % to a (under the 30 % line);
+    # the ignore column K and ignored pixels never count
+    names = ["a", "b", "c", "d"]
+    conf = np.zeros((5, 5), np.int64)
+    conf[3, 0], conf[0, 0] = 9, 1
+    conf[3, 1], conf[1, 1] = 4, 6
+    conf[0, 2], conf[2, 2] = 1, 3
+    conf[3, 3] = 5
+    conf[1, 4] = 100
+    got = takeovers(conf, names, share=0.3)
+    assert got == [
+        {"truth": "a", "predicted": "d", "share": pytest.approx(0.9)},
+        {"truth": "b", "predicted": "d", "share": pytest.approx(0.4)},
+    ]
+    assert [t["truth"] for t in takeovers(conf, names, share=0.25)] == ["a", "b", "c"]
+    assert takeovers(conf, names, share=0.3, top=1)[0]["truth"] == "a"
+    assert takeovers(np.eye(5, dtype=np.int64), names) == []  # perfect prediction: nothing taken

@@ -81,6 +81,13 @@ def test_quickstart_resumes_after_interruptions(tmp_path, monkeypatch, capsys):
     assert "using " + str(out / "data") in text and "resuming" in text
     assert "unseen mIoU" in text and "cropmask" in text and "proposal" in text
     assert text.count("WARNING: CLIP's text tower embeds the unseen class") == len(balance["flagged"])
+    # where the faithful map's pixels went, as recorded in gzss.json
+    faithful = json.loads((out / "gzss.json").read_text())["records"][0]
+    assert faithful["mode"] == "cropmask" and "takeovers" in faithful
+    for t in faithful["takeovers"]:
+        assert f"{t['truth']} {100 * t['share']:.0f} %" in text
+    assert ("Classes that took 30 %" in text) == bool(faithful["takeovers"])
+    assert ("No class lost 30 %" in text) == (not faithful["takeovers"])
     # next to the expected band measured over seeds; tiny settings are not what it was measured with
     assert "Expected (cropmask, seeds" in text and "only indicative" in text and "unseen_mIoU  this run" in text
     repo = Path(__file__).resolve().parents[1]  # the hint works from any folder

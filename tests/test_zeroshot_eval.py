@@ -102,3 +102,29 @@ def test_agreements_are_with_the_faithful_map_and_the_same_mode_in_fp32(bundle):
     )
     assert "agreement_fp32" not in by["openvino/fp32/proposal"]
     assert by["onnxruntime/fp32/cropmask"]["clip_query_fraction"] == 1.0
+    # takeovers, counted here straight from the maps: every pair with >= 30 % of the truth's pixels
+    truth = [Blocks().load(i)[1] for i in range(3)]
+    expected = []
+    for g in range(len(NAMES)):
+        at = np.concatenate([(t == g).ravel() for t in truth])
+        got = np.concatenate([p.ravel() for p in faithful])[at]
+        shares = [(NAMES[g], NAMES[p], np.mean(got == p)) for p in range(len(NAMES)) if p != g]
+        expected += [x for x in shares if x[2] >= 0.3]
+    reported = {(t["truth"], t["predicted"]): t["share"] for t in by["onnxruntime/fp32/cropmask"]["takeovers"]}
+    assert expected and reported == pytest.approx({(g, p): s for g, p, s in expected})
+
+
+def test_takeover_lines_group_catch_alls_first():
+    from train.zeroshot_eval import takeover_lines
+
+    record = {"mode": "cropmask", "backend": "onnxruntime", "precision": "fp32"}
+    taken = [
+        {"truth": "red plain", "predicted": "red striped", "share": 0.95},
+        {"truth": "teal wavy", "predicted": "teal striped", "share": 0.8},
+        {"truth": "teal plain", "predicted": "teal striped", "share": 0.4},
+    ]
+    lines = takeover_lines({**record, "takeovers": taken})
+    assert "(cropmask, onnxruntime fp32)" in lines[0]
+    assert lines[1:] == ["  teal striped ← teal wavy 80 %, teal plain 40 %", "  red striped ← red plain 95 %"]
+    assert takeover_lines({**record, "takeovers": []})[0].startswith("No class lost 30 %")
+    assert takeover_lines(record) == []  # a record written before takeovers were kept says nothing

@@ -11,7 +11,7 @@ reported beside it under its own name. All values are fractions in [0, 1].
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -102,6 +102,24 @@ def nan_safe_metrics(conf: np.ndarray, seen: Sequence[bool]) -> Dict[str, float]
 
     s, u = mean(seen), mean(~seen)
     return {"mIoU": mean(np.ones(k, bool)), "seen_mIoU": s, "unseen_mIoU": u, "hIoU": _hmean(s, u)}
+
+
+def takeovers(
+    conf: np.ndarray, class_names: Sequence[str], share: float = 0.3, top: int = 8
+) -> List[Dict[str, object]]:
+    """Where a class's pixels went to one other class: ``{"truth", "predicted", "share"}`` for each pair
+    with at least ``share`` of the truth's pixels, largest first (at most ``top``). One predicted class
+    in several pairs is a catch-all, the usual reason a zero-shot run scores far below its seeds' band."""
+    k = len(class_names)
+    c = np.asarray(conf, np.float64)[:k, :k]  # [pred, gt]; row/column K (ignore) dropped
+    frac = c / np.maximum(c.sum(axis=0, keepdims=True), 1.0)
+    np.fill_diagonal(frac, 0.0)
+    pred, gt = np.nonzero(frac >= share)
+    order = np.argsort(-frac[pred, gt], kind="stable")[:top]
+    return [
+        {"truth": class_names[gt[i]], "predicted": class_names[pred[i]], "share": float(frac[pred[i], gt[i]])}
+        for i in order
+    ]
 
 
 def all_metrics(conf: np.ndarray, seen: Sequence[bool], class_names: Sequence[str]) -> Dict[str, object]:

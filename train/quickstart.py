@@ -251,7 +251,7 @@ def _panel(image: np.ndarray, result, title: str, zoom: int = 2) -> np.ndarray:
 
 def summary(clip_info: Dict[str, object], records: List[dict]) -> str:
     from .text_geometry import warnings
-    from .zeroshot_eval import markdown_table
+    from .zeroshot_eval import FAITHFUL_MODE, markdown_table, takeover_lines
 
     z = clip_info["zero_shot"]
     lines = [
@@ -265,6 +265,9 @@ def summary(clip_info: Dict[str, object], records: List[dict]) -> str:
         "",
         markdown_table(records),
     ]
+    faithful = next((r for r in records if r["mode"] == FAITHFUL_MODE), None)
+    if faithful is not None:
+        lines += ["", *takeover_lines(faithful)]
     return "\n".join(lines)
 
 

@@ -19,11 +19,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .metrics import all_metrics, confusion_matrix
+from .metrics import all_metrics, confusion_matrix, takeovers
 
 MODES = ("cropmask", "pruned", "maskpool", "proposal")
 BACKENDS = ("torch", "onnxruntime")
 FAITHFUL_MODE = "cropmask"
+TAKEOVER_SHARE = 0.3  # a class that loses this much of its pixels to one other is reported
 
 
 def map_agreement(a: np.ndarray, b: np.ndarray) -> Dict[str, float]:
@@ -141,7 +142,25 @@ def _record(backend: str, precision: str, mode: str, t: _Tally, seen, names, n: 
     if t.clip_q[1]:
         rec["clip_query_fraction"] = t.clip_q[0] / t.clip_q[1]
     rec["per_class_iou"] = {c["name"]: c["iou"] for c in m["per_class"]}
+    rec["takeovers"] = takeovers(t.conf, names, TAKEOVER_SHARE)
     return rec
+
+
+def takeover_lines(record: Dict[str, object]) -> List[str]:
+    """A configuration's :func:`train.metrics.takeovers`, grouped by the class that took the pixels
+    (catch-alls first): the first thing to read when a run lands outside its band."""
+    if "takeovers" not in record:  # a gzss.json written before they were recorded
+        return []
+    taken: Dict[str, List[Tuple[str, float]]] = {}
+    for t in record["takeovers"]:
+        taken.setdefault(str(t["predicted"]), []).append((str(t["truth"]), float(t["share"])))
+    where = f"{record['mode']}, {record['backend']} {record['precision']}"
+    if not taken:
+        return [f"No class lost {100 * TAKEOVER_SHARE:.0f} % or more of its pixels to one other class ({where})."]
+    lines = [f"Classes that took {100 * TAKEOVER_SHARE:.0f} % or more of another class's pixels ({where}):"]
+    for pred, victims in sorted(taken.items(), key=lambda kv: (-len(kv[1]), -max(s for _, s in kv[1]))):
+        lines.append(f"  {pred} ← " + ", ".join(f"{truth} {100 * s:.0f} %" for truth, s in victims))
+    return lines
 
 
 def _pct(x: Optional[float]) -> str:
