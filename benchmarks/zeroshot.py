@@ -222,6 +222,22 @@ def tiers_markdown(rows: List[Dict[str, Any]], seeds: List[int], a: argparse.Nam
     )
 
 
+def takeover_markdown(runs: List[Dict[str, Any]], backend: str) -> List[str]:
+    """Per seed, the classes that took 30 % or more of another class's pixels in the faithful map (whichever
+    model drew the catch-all); nothing for evaluations written before ``gzss.json`` kept them."""
+    from train.zeroshot_eval import FAITHFUL_MODE, takeover_lines
+
+    lines = []
+    for r in runs:
+        rec = next((x for x in r["records"] if x["backend"] == backend and x["mode"] == FAITHFUL_MODE), None)
+        found = takeover_lines(rec) if rec else []
+        if found:
+            lines += [f"- seed {r['seed']}: " + ("; ".join(x.strip() for x in found[1:]) or "none")]
+    if not lines:
+        return []
+    return ["Classes that took 30 % or more of another class's pixels (cropmask, per seed):", "", *lines, ""]
+
+
 def seeds_markdown(runs: List[Dict[str, Any]], spread: Dict[str, Any], a: argparse.Namespace, backend: str) -> str:
     from train.zeroshot_band import spread_markdown
 
@@ -248,6 +264,7 @@ def seeds_markdown(runs: List[Dict[str, Any]], spread: Dict[str, Any], a: argpar
             f"Unseen classes each seed's CLIP text tower embedded almost without one of their words, the "
             f"catch-alls that pull a seed's result down (`train/text_geometry.py`): {catch}.",
             "",
+            *takeover_markdown(runs, backend),
             "One run is one draw: a difference between two runs smaller than the spread is not a measured "
             "difference (why: `zeroshot_reproducibility.md`). `python -m train.quickstart` prints its result next "
             "to this band (`train/resources/zeroshot_band.json`).",

@@ -44,6 +44,16 @@ RUNS = {
     2: _records(0.375, 0.357, 0.366),
 }
 
+TAKEN = {  # takeovers in the cropmask records of seeds 0 and 1
+    0: {"takeovers": []},
+    1: {
+        "takeovers": [
+            {"truth": t, "predicted": "teal striped", "share": v}
+            for t, v in (("teal wavy", 0.84), ("teal dotted", 0.8))
+        ]
+    },
+}
+
 
 def test_seed_spread_is_mean_min_max_of_one_backend():
     s = seed_spread(RUNS)
@@ -113,7 +123,7 @@ def test_benchmark_seeds_writes_the_spread_table_the_section_and_the_band(tmp_pa
             "clip_catch_alls": ["teal striped"] if seed == 2 else [],
             "clip_seconds": 1.0,
             "zegformer_seconds": 2.0,
-            "records": RUNS[seed][:2],
+            "records": [{**RUNS[seed][0], **TAKEN.get(seed, {})}, RUNS[seed][1]],
             "seconds_this_run": 3.0,
         }
 
@@ -140,6 +150,9 @@ def test_benchmark_seeds_writes_the_spread_table_the_section_and_the_band(tmp_pa
     assert "| cropmask | unseen_mIoU | 35.6 | 27.7 | 43.4 | 15.7 |" in md
     assert (out / "zeroshot_seeds.md").read_text().strip() in md
     assert "seed 0: none; seed 1: none; seed 2: teal striped." in md  # the catch-alls, per seed
+    # where each seed's faithful pixels went; seed 2's evaluation predates the record and says nothing
+    assert "- seed 0: none\n- seed 1: teal striped ← teal wavy 84 %, teal dotted 80 %\n\n" in md
+    assert "- seed 2:" not in md
     assert zeroshot.main(args) == 0 and (out / "zeroshot.md").read_text().count("## Seed spread") == 1
     band = read_band(band_file)
     assert band["seeds"] == [0, 1, 2] and band["settings"]["val"] == 200
