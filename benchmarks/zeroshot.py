@@ -223,19 +223,22 @@ def tiers_markdown(rows: List[Dict[str, Any]], seeds: List[int], a: argparse.Nam
 
 
 def takeover_markdown(runs: List[Dict[str, Any]], backend: str) -> List[str]:
-    """Per seed, the classes that took 30 % or more of another class's pixels in the faithful map (whichever
-    model drew the catch-all); nothing for evaluations written before ``gzss.json`` kept them."""
-    from train.zeroshot_eval import FAITHFUL_MODE, takeover_lines
+    """Per seed, the classes that took a large share of another class's pixels in the faithful map
+    (whichever model drew the catch-all); nothing for evaluations written before ``gzss.json`` kept them."""
+    from train.zeroshot_eval import FAITHFUL_MODE, TAKEOVER_SHARE, takeover_groups
 
     lines = []
     for r in runs:
         rec = next((x for x in r["records"] if x["backend"] == backend and x["mode"] == FAITHFUL_MODE), None)
-        found = takeover_lines(rec) if rec else []
-        if found:
-            lines += [f"- seed {r['seed']}: " + ("; ".join(x.strip() for x in found[1:]) or "none")]
+        groups = takeover_groups(rec) if rec else None
+        if groups is not None:
+            lines.append(f"- seed {r['seed']}: " + ("; ".join(groups) or "none"))
     if not lines:
         return []
-    return ["Classes that took 30 % or more of another class's pixels (cropmask, per seed):", "", *lines, ""]
+    head = (
+        f"Classes that took {100 * TAKEOVER_SHARE:.0f} % or more of another class's pixels ({FAITHFUL_MODE}, per seed):"
+    )
+    return [head, "", *lines, ""]
 
 
 def seeds_markdown(runs: List[Dict[str, Any]], spread: Dict[str, Any], a: argparse.Namespace, backend: str) -> str:

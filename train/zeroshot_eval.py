@@ -146,21 +146,29 @@ def _record(backend: str, precision: str, mode: str, t: _Tally, seen, names, n: 
     return rec
 
 
-def takeover_lines(record: Dict[str, object]) -> List[str]:
-    """A configuration's :func:`train.metrics.takeovers`, grouped by the class that took the pixels
-    (catch-alls first): the first thing to read when a run lands outside its band."""
-    if "takeovers" not in record:  # a gzss.json written before they were recorded
-        return []
+def takeover_groups(record: Dict[str, object]) -> Optional[List[str]]:
+    """A configuration's :func:`train.metrics.takeovers` as one ``"taker ← truth 84 %, …"`` string per
+    class that took pixels, catch-alls first; ``None`` for a record written before they were kept."""
+    if "takeovers" not in record:
+        return None
     taken: Dict[str, List[Tuple[str, float]]] = {}
     for t in record["takeovers"]:
         taken.setdefault(str(t["predicted"]), []).append((str(t["truth"]), float(t["share"])))
+    ranked = sorted(taken.items(), key=lambda kv: (-len(kv[1]), -max(s for _, s in kv[1])))
+    return [f"{pred} ← " + ", ".join(f"{truth} {100 * s:.0f} %" for truth, s in victims) for pred, victims in ranked]
+
+
+def takeover_lines(record: Dict[str, object]) -> List[str]:
+    """:func:`takeover_groups` as report lines: the first thing to read when a run lands outside its band."""
+    groups = takeover_groups(record)
+    if groups is None:
+        return []
     where = f"{record['mode']}, {record['backend']} {record['precision']}"
-    if not taken:
+    if not groups:
         return [f"No class lost {100 * TAKEOVER_SHARE:.0f} % or more of its pixels to one other class ({where})."]
-    lines = [f"Classes that took {100 * TAKEOVER_SHARE:.0f} % or more of another class's pixels ({where}):"]
-    for pred, victims in sorted(taken.items(), key=lambda kv: (-len(kv[1]), -max(s for _, s in kv[1]))):
-        lines.append(f"  {pred} ← " + ", ".join(f"{truth} {100 * s:.0f} %" for truth, s in victims))
-    return lines
+    return [f"Classes that took {100 * TAKEOVER_SHARE:.0f} % or more of another class's pixels ({where}):"] + [
+        f"  {g}" for g in groups
+    ]
 
 
 def _pct(x: Optional[float]) -> str:
