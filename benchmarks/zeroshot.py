@@ -225,7 +225,7 @@ def tiers_markdown(rows: List[Dict[str, Any]], seeds: List[int], a: argparse.Nam
 def takeover_markdown(runs: List[Dict[str, Any]], backend: str) -> List[str]:
     """Per seed, the classes that took a large share of another class's pixels in the faithful map
     (whichever model drew the catch-all); nothing for evaluations written before ``gzss.json`` kept them."""
-    from train.zeroshot_eval import FAITHFUL_MODE, TAKEOVER_SHARE, takeover_groups
+    from train.zeroshot_eval import FAITHFUL_MODE, takeover_groups, takeover_heading
 
     lines = []
     for r in runs:
@@ -235,10 +235,7 @@ def takeover_markdown(runs: List[Dict[str, Any]], backend: str) -> List[str]:
             lines.append(f"- seed {r['seed']}: " + ("; ".join(groups) or "none"))
     if not lines:
         return []
-    head = (
-        f"Classes that took {100 * TAKEOVER_SHARE:.0f} % or more of another class's pixels ({FAITHFUL_MODE}, per seed):"
-    )
-    return [head, "", *lines, ""]
+    return [takeover_heading(f"{FAITHFUL_MODE}, per seed"), "", *lines, ""]
 
 
 def seeds_markdown(runs: List[Dict[str, Any]], spread: Dict[str, Any], a: argparse.Namespace, backend: str) -> str:

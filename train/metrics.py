@@ -104,8 +104,11 @@ def nan_safe_metrics(conf: np.ndarray, seen: Sequence[bool]) -> Dict[str, float]
     return {"mIoU": mean(np.ones(k, bool)), "seen_mIoU": s, "unseen_mIoU": u, "hIoU": _hmean(s, u)}
 
 
+TAKEOVER_SHARE = 0.3  # a class that loses this much of its pixels to one other is reported
+
+
 def takeovers(
-    conf: np.ndarray, class_names: Sequence[str], share: float = 0.3, top: int = 8
+    conf: np.ndarray, class_names: Sequence[str], share: float = TAKEOVER_SHARE, top: int = 8
 ) -> List[Dict[str, object]]:
     """Where a class's pixels went to one other class: ``{"truth", "predicted", "share"}`` for each pair
     with at least ``share`` of the truth's pixels, largest first (at most ``top``). One predicted class

@@ -19,12 +19,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .metrics import all_metrics, confusion_matrix, takeovers
+from .metrics import TAKEOVER_SHARE, all_metrics, confusion_matrix, takeovers
 
 MODES = ("cropmask", "pruned", "maskpool", "proposal")
 BACKENDS = ("torch", "onnxruntime")
 FAITHFUL_MODE = "cropmask"
-TAKEOVER_SHARE = 0.3  # a class that loses this much of its pixels to one other is reported
 
 
 def map_agreement(a: np.ndarray, b: np.ndarray) -> Dict[str, float]:
@@ -142,7 +141,7 @@ def _record(backend: str, precision: str, mode: str, t: _Tally, seen, names, n: 
     if t.clip_q[1]:
         rec["clip_query_fraction"] = t.clip_q[0] / t.clip_q[1]
     rec["per_class_iou"] = {c["name"]: c["iou"] for c in m["per_class"]}
-    rec["takeovers"] = takeovers(t.conf, names, TAKEOVER_SHARE)
+    rec["takeovers"] = takeovers(t.conf, names)
     return rec
 
 
@@ -158,6 +157,11 @@ def takeover_groups(record: Dict[str, object]) -> Optional[List[str]]:
     return [f"{pred} ← " + ", ".join(f"{truth} {100 * s:.0f} %" for truth, s in victims) for pred, victims in ranked]
 
 
+def takeover_heading(where: str) -> str:
+    """The title over a list of :func:`takeover_groups` (``where``: the configuration or the seeds)."""
+    return f"Classes that took {100 * TAKEOVER_SHARE:.0f} % or more of another class's pixels ({where}):"
+
+
 def takeover_lines(record: Dict[str, object]) -> List[str]:
     """:func:`takeover_groups` as report lines: the first thing to read when a run lands outside its band."""
     groups = takeover_groups(record)
@@ -166,9 +170,7 @@ def takeover_lines(record: Dict[str, object]) -> List[str]:
     where = f"{record['mode']}, {record['backend']} {record['precision']}"
     if not groups:
         return [f"No class lost {100 * TAKEOVER_SHARE:.0f} % or more of its pixels to one other class ({where})."]
-    return [f"Classes that took {100 * TAKEOVER_SHARE:.0f} % or more of another class's pixels ({where}):"] + [
-        f"  {g}" for g in groups
-    ]
+    return [takeover_heading(where)] + [f"  {g}" for g in groups]
 
 
 def _pct(x: Optional[float]) -> str:
