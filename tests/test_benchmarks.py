@@ -71,3 +71,44 @@ def test_tuning_measures_every_batch_and_thread_setting(tmp_path, tmp_path_facto
     default = [r for r in rows if (r["batch"], r["threads"]) == (32, "all")]
     assert len(default) == 1 and default[0]["vs_default"] == 1.0
     assert all(r["ms_per_crop"] > 0 for r in rows)
+
+
+def test_calibration_sweep_equals_bundles_exported_with_each_value(tmp_path, tmp_path_factory):
+    """benchmarks/zeroshot_calibration.py re-takes the argmax per calibration; each of its confusion
+    matrices must equal the SDK's own maps from a copy of the bundle whose manifest holds that value
+    (but for exact ties of this random model's scores, which the SDK's labels-only path breaks its own way)."""
+    import numpy as np
+
+    from benchmarks.zeroshot_calibration import confusions
+    from sdk import Segmenter
+    from tests.sdk_helpers import copy_bundle, tiny_bundle
+    from train.data import build_dataset
+    from train.data.compositional import World, generate_folder
+    from train.metrics import confusion_matrix
+
+    seed_dir = tmp_path / "seed-0"
+    generate_folder(seed_dir / "data", World(), 2, 3, size=64)
+    bundle = copy_bundle(tiny_bundle(tmp_path_factory), seed_dir / "bundle")
+    # the SDK calibrates the bundle's training classes: give five of the world's classes their names
+    trained = [n for n, s in zip(*json.loads((bundle / "manifest.json").read_text())["classes"].values()) if s]
+    classes = seed_dir / "data" / "classes.txt"
+    names = classes.read_text().splitlines()
+    classes.write_text("\n".join(trained + names[len(trained) :]) + "\n")
+    calibrations = [-0.2, -0.1, 0.0, 0.1]
+    swept = confusions(seed_dir, "val", 0, calibrations)
+    dataset = build_dataset("folder", str(seed_dir / "data"), "val")
+    names = list(dataset.class_names)
+    total = swept[0.0].sum()
+    for c in calibrations:
+        bundle = copy_bundle(seed_dir / "bundle", tmp_path / f"cal{c}")
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        manifest["inference"]["gzero_calibrate"] = c
+        (bundle / "manifest.json").write_text(json.dumps(manifest))
+        seg = Segmenter(str(bundle), mode="cropmask", min_size=None, cache_dir=False, vocabulary=names)
+        want = sum(
+            confusion_matrix(np.asarray(seg(img).label_map), lab, len(names))
+            for img, lab in map(dataset.load, range(3))
+        )
+        assert np.abs(swept[c] - want).sum() / 2 <= 0.003 * total, f"calibration {c}"
+    moved = np.abs(swept[calibrations[0]] - swept[calibrations[-1]]).sum() / 2
+    assert moved >= 0.05 * total  # the values chosen move many more pixels than the ties
