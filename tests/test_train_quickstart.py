@@ -101,6 +101,9 @@ def test_quickstart_resumes_after_interruptions(tmp_path, monkeypatch, capsys):
     # a 5-step model may leave pruned nothing to ask CLIP; cropmask asks it about every query
     assert 0 <= records[1]["clip_query_fraction"] <= 1 and records[0]["clip_query_fraction"] == 1
     assert (out / "zeroshot_example.png").is_file() and (out / "bundle" / "manifest.json").is_file()
+    # the world's calibration (configs/zeroshot-world.yaml), not COCO-Stuff's 0.1, reaches the SDK
+    manifest = json.loads((out / "bundle" / "manifest.json").read_text())
+    assert manifest["inference"]["gzero_calibrate"] == 0.0 and manifest["model"]["config"]["gzero_calibrate"] == 0.0
     log = [json.loads(line) for line in (out / "run" / "train_log.jsonl").read_text().splitlines()]
     assert log[-1]["step"] == 5
 
