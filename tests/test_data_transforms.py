@@ -116,25 +116,3 @@ def test_loader_workers_give_the_same_batches(tmp_path):
         for ma, mb in zip(a, b):
             assert torch.equal(ma["images"], mb["images"])
             assert all(torch.equal(ta["masks"], tb["masks"]) for ta, tb in zip(ma["targets"], mb["targets"]))
-
-
-def test_decoded_cache_gives_the_same_batches_and_keeps_to_its_budget(tmp_path):
-    from train.data import build_dataset
-    from train.data.loader import StepDataset, step_loader
-    from train.data.synthetic import generate
-
-    ds = build_dataset("folder", str(generate(tmp_path / "d", 4, 1, 6, 1, size=48, seed=0)), "train")
-    plan = StepPlan(len(ds), 4, world=1, accumulate=1, seed=0)
-    aug = AugmentConfig(crop_size=32, scales=(0.8, 1.2), flip=True)
-    plain = StepDataset(ds, plan, 0, aug, ds.seen_map(), max_iter=6)
-    cached = StepDataset(ds, plan, 0, aug, ds.seen_map(), max_iter=6, cache_mb=1)
-    a, b = list(step_loader(plain, 0)), list(step_loader(cached, 0))
-    for x, y in zip(a, b):  # 6 steps of 4 = 4 epochs of 6 images: cache hits after the first
-        assert torch.equal(x[0]["images"], y[0]["images"])
-        assert all(torch.equal(ta["masks"], tb["masks"]) for ta, tb in zip(x[0]["targets"], y[0]["targets"]))
-    cache = cached.source
-    assert sorted(cache.items) == list(range(6)) and not any(im.flags.writeable for im, _ in cache.items.values())
-    one = ds.load(0)[0].nbytes + ds.load(0)[1].nbytes
-    small = StepDataset(ds, plan, 0, aug, ds.seen_map(), max_iter=6, cache_mb=2.5 * one / 2**20)
-    list(step_loader(small, 0))
-    assert len(small.source.items) == 2 and small.source.used <= 2.5 * one  # past the budget: read each time

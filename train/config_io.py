@@ -41,7 +41,6 @@ DEFAULTS: Config = {
         "color_aug": True,
         "flip": True,
         "num_workers": 0,
-        "cache_mb": 0,  # decoded training images kept in memory per loader process (small datasets)
     },
     "solver": {
         f.name: (list(f.default) if isinstance(f.default, tuple) else f.default)

@@ -213,13 +213,7 @@ class Trainer:
         previous_int = signal.signal(signal.SIGINT, self._on_sigterm)  # Ctrl-C checkpoints too
         self._signal = signal.SIGTERM  # (another rank's signal stops this one as a SIGTERM)
         ds = StepDataset(
-            self.train_set,
-            self.plan,
-            self.rank,
-            self.aug,
-            self.train_set.seen_map(),
-            self.solver.max_iter,
-            float(self.cfg["data"]["cache_mb"]),
+            self.train_set, self.plan, self.rank, self.aug, self.train_set.seen_map(), self.solver.max_iter
         )
         bar = self._progress()
         self._started = started = last_time = time.perf_counter()

@@ -62,31 +62,8 @@ class StepPlan:
         return [mine[i * m : (i + 1) * m] for i in range(self.accumulate)]
 
 
-class DecodedCache:
-    """Decoded ``(image, label)`` pairs kept in memory up to a byte budget (read-only arrays, so no
-    augmentation can change what the next epoch reads); past the budget, items are read each time.
-    A small dataset read for many epochs then decodes each file once."""
-
-    def __init__(self, dataset: SegmentationDataset, budget_bytes: int):
-        self.dataset, self.budget, self.used = dataset, int(budget_bytes), 0
-        self.items: Dict[int, Tuple[np.ndarray, np.ndarray]] = {}
-
-    def load(self, index: int) -> Tuple[np.ndarray, np.ndarray]:
-        hit = self.items.get(index)
-        if hit is not None:
-            return hit
-        image, label = self.dataset.load(index)
-        size = image.nbytes + label.nbytes
-        if self.used + size <= self.budget:
-            image.flags.writeable = label.flags.writeable = False
-            self.items[index] = (image, label)
-            self.used += size
-        return image, label
-
-
 class StepDataset(Dataset):
-    """Item ``s`` = this rank's micro-batches of step ``s``, augmented and turned into targets.
-    ``cache_mb`` > 0 keeps up to that many MB of decoded images in each loader process."""
+    """Item ``s`` = this rank's micro-batches of step ``s``, augmented and turned into targets."""
 
     def __init__(
         self,
@@ -96,18 +73,16 @@ class StepDataset(Dataset):
         aug: AugmentConfig,
         class_map: Sequence[int],
         max_iter: int,
-        cache_mb: float = 0,
     ):
         self.dataset, self.plan, self.rank, self.aug = dataset, plan, rank, aug
         self.class_map = np.asarray(class_map)
         self.max_iter = max_iter
-        self.source = DecodedCache(dataset, int(cache_mb * 2**20)) if cache_mb > 0 else dataset
 
     def __len__(self) -> int:
         return self.max_iter
 
     def item(self, step: int, position: int, index: int) -> Dict[str, torch.Tensor]:
-        image, label = self.source.load(index)
+        image, label = self.dataset.load(index)
         rng = np.random.default_rng([self.plan.seed, step, position])
         image, label = augment(image, label, self.aug, rng)
         labels, masks = class_masks(label, self.class_map)
