@@ -21,7 +21,7 @@ from train.zeroshot_band import (
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-SETTINGS = dict(DEFAULTS)  # the quick start's settings (train 2000, val 200, clip_steps 800, iters 4000)
+SETTINGS = dict(DEFAULTS)  # the quick start's settings
 
 
 def _records(seen, unseen, h, backend="onnxruntime"):

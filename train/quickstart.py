@@ -58,7 +58,7 @@ def pin_cpu_kernels(native: bool = False) -> str:
 
 
 # The quick start's settings, also the defaults of ``benchmarks/zeroshot.py`` (its band holds for them).
-DEFAULTS = {"train": 2000, "val": 200, "clip_steps": 800, "iters": 5400}
+DEFAULTS = {"train": 2000, "val": 200, "clip_steps": 600, "iters": 4000}
 
 # The held-out images are the same for every --seed: the seed spread then measures training, not which
 # 200 images were drawn (on one model, 60-image draws moved unseen mIoU from 33 to 51).
