@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ClipTrainConfig:
-    # the quick start's: the loss levels off by step ~400 of 800, and 600 keep the quick start in
+    # the quick start's: the loss levels off by step ~400 of 800, and 600 steps keep the quick start in
     # 15 minutes (zeroshot_reproducibility.md, ninth pass)
     steps: int = 600
     batch_size: int = 128
